@@ -1,0 +1,83 @@
+"""The Celery app both sides share: the API only sends job ids, workers consume them.
+
+The broker carries job ids only (never specs or tensors); the database stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from app.config import Settings, get_settings
+
+RUN_JOB_TASK = "taas.run_job"
+ALL_QUEUES = ("cpu", "gpu")
+logger = logging.getLogger(__name__)
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    url = settings.resolved_broker_url
+    if url.startswith("filesystem://"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    # Redis re-delivers an unacknowledged message after the visibility timeout; it must be longer
+    # than the longest job we allow, or a long job would run twice.
+    return {"visibility_timeout": int(settings.max_job_seconds + 3600)}
+
+
+def make_celery_app(settings: Settings) -> Celery:
+    app = Celery("taas", broker=settings.resolved_broker_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options=_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=settings.default_queue,
+        # Acknowledge after the task ran and give the message back if the worker process dies:
+        # the claim on the API makes a second delivery harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # A training job holds a whole device: never reserve a second one while the first runs.
+        worker_prefetch_multiplier=1,
+        # Fail an enqueue fast when the broker is down instead of hanging the HTTP request.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        broker_connection_timeout=3,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+@lru_cache
+def get_celery_app() -> Celery:
+    return make_celery_app(get_settings())
+
+
+def enqueue_job(job_id: str, queue: str) -> bool:
+    """Send the job id to its queue; False (and a log line) when the broker is unreachable."""
+    try:
+        get_celery_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+    except Exception:  # kombu raises many types; the job stays queued in the database either way
+        logger.exception("could not enqueue %s on %s", job_id, queue)
+        return False
+    return True
+
+
+def broker_answers(timeout: float = 2.0) -> bool:
+    try:
+        with get_celery_app().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,209 @@
+"""The `taas` command: run the service (serve, api, worker, migrate, keys) and use it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app.config import get_settings
+
+cli = typer.Typer(help="taas: training as a service.", no_args_is_help=True, add_completion=False)
+keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Run everything here: migrations, the API and a local worker (SQLite, no servers)."""
+    from app.serve import serve as run_embedded
+
+    logging.basicConfig(level=logging.INFO)
+    run_embedded(host, port)
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the API server only (production: run `taas migrate` first)."""
+    import uvicorn
+
+    get_settings().check_production_safety()
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@cli.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues: cpu, gpu")] = "cpu,gpu",
+    concurrency: Annotated[int, typer.Option(help="jobs at once: one per device")] = 1,
+) -> None:
+    """Run a Celery worker that trains jobs from the given queues."""
+    from worker.celery_app import celery_app
+
+    # One job per process: the solo pool runs it in this process; more means prefork children.
+    pool = (
+        ["--pool=solo"] if concurrency == 1 else ["--pool=prefork", f"--concurrency={concurrency}"]
+    )
+    celery_app.worker_main(
+        [
+            "worker",
+            "--loglevel=INFO",
+            f"--queues={queues}",
+            "--without-gossip",
+            "--without-mingle",
+            *pool,
+        ]
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to date (Alembic)."""
+    from app import migrate as migrations
+
+    migrations.upgrade()
+    typer.echo("database is at the latest schema")
+
+
+@keys_cli.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="tenant name; created if new")],
+) -> None:
+    """Create an API key for a tenant and print it (it is not stored and cannot be shown again)."""
+    from app.auth.service import create_api_key
+    from app.db import session_scope
+
+    with session_scope() as session:
+        key = create_api_key(session, tenant)
+    typer.echo(key)
+
+
+def _client() -> Any:
+    from app.client import TaasClient
+
+    settings = get_settings()
+    key = settings.api_key
+    key_file = settings.home / "api_key"
+    if not key and key_file.exists():
+        key = key_file.read_text().strip()
+    if not key:
+        typer.echo(
+            f"no API key: set TAAS_API_KEY or run `taas serve` (writes {key_file})", err=True
+        )
+        raise typer.Exit(2)
+    return TaasClient(settings.api_url, key)
+
+
+def _run(action: Any) -> Any:
+    from app.client import ApiError
+
+    try:
+        return action()
+    except ApiError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+def _progress_line(job: dict[str, Any]) -> None:
+    progress, latest = job["progress"], job["metrics"]["latest"] or {}
+    accuracy = latest.get("val_accuracy")
+    shown = f" val_accuracy={accuracy:.4f}" if accuracy is not None else ""
+    typer.echo(
+        f"\r{job['id']} {job['status']:<10} epoch {progress['epoch']}/{progress['epochs']}{shown}",
+        nl=False,
+    )
+
+
+@cli.command()
+def submit(
+    spec_file: Annotated[
+        Path, typer.Argument(help="job spec JSON file", exists=True, dir_okay=False)
+    ],
+    wait: Annotated[bool, typer.Option("--wait", help="wait and show progress")] = False,
+) -> None:
+    """Submit a job spec; prints the job id (and waits for the result with --wait)."""
+    try:
+        spec = json.loads(spec_file.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        typer.echo(f"error: {spec_file} is not valid JSON: {error}", err=True)
+        raise typer.Exit(2) from error
+    with _client() as client:
+        job = _run(lambda: client.submit(spec))
+        typer.echo(job["id"])
+        if not wait:
+            return
+        job = _run(lambda: client.wait(job["id"], on_update=_progress_line))
+        typer.echo("")
+        _print_outcome(job)
+        if job["status"] != "succeeded":
+            raise typer.Exit(1)
+
+
+def _print_outcome(job: dict[str, Any]) -> None:
+    metrics = job["metrics"]
+    typer.echo(f"{job['id']} {job['status']}")
+    if metrics["test_accuracy"] is not None:
+        typer.echo(
+            f"test_accuracy={metrics['test_accuracy']:.4f} test_loss={metrics['test_loss']:.4f}"
+        )
+    if job["error"]:
+        typer.echo(f"error ({job['error']['type']}): {job['error']['message']}")
+
+
+@cli.command()
+def jobs(
+    status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(help="how many")] = 20,
+) -> None:
+    """List your jobs, newest first."""
+    with _client() as client:
+        page = _run(lambda: client.jobs(status=status, limit=limit))
+    for job in page["items"]:
+        accuracy = job["metrics"]["test_accuracy"]
+        shown = f"{accuracy:.4f}" if accuracy is not None else "-"
+        typer.echo(f"{job['id']}  {job['status']:<10}  {job['name']:<30}  {shown}")
+
+
+@cli.command()
+def status(job_id: str) -> None:
+    """Show one job as JSON."""
+    with _client() as client:
+        job = _run(lambda: client.job(job_id))
+    typer.echo(json.dumps(job, indent=2))
+
+
+@cli.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job (a running one stops within one batch)."""
+    with _client() as client:
+        job = _run(lambda: client.cancel(job_id))
+    typer.echo(f"{job['id']} {job['status']}")
+
+
+@cli.command()
+def download(
+    job_id: str,
+    out: Annotated[Path | None, typer.Option("--out", help="folder (default: ./JOB_ID)")] = None,
+) -> None:
+    """Download every artifact of a job, each verified against its sha256."""
+    with _client() as client:
+        paths = _run(lambda: client.download(job_id, out or Path(job_id)))
+    for path in paths:
+        typer.echo(str(path))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

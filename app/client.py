@@ -1,0 +1,119 @@
+"""A small Python client for the public API (used by the CLI and the end-to-end tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ApiError(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:500]
+        super().__init__(f"HTTP {response.status_code}: {detail}")
+        self.status_code = response.status_code
+        self.detail = detail
+
+
+class TaasClient:
+    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0) -> None:
+        self.http = httpx.Client(
+            base_url=api_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> TaasClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiError(response)
+        return response.json() if response.content else None
+
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        job: dict[str, Any] = self._json("POST", "/v1/jobs", json=spec, headers=headers)
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._json("GET", f"/v1/jobs/{job_id}")
+        return job
+
+    def jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> Any:
+        params = {key: value for key, value in [("status", status), ("cursor", cursor)] if value}
+        return self._json("GET", "/v1/jobs", params={**params, "limit": limit})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._json("POST", f"/v1/jobs/{job_id}/cancel")
+        return job
+
+    def delete(self, job_id: str) -> None:
+        self._json("DELETE", f"/v1/jobs/{job_id}")
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json("GET", f"/v1/jobs/{job_id}/metrics")["items"]
+        return items
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json("GET", f"/v1/jobs/{job_id}/events")["items"]
+        return items
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json("GET", f"/v1/jobs/{job_id}/artifacts")["items"]
+        return items
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = 3600.0,
+        poll_seconds: float = 1.0,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job ends; ``on_update`` sees every polled state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["status"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout:.0f}s")
+            time.sleep(poll_seconds)
+
+    def download(self, job_id: str, out_dir: Path) -> list[Path]:
+        """Fetch every artifact into ``out_dir``, verifying each against its listed sha256."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [self._download_one(job_id, item, out_dir) for item in self.artifacts(job_id)]
+
+    def _download_one(self, job_id: str, item: dict[str, Any], out_dir: Path) -> Path:
+        name = Path(item["name"]).name  # never let a server-supplied name leave out_dir
+        target, partial = out_dir / name, out_dir / f".{name}.partial"
+        digest = hashlib.sha256()
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response)
+            with partial.open("wb") as file:
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    file.write(chunk)
+        if digest.hexdigest() != item["sha256"]:
+            partial.unlink()
+            raise ValueError(f"{name}: sha256 {digest.hexdigest()} != listed {item['sha256']}")
+        partial.replace(target)
+        return target

@@ -1,0 +1,93 @@
+"""Settings: one object, read from the environment (prefix ``TAAS_``), cached behind get_settings().
+
+The defaults serve one machine with no external server: SQLite, a filesystem broker and artifacts
+under ``TAAS_HOME``. Production points the URLs at PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.spec import Limits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAAS_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    home: Path = Path(".taas")
+    database_url: str | None = None
+    broker_url: str | None = None
+    artifact_dir: Path | None = None
+    data_dir: Path | None = None
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+    worker_token: str | None = None
+
+    # Which Celery queue a job goes to; `device: auto` jobs go to `default_queue`.
+    default_queue: str = "cpu"
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+
+    max_json_bytes: int = 1_000_000
+    max_artifact_bytes: int = 4 * 1024**3
+    max_epochs: int = 200
+    max_batch_size: int = 4096
+    max_width: int = 4096
+    max_parameters: int = 50_000_000
+    max_job_seconds: float = 24 * 3600.0
+    max_synthetic_samples: int = 200_000
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'taas.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the embedded filesystem broker keeps its messages."""
+        return (self.home / "broker").resolve()
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.home / "artifacts").resolve()
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return (self.data_dir or self.home / "data").resolve()
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_epochs=self.max_epochs,
+            max_batch_size=self.max_batch_size,
+            max_width=self.max_width,
+            max_parameters=self.max_parameters,
+            max_seconds=self.max_job_seconds,
+            max_synthetic_samples=self.max_synthetic_samples,
+        )
+
+    def check_production_safety(self) -> None:
+        """Refuse defaults that are only safe on a developer's machine."""
+        if self.environment != "production":
+            return
+        problems = []
+        if not self.worker_token or len(self.worker_token) < 24:
+            problems.append("TAAS_WORKER_TOKEN must be set to a random string of 24+ characters")
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            problems.append("TAAS_DATABASE_URL must point at PostgreSQL")
+        if problems:
+            raise RuntimeError("unsafe production settings: " + "; ".join(problems))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

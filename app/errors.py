@@ -1,0 +1,49 @@
+"""Domain errors raised by services; app.main maps each to its HTTP status in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def detail(self) -> Any:
+        return self.message
+
+
+class NotFound(DomainError):
+    status_code = 404
+
+
+class Conflict(DomainError):
+    status_code = 409
+
+
+class InvalidInput(DomainError):
+    """Input that parsed but makes no sense; reported in FastAPI's validation-error shape."""
+
+    status_code = 422
+
+    def __init__(self, loc: list[str | int], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+    @property
+    def detail(self) -> Any:
+        return [{"loc": self.loc, "msg": self.message, "type": "value_error"}]
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+
+
+class IntegrityFailure(DomainError):
+    """An upload whose bytes do not match the digest the sender declared."""
+
+    status_code = 422

@@ -1,0 +1,121 @@
+"""Routes the workers call (worker token). Each write names its attempt; stale ones get 409."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from app.artifacts.dependencies import StorageDep
+from app.artifacts.service import ARTIFACT_KINDS, check_artifact_name, check_sha256, record_artifact
+from app.artifacts.storage import StoredObject
+from app.auth.dependencies import SettingsDep, WorkerAuth
+from app.db import SessionDep
+from app.errors import InvalidInput
+from app.internal import service
+from app.internal.schemas import (
+    Ack,
+    ClaimRequest,
+    ClaimResponse,
+    EventIn,
+    FinishRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    MetricPointIn,
+)
+
+router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"], dependencies=[WorkerAuth])
+JobId = Annotated[str, Path(max_length=40)]
+AttemptNumber = Annotated[int, Path(ge=1, le=1_000_000)]
+
+
+@router.post("/{job_id}/claim", response_model=ClaimResponse)
+def claim(
+    job_id: JobId, body: ClaimRequest, session: SessionDep, settings: SettingsDep
+) -> ClaimResponse:
+    job = service.claim_job(session, job_id, body.worker)
+    session.commit()
+    return ClaimResponse(
+        job_id=job.id,
+        attempt=job.attempt,
+        spec=job.spec,
+        heartbeat_seconds=settings.heartbeat_seconds,
+    )
+
+
+@router.post("/{job_id}/attempts/{attempt}/heartbeat", response_model=HeartbeatResponse)
+def heartbeat(
+    job_id: JobId, attempt: AttemptNumber, body: HeartbeatRequest, session: SessionDep
+) -> HeartbeatResponse:
+    cancel = service.heartbeat(session, job_id, attempt, body)
+    session.commit()
+    return HeartbeatResponse(cancel=cancel)
+
+
+@router.post("/{job_id}/attempts/{attempt}/metrics", response_model=Ack)
+def post_metrics(
+    job_id: JobId, attempt: AttemptNumber, body: MetricPointIn, session: SessionDep
+) -> Ack:
+    service.add_metric_point(session, job_id, attempt, body)
+    session.commit()
+    return Ack()
+
+
+@router.post("/{job_id}/attempts/{attempt}/events", response_model=Ack)
+def post_event(job_id: JobId, attempt: AttemptNumber, body: EventIn, session: SessionDep) -> Ack:
+    service.add_message(session, job_id, attempt, body.message)
+    session.commit()
+    return Ack()
+
+
+@router.put("/{job_id}/attempts/{attempt}/artifacts/{name}", response_model=Ack)
+async def upload_artifact(
+    job_id: JobId,
+    attempt: AttemptNumber,
+    name: Annotated[str, Path(max_length=200)],
+    request: Request,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    kind: Annotated[str, Query(max_length=32)] = "model",
+    x_content_sha256: Annotated[str | None, Header(max_length=64)] = None,
+) -> Ack:
+    """Stream the body to storage while hashing; the row exists only once the bytes verified."""
+    check_artifact_name(name)
+    expected = check_sha256(x_content_sha256)
+    if kind not in ARTIFACT_KINDS:
+        raise InvalidInput(["query", "kind"], f"kind={kind!r}: one of {', '.join(ARTIFACT_KINDS)}")
+    # Refuse a stale attempt before reading any bytes. The session is synchronous: keep its
+    # calls off the event loop.
+    await run_in_threadpool(service.current_attempt, session, job_id, attempt)
+    stored = await storage.put_stream(
+        job_id, request.stream(), expected, settings.max_artifact_bytes
+    )
+    try:
+        replaced = await run_in_threadpool(
+            _record_and_commit, session, job_id, attempt, name, kind, stored
+        )
+    except BaseException:
+        storage.delete(stored.key)
+        raise
+    if replaced is not None:
+        storage.delete(replaced)
+    return Ack()
+
+
+def _record_and_commit(
+    session: Session, job_id: str, attempt: int, name: str, kind: str, stored: StoredObject
+) -> str | None:
+    service.current_attempt(session, job_id, attempt)  # still current after the upload?
+    replaced = record_artifact(session, job_id, attempt, name, kind, stored)
+    session.commit()
+    return replaced
+
+
+@router.post("/{job_id}/attempts/{attempt}/finish", response_model=Ack)
+def finish(job_id: JobId, attempt: AttemptNumber, body: FinishRequest, session: SessionDep) -> Ack:
+    service.finish_attempt(session, job_id, attempt, body)
+    session.commit()
+    return Ack()

@@ -1,0 +1,61 @@
+"""Messages between workers and the API (internal routes, worker token)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WorkerMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ClaimRequest(WorkerMessage):
+    worker: str = Field(min_length=1, max_length=200)
+
+
+class ClaimResponse(BaseModel):
+    job_id: str
+    attempt: int
+    spec: dict[str, Any]
+    heartbeat_seconds: float
+
+
+class HeartbeatRequest(WorkerMessage):
+    epoch: int = Field(default=0, ge=0)
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class HeartbeatResponse(BaseModel):
+    cancel: bool = Field(description="true once the user asked to cancel: stop and finish")
+
+
+class MetricPointIn(WorkerMessage):
+    epoch: int = Field(ge=1)
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    lr: float | None = None
+    epoch_seconds: float | None = None
+    samples_per_second: float | None = None
+
+
+class EventIn(WorkerMessage):
+    message: str = Field(min_length=1, max_length=4000)
+
+
+class FinishRequest(WorkerMessage):
+    status: Literal["succeeded", "failed", "cancelled"]
+    test_accuracy: float | None = None
+    test_loss: float | None = None
+    stop_reason: str | None = Field(default=None, max_length=32)
+    device: str | None = Field(default=None, max_length=32)
+    acceleration: dict[str, Any] | None = None
+    error_type: Literal["user_error", "infra", "timeout", "internal"] | None = None
+    error_message: str | None = Field(default=None, max_length=4000)
+
+
+class Ack(BaseModel):
+    ok: bool = True

@@ -1,0 +1,128 @@
+"""What workers do to jobs: claim, heartbeat, report metrics, finish. Flushes, never commits.
+
+Every write names its attempt; a write from an attempt that is no longer the job's current,
+running attempt is refused (fencing), so a worker that lost its job cannot overwrite the result.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.artifacts.models import Artifact
+from app.db import utcnow
+from app.errors import Conflict, NotFound
+from app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn
+from app.jobs.models import Attempt, Job, MetricPoint
+from app.jobs.service import record_event, transition
+
+ACTIVE_STATUSES = ("running", "cancelling")
+REQUIRED_MODEL_FILES = ("model.json", "model.safetensors")
+
+
+def _job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id) if len(job_id) <= 40 else None
+    if job is None:
+        raise NotFound(f"job {job_id[:64]!r} not found")
+    return job
+
+
+def claim_job(session: Session, job_id: str, worker: str) -> Job:
+    """Move a queued job to running as attempt n+1. Compare-and-set, so only one worker wins."""
+    job = _job(session, job_id)
+    if not transition(
+        session, job, ["queued"], "running", attempt=job.attempt + 1, started_at=utcnow()
+    ):
+        raise Conflict(f"job {job_id} is {job.status}, not queued")
+    session.add(Attempt(job_id=job.id, number=job.attempt, worker=worker))
+    record_event(
+        session,
+        job,
+        f"attempt {job.attempt} started on {worker}",
+        status="running",
+        attempt=job.attempt,
+    )
+    session.flush()
+    return job
+
+
+def current_attempt(session: Session, job_id: str, attempt: int) -> tuple[Job, Attempt]:
+    """The job and attempt a worker writes for, if that attempt is still the live one."""
+    job = _job(session, job_id)
+    if job.attempt != attempt or job.status not in ACTIVE_STATUSES:
+        raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
+    row = session.scalar(select(Attempt).where(Attempt.job_id == job_id, Attempt.number == attempt))
+    if row is None:
+        raise Conflict(f"attempt {attempt} of job {job_id} does not exist")
+    return job, row
+
+
+def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatRequest) -> bool:
+    """Renew the attempt's lease and record progress; returns whether the user asked to cancel."""
+    job, row = current_attempt(session, job_id, attempt)
+    row.heartbeat_at = utcnow()
+    job.progress_epoch = max(job.progress_epoch, beat.epoch)
+    job.progress_fraction = max(job.progress_fraction, beat.fraction)
+    session.flush()
+    return job.status == "cancelling"
+
+
+def add_metric_point(session: Session, job_id: str, attempt: int, point: MetricPointIn) -> None:
+    """Store one epoch's metrics; the same epoch posted again (a retry) changes nothing."""
+    job, row = current_attempt(session, job_id, attempt)
+    exists = session.scalar(
+        select(MetricPoint.id).where(MetricPoint.job_id == job_id, MetricPoint.epoch == point.epoch)
+    )
+    if exists is None:
+        session.add(MetricPoint(job_id=job_id, attempt=attempt, **point.model_dump()))
+    row.heartbeat_at = utcnow()
+    job.progress_epoch = max(job.progress_epoch, point.epoch)
+    job.progress_fraction = max(job.progress_fraction, min(point.epoch / job.epochs, 1.0))
+    session.flush()
+
+
+def add_message(session: Session, job_id: str, attempt: int, message: str) -> None:
+    job, _ = current_attempt(session, job_id, attempt)
+    record_event(session, job, message, attempt=attempt)
+    session.flush()
+
+
+def finish_attempt(session: Session, job_id: str, attempt: int, result: FinishRequest) -> Job:
+    """Record the attempt's outcome; the job becomes terminal and never changes again."""
+    job, row = current_attempt(session, job_id, attempt)
+    if result.status == "succeeded":
+        _require_model_files(session, job_id, attempt)
+    now = utcnow()
+    failed = result.status == "failed"
+    finished = transition(
+        session,
+        job,
+        ACTIVE_STATUSES,
+        result.status,
+        finished_at=now,
+        test_accuracy=result.test_accuracy,
+        test_loss=result.test_loss,
+        stop_reason=result.stop_reason,
+        device=result.device,
+        acceleration=result.acceleration,
+        error_type=(result.error_type or "internal") if failed else None,
+        error_message=(result.error_message or "the worker reported a failure") if failed else None,
+    )
+    if not finished:
+        raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
+    row.status, row.finished_at = result.status, now
+    message = f"failed ({job.error_type}): {job.error_message}" if failed else result.status
+    record_event(session, job, message, status=result.status, attempt=attempt)
+    session.flush()
+    return job
+
+
+def _require_model_files(session: Session, job_id: str, attempt: int) -> None:
+    names = set(
+        session.scalars(
+            select(Artifact.name).where(Artifact.job_id == job_id, Artifact.attempt == attempt)
+        )
+    )
+    missing = [name for name in REQUIRED_MODEL_FILES if name not in names]
+    if missing:
+        raise Conflict(f"cannot succeed without {', '.join(missing)} uploaded by this attempt")

@@ -1,0 +1,135 @@
+"""Public job routes (HTTP only: parsing, status codes, headers; logic lives in service.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi.responses import FileResponse
+
+from app.artifacts.dependencies import StorageDep
+from app.auth.dependencies import CurrentTenant, SettingsDep
+from app.broker import enqueue_job
+from app.db import SessionDep
+from app.jobs import service
+from app.jobs.models import Job
+from app.jobs.schemas import (
+    ArtifactList,
+    EventList,
+    JobList,
+    JobOut,
+    JobStatus,
+    MetricList,
+)
+from app.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+NOT_FOUND = {404: {"description": "no such job for this tenant"}}
+JobId = Annotated[str, Path(max_length=200, description="the job id, `job_...`")]
+
+
+def valid_owned_job(job_id: JobId, session: SessionDep, tenant: CurrentTenant) -> Job:
+    """The tenant's job, or 404: every route below reuses this one ownership check."""
+    return service.get_owned_job(session, tenant, job_id)
+
+
+OwnedJob = Annotated[Job, Depends(valid_owned_job)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
+def submit_job(
+    spec: JobSpec, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+) -> JobOut:
+    job = service.submit_job(session, tenant, spec, settings)
+    session.commit()
+    # Only after the commit: a worker must never receive an id the database does not have yet.
+    if not enqueue_job(job.id, job.queue):
+        service.record_event(session, job, "broker unreachable; the job waits in the queue")
+        session.commit()
+    return service.describe_job(session, job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    tenant: CurrentTenant,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> JobList:
+    jobs, next_cursor = service.list_jobs(session, tenant, status, limit, cursor)
+    return JobList(
+        items=[service.describe_job(session, job) for job in jobs], next_cursor=next_cursor
+    )
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def get_job(job: OwnedJob, session: SessionDep) -> JobOut:
+    return service.describe_job(session, job)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={**NOT_FOUND, 409: {"description": "the job already ended"}},
+)
+def cancel_job(job: OwnedJob, session: SessionDep) -> JobOut:
+    service.cancel_job(session, job)
+    session.commit()
+    return service.describe_job(session, job)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, 409: {"description": "the job has not ended"}},
+)
+def delete_job(job: OwnedJob, session: SessionDep, storage: StorageDep) -> Response:
+    service.delete_job(session, job, storage)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{job_id}/metrics", response_model=MetricList, responses=NOT_FOUND)
+def job_metrics(job: OwnedJob, session: SessionDep) -> MetricList:
+    return MetricList(items=service.metric_points(session, job))
+
+
+@router.get("/{job_id}/events", response_model=EventList, responses=NOT_FOUND)
+def job_events(job: OwnedJob, session: SessionDep) -> EventList:
+    return EventList(items=service.events(session, job))
+
+
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=NOT_FOUND)
+def job_artifacts(job: OwnedJob, session: SessionDep) -> ArtifactList:
+    return ArtifactList(items=service.artifacts(session, job))
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the file's bytes"},
+        206: {"description": "the requested byte range"},
+        304: {"description": "If-None-Match matched the ETag"},
+        **NOT_FOUND,
+    },
+)
+def download_artifact(
+    job: OwnedJob,
+    name: Annotated[str, Path(max_length=200)],
+    session: SessionDep,
+    storage: StorageDep,
+    if_none_match: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    artifact = service.get_artifact(session, job, name)
+    etag = f'"{artifact.sha256}"'
+    if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    return FileResponse(
+        storage.local_path(artifact.storage_key),
+        media_type="application/octet-stream",
+        filename=artifact.name,
+        headers={"ETag": etag},
+    )

@@ -1,0 +1,92 @@
+"""What the public job routes return (the v1 contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.spec import JobSpec
+
+JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="epochs completed")
+    epochs: int = Field(description="epochs asked for")
+    fraction: float = Field(ge=0.0, le=1.0)
+
+
+class MetricPointOut(BaseModel):
+    epoch: int
+    train_loss: float | None
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float | None
+    epoch_seconds: float | None
+    samples_per_second: float | None
+
+
+class JobMetrics(BaseModel):
+    latest: MetricPointOut | None = Field(description="the last epoch's metric point")
+    test_accuracy: float | None = Field(description="final accuracy on the test split")
+    test_loss: float | None = Field(description="final mean cross-entropy on the test split")
+
+
+class JobError(BaseModel):
+    type: str = Field(description="user_error, infra, timeout or internal")
+    message: str
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    status: JobStatus
+    spec: JobSpec = Field(description="the normalized spec, every default filled in")
+    attempt: int = Field(description="number of the current (or last) attempt; 0 before any")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    metrics: JobMetrics
+    error: JobError | None
+    artifacts: list[str]
+    parameter_count: int
+    device: str | None = Field(description="the device the last attempt trained on")
+    acceleration: dict[str, Any] | None = Field(description="what the trainer applied, and why")
+    stop_reason: str | None = Field(description="completed, cancelled, target_reached, ...")
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at end")
+
+
+class MetricList(BaseModel):
+    items: list[MetricPointOut]
+
+
+class EventOut(BaseModel):
+    created_at: datetime
+    kind: Literal["status", "message"]
+    status: JobStatus | None
+    attempt: int | None
+    message: str
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactOut]

@@ -1,0 +1,222 @@
+"""Job logic for the public API: submit, list, cancel, delete, describe. Flushes, never commits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.artifacts.models import Artifact
+from app.artifacts.storage import ArtifactStorage
+from app.auth.models import Tenant
+from app.config import Settings
+from app.db import utcnow
+from app.errors import Conflict, InvalidInput, NotFound
+from app.jobs.models import Event, Job, MetricPoint
+from app.jobs.schemas import (
+    ArtifactOut,
+    EventOut,
+    JobError,
+    JobMetrics,
+    JobOut,
+    MetricPointOut,
+    Progress,
+)
+from app.spec import JobSpec, check_limits, dataset_info, normalized, parameter_count
+
+QUEUE_FOR_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
+
+
+def new_job_id() -> str:
+    return f"job_{secrets.token_hex(12)}"
+
+
+def record_event(
+    session: Session,
+    job: Job,
+    message: str,
+    *,
+    status: str | None = None,
+    attempt: int | None = None,
+) -> None:
+    kind = "status" if status is not None else "message"
+    session.add(Event(job_id=job.id, kind=kind, status=status, attempt=attempt, message=message))
+
+
+def transition(
+    session: Session, job: Job, allowed_from: Iterable[str], new_status: str, **values: Any
+) -> bool:
+    """Compare-and-set the job's status, so concurrent writers (a cancel racing a finish) cannot
+    overwrite each other: the update applies only if the status and attempt are still as read."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.attempt == job.attempt, Job.status.in_(list(allowed_from)))
+        .values(status=new_status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(job)
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settings) -> Job:
+    """Validate against the configured limits and store the job as ``queued``."""
+    check_limits(spec, settings.limits)
+    info = dataset_info(spec)
+    stored_spec = normalized(spec)
+    job = Job(
+        id=new_job_id(),
+        tenant_id=tenant.id,
+        name=stored_spec["name"],
+        status="queued",
+        spec=stored_spec,
+        queue=QUEUE_FOR_DEVICE.get(spec.device, settings.default_queue),
+        parameter_count=parameter_count(spec.model, info.shape, info.num_classes),
+        epochs=spec.training.epochs,
+    )
+    session.add(job)
+    session.flush()
+    record_event(session, job, "job accepted and queued", status="queued")
+    return job
+
+
+def get_owned_job(session: Session, tenant: Tenant, job_id: str) -> Job:
+    """The tenant's job; another tenant's job is indistinguishable from a missing one."""
+    job = session.get(Job, job_id) if len(job_id) <= 40 else None
+    if job is None or job.tenant_id != tenant.id:
+        raise NotFound(f"job {job_id[:64]!r} not found")
+    return job
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps({"c": job.created_at.isoformat(), "i": job.id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        created_at, job_id = datetime.fromisoformat(data["c"]), str(data["i"])
+    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error) as error:
+        raise InvalidInput(
+            ["query", "cursor"], "invalid cursor; use a next_cursor value"
+        ) from error
+    if created_at.tzinfo is None:
+        raise InvalidInput(["query", "cursor"], "invalid cursor; use a next_cursor value")
+    return created_at, job_id
+
+
+def list_jobs(
+    session: Session, tenant: Tenant, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """Newest first; the cursor is the (created_at, id) of the last job of the previous page."""
+    query = select(Job).where(Job.tenant_id == tenant.id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if cursor is not None:
+        created_at, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created_at, and_(Job.created_at == created_at, Job.id < job_id))
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    jobs = list(session.scalars(query))
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one is asked to stop (``cancelling``)."""
+    now = utcnow()
+    if transition(session, job, ["queued"], "cancelled", finished_at=now, stop_reason="cancelled"):
+        record_event(session, job, "cancelled before it started", status="cancelled")
+    elif transition(session, job, ["running"], "cancelling"):
+        record_event(session, job, "cancel requested; stopping", status="cancelling")
+    elif job.is_terminal:
+        raise Conflict(f"job {job.id} is already {job.status}")
+    session.flush()
+    return job
+
+
+def delete_job(session: Session, job: Job, storage: ArtifactStorage) -> None:
+    if not job.is_terminal:
+        raise Conflict(f"job {job.id} is {job.status}; cancel it and wait until it ends")
+    for artifact in session.scalars(select(Artifact).where(Artifact.job_id == job.id)):
+        session.delete(artifact)
+    session.delete(job)
+    session.flush()
+    storage.delete_job_files(job.id)
+
+
+def metric_points(session: Session, job: Job) -> list[MetricPointOut]:
+    query = select(MetricPoint).where(MetricPoint.job_id == job.id).order_by(MetricPoint.epoch)
+    return [
+        MetricPointOut.model_validate(point, from_attributes=True)
+        for point in session.scalars(query)
+    ]
+
+
+def events(session: Session, job: Job) -> list[EventOut]:
+    query = select(Event).where(Event.job_id == job.id).order_by(Event.id)
+    return [
+        EventOut.model_validate(event, from_attributes=True) for event in session.scalars(query)
+    ]
+
+
+def artifacts(session: Session, job: Job) -> list[ArtifactOut]:
+    query = select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
+    return [
+        ArtifactOut.model_validate(item, from_attributes=True) for item in session.scalars(query)
+    ]
+
+
+def get_artifact(session: Session, job: Job, name: str) -> Artifact:
+    artifact = session.scalar(
+        select(Artifact).where(Artifact.job_id == job.id, Artifact.name == name)
+    )
+    if artifact is None:
+        raise NotFound(f"job {job.id} has no artifact {name[:100]!r}")
+    return artifact
+
+
+def describe_job(session: Session, job: Job) -> JobOut:
+    latest = session.scalar(
+        select(MetricPoint)
+        .where(MetricPoint.job_id == job.id)
+        .order_by(MetricPoint.epoch.desc())
+        .limit(1)
+    )
+    names = session.scalars(
+        select(Artifact.name).where(Artifact.job_id == job.id).order_by(Artifact.name)
+    )
+    fraction = 1.0 if job.status == "succeeded" else min(job.progress_fraction, 1.0)
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        status=job.status,  # type: ignore[arg-type]
+        spec=JobSpec.model_validate(job.spec),
+        attempt=job.attempt,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        progress=Progress(epoch=job.progress_epoch, epochs=job.epochs, fraction=fraction),
+        metrics=JobMetrics(
+            latest=MetricPointOut.model_validate(latest, from_attributes=True) if latest else None,
+            test_accuracy=job.test_accuracy,
+            test_loss=job.test_loss,
+        ),
+        error=JobError(type=job.error_type, message=job.error_message or "")
+        if job.error_type
+        else None,
+        artifacts=list(names),
+        parameter_count=job.parameter_count,
+        device=job.device,
+        acceleration=job.acceleration,
+        stop_reason=job.stop_reason,
+    )

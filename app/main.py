@@ -1,0 +1,69 @@
+"""The API application: routers and the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from app import models  # noqa: F401  (registers every table on Base.metadata)
+from app.config import get_settings
+from app.errors import DomainError
+from app.health import router as health_router
+from app.internal.router import router as internal_router
+from app.jobs.router import router as jobs_router
+from app.limits import BodySizeLimit
+from app.spec import LimitViolation
+
+logger = logging.getLogger(__name__)
+
+
+def _domain_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DomainError)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+
+
+def _limit_violation(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, LimitViolation)
+    return JSONResponse({"detail": error.errors}, status_code=422)
+
+
+def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    # FastAPI's default echoes the offending input back; a huge or secret body should not be.
+    assert isinstance(error, RequestValidationError)
+    detail: list[dict[str, Any]] = [
+        {
+            "loc": list(item.get("loc", ())),
+            "msg": str(item.get("msg", "")),
+            "type": item.get("type"),
+        }
+        for item in error.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=error)
+    return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    settings.check_production_safety()
+    app = FastAPI(
+        title="taas",
+        version="1",
+        description="Training as a service: submit a training job, watch it, download the model.",
+    )
+    app.include_router(health_router)
+    app.include_router(jobs_router)
+    app.include_router(internal_router)
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(LimitViolation, _limit_violation)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes)
+    return app

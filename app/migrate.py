@@ -1,0 +1,25 @@
+"""Schema migrations: Alembic alone makes the schema. The scripts ship inside the package."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+
+from app.config import get_settings
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("app.migrations")))
+    config.set_main_option("sqlalchemy.url", database_url or get_settings().resolved_database_url)
+    return config
+
+
+def upgrade(database_url: str | None = None, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str | None = None, revision: str = "base") -> None:
+    command.downgrade(alembic_config(database_url), revision)

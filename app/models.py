@@ -1,0 +1,8 @@
+"""Every ORM model, imported once so that ``Base.metadata`` knows all tables (Alembic needs it)."""
+
+from app.artifacts.models import Artifact
+from app.auth.models import ApiKey, Tenant
+from app.db import Base
+from app.jobs.models import Attempt, Event, Job, MetricPoint
+
+__all__ = ["ApiKey", "Artifact", "Attempt", "Base", "Event", "Job", "MetricPoint", "Tenant"]

@@ -1,0 +1,113 @@
+"""`taas serve`: the embedded default. Migrations, the API and a local Celery worker, one command.
+
+Same code path as production: the worker is a separate process running the same task code, and
+only the URLs differ (SQLite and a filesystem broker under TAAS_HOME).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from app import migrate
+from app.auth.service import create_api_key
+from app.config import Settings, get_settings
+from app.db import reset_engine_cache, session_scope
+
+WORKER_STOP_SECONDS = 10.0
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write a file only its owner can read (created 0600, never briefly world-readable)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def ensure_worker_token(home: Path) -> str:
+    path = home / "worker_token"
+    if not path.exists():
+        write_secret(path, secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def ensure_api_key(home: Path) -> None:
+    """On first start, create a key for the `default` tenant, print it and save it for the CLI."""
+    path = home / "api_key"
+    if path.exists():
+        print(f"API key: in {path}")
+        return
+    with session_scope() as session:
+        key = create_api_key(session, "default")
+    write_secret(path, key)
+    print(f"Created API key (saved to {path}, shown once):\n  {key}")
+
+
+def _die_with_parent() -> None:
+    # Linux only: the worker gets SIGTERM if `taas serve` itself is killed, so it never lingers.
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"]
+    # Its own session: Ctrl-C in the terminal reaches only `taas serve`, which stops the worker.
+    return subprocess.Popen(
+        command,
+        env=os.environ.copy(),
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown first; a training job that does not stop in time is killed (it stays
+    `running` until its lease expires and it is re-queued)."""
+    if worker.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGKILL):
+        try:
+            os.killpg(worker.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            worker.wait(timeout=WORKER_STOP_SECONDS / 2)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+
+
+def serve(host: str, port: int) -> None:
+    home = get_settings().home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    # Everything below (this process and the worker it starts) reads these through Settings.
+    os.environ["TAAS_HOME"] = str(home)
+    os.environ.setdefault("TAAS_WORKER_TOKEN", ensure_worker_token(home))
+    os.environ.setdefault("TAAS_API_URL", f"http://{connect_host(host)}:{port}")
+    get_settings.cache_clear()
+    reset_engine_cache()
+    settings = get_settings()
+    migrate.upgrade()
+    ensure_api_key(home)
+    print(f"taas: API on http://{host}:{port}, data in {home}", flush=True)
+    worker = start_worker(settings)
+    try:
+        from app.main import create_app
+
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    finally:
+        stop_worker(worker)

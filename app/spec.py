@@ -1,0 +1,289 @@
+"""The job spec: the contract shared by the API, the worker and the trainer.
+
+Pydantic only (no FastAPI, SQLAlchemy or torch), so every side can import it. Every model forbids
+unknown fields: a typo such as ``"epocs"`` must be an error, not a silently ignored setting.
+Static bounds live on the fields; the bounds an operator configures (``Limits``) are checked by
+``check_limits`` once the spec has parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu"]
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
+ScheduleName = Literal["constant", "step", "cosine", "onecycle"]
+ExportFormat = Literal["safetensors"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+BuiltinDataset = Literal["fashion_mnist", "mnist", "cifar10", "synthetic"]
+BUILTIN_DATASETS: tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+
+Width = Annotated[int, Field(ge=1)]
+
+
+class StrictModel(BaseModel):
+    """Base for every spec model: unknown fields, NaN and infinity are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class MlpSpec(StrictModel):
+    """Fully connected: flatten -> [Linear -> (BatchNorm) -> act -> (Dropout)]* -> Linear."""
+
+    arch: Literal["mlp"] = "mlp"
+    hidden_sizes: list[Width] = Field(default_factory=lambda: [128], max_length=16)
+    activation: Activation = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+
+
+class CnnSpec(StrictModel):
+    """Small convnet: per stage conv3x3 -> (BatchNorm) -> act -> maxpool2, then a hidden fc."""
+
+    arch: Literal["cnn"] = "cnn"
+    channels: list[Width] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=6)
+    hidden_size: Width = 128
+    activation: Activation = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+
+
+ModelSpec = Annotated[MlpSpec | CnnSpec, Field(discriminator="arch")]
+
+
+class TrainingSpec(StrictModel):
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: OptimizerName = "adamw"
+    lr: float = Field(default=0.001, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    lr_schedule: ScheduleName = "onecycle"
+    loss: Literal["cross_entropy"] = "cross_entropy"
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    target_accuracy: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_seconds: float | None = Field(default=None, gt=0.0)
+
+
+class AccelerationSpec(StrictModel):
+    """Explicit switches; ``None`` means "let the trainer decide for this device"."""
+
+    amp: bool | None = None
+    compile: bool | None = None
+    channels_last: bool | None = None
+    data_on_device: bool | None = None
+
+
+class SyntheticOptions(StrictModel):
+    """Shape of the generated ``synthetic`` dataset: class prototypes plus noise, seeded."""
+
+    num_classes: int = Field(default=10, ge=2, le=100)
+    shape: tuple[Width, Width, Width] = (1, 28, 28)
+    train_size: int = Field(default=2000, ge=10)
+    test_size: int = Field(default=500, ge=10)
+    noise: float = Field(default=0.6, ge=0.0, le=4.0)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+
+class JobSpec(StrictModel):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    dataset: str = Field(min_length=1, max_length=100)
+    dataset_options: SyntheticOptions | None = None
+    model: ModelSpec = Field(default_factory=MlpSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    acceleration: Literal["off", "auto"] | AccelerationSpec = "auto"
+    device: DeviceName = "auto"
+    exports: list[ExportFormat] = Field(default_factory=lambda: ["safetensors"], max_length=4)
+
+
+class DatasetInfo(StrictModel):
+    """What the trainer and the API need to know about a dataset before loading it."""
+
+    name: str
+    shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    class_names: list[str]
+    train_size: int
+    test_size: int
+
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+def dataset_info(spec: JobSpec) -> DatasetInfo:
+    """Static description of a built-in dataset (for ``synthetic``, of the options in the spec)."""
+    if spec.dataset == "synthetic":
+        options = spec.dataset_options or SyntheticOptions()
+        return DatasetInfo(
+            name="synthetic",
+            shape=options.shape,
+            num_classes=options.num_classes,
+            class_names=[f"class_{i}" for i in range(options.num_classes)],
+            train_size=options.train_size,
+            test_size=options.test_size,
+        )
+    known = {
+        "fashion_mnist": ((1, 28, 28), FASHION_MNIST_CLASSES, 60000, 10000),
+        "mnist": ((1, 28, 28), [str(i) for i in range(10)], 60000, 10000),
+        "cifar10": ((3, 32, 32), CIFAR10_CLASSES, 50000, 10000),
+    }
+    if spec.dataset not in known:
+        raise ValueError(f"unknown dataset {spec.dataset!r}")
+    shape, names, train_size, test_size = known[spec.dataset]
+    return DatasetInfo(
+        name=spec.dataset,
+        shape=shape,
+        num_classes=len(names),
+        class_names=names,
+        train_size=train_size,
+        test_size=test_size,
+    )
+
+
+def parameter_count(model: MlpSpec | CnnSpec, shape: tuple[int, int, int], classes: int) -> int:
+    """Exact number of trainable parameters of the network ``worker.trainer.networks`` builds."""
+    channels, height, width = shape
+    if isinstance(model, MlpSpec):
+        count, fan_in = 0, channels * height * width
+        for size in model.hidden_sizes:
+            count += fan_in * size + size + (2 * size if model.batch_norm else 0)
+            fan_in = size
+        return count + fan_in * classes + classes
+    count, fan_in = 0, channels
+    for out in model.channels:
+        count += fan_in * out * 9 + out + (2 * out if model.batch_norm else 0)
+        fan_in = out
+        height, width = height // 2, width // 2
+    flat = fan_in * height * width
+    return (
+        count + flat * model.hidden_size + model.hidden_size + model.hidden_size * classes + classes
+    )
+
+
+class Limits(StrictModel):
+    """Operator-configured bounds, so that no spec can exhaust a worker."""
+
+    max_epochs: int = 200
+    max_batch_size: int = 4096
+    max_width: int = 4096
+    max_parameters: int = 50_000_000
+    max_seconds: float = 24 * 3600.0
+    max_synthetic_samples: int = 200_000
+
+
+class LimitViolation(ValueError):
+    """A spec that parsed but breaks a configured limit; ``errors`` use FastAPI's error shape."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(str(error["msg"]) for error in errors))
+        self.errors = errors
+
+
+def _violation(loc: tuple[str | int, ...], message: str, value: object) -> dict[str, Any]:
+    field = ".".join(str(part) for part in loc)
+    return {"loc": ["body", *loc], "msg": f"{field}={value!r}: {message}", "type": "limit"}
+
+
+def limit_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
+    """Every configured limit the spec breaks, each naming its field and value."""
+    errors: list[dict[str, Any]] = []
+    training = spec.training
+    if training.epochs > limits.max_epochs:
+        errors.append(
+            _violation(("training", "epochs"), f"at most {limits.max_epochs}", training.epochs)
+        )
+    if training.batch_size > limits.max_batch_size:
+        message = f"at most {limits.max_batch_size}"
+        errors.append(_violation(("training", "batch_size"), message, training.batch_size))
+    if training.max_seconds is not None and training.max_seconds > limits.max_seconds:
+        message = f"at most {limits.max_seconds:g}"
+        errors.append(_violation(("training", "max_seconds"), message, training.max_seconds))
+    errors.extend(_width_errors(spec.model, limits))
+    errors.extend(_dataset_errors(spec, limits))
+    if not errors:
+        info = dataset_info(spec)
+        count = parameter_count(spec.model, info.shape, info.num_classes)
+        if count > limits.max_parameters:
+            message = f"the network would have {count} parameters, at most {limits.max_parameters}"
+            errors.append(_violation(("model",), message, spec.model.arch))
+    return errors
+
+
+def _width_errors(model: MlpSpec | CnnSpec, limits: Limits) -> list[dict[str, Any]]:
+    widths = model.hidden_sizes if isinstance(model, MlpSpec) else model.channels
+    field = "hidden_sizes" if isinstance(model, MlpSpec) else "channels"
+    errors = [
+        _violation(("model", field, index), f"at most {limits.max_width}", width)
+        for index, width in enumerate(widths)
+        if width > limits.max_width
+    ]
+    if isinstance(model, CnnSpec) and model.hidden_size > limits.max_width:
+        message = f"at most {limits.max_width}"
+        errors.append(_violation(("model", "hidden_size"), message, model.hidden_size))
+    return errors
+
+
+def _dataset_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
+    if spec.dataset not in BUILTIN_DATASETS:
+        message = f"unknown dataset; built-in datasets are {', '.join(BUILTIN_DATASETS)}"
+        return [_violation(("dataset",), message, spec.dataset)]
+    if spec.dataset_options is not None and spec.dataset != "synthetic":
+        message = "options are only accepted for the 'synthetic' dataset"
+        return [_violation(("dataset_options",), message, spec.dataset)]
+    options = spec.dataset_options
+    if options is None:
+        return []
+    errors = []
+    total = options.train_size + options.test_size
+    if total > limits.max_synthetic_samples:
+        message = f"train_size + test_size = {total}, at most {limits.max_synthetic_samples}"
+        errors.append(_violation(("dataset_options", "train_size"), message, options.train_size))
+    channels, height, width = options.shape
+    if channels > 4 or height > 256 or width > 256 or min(height, width) < 8:
+        message = "channels must be 1-4 and height/width 8-256"
+        errors.append(_violation(("dataset_options", "shape"), message, list(options.shape)))
+    return errors
+
+
+def check_limits(spec: JobSpec, limits: Limits) -> None:
+    """Raise ``LimitViolation`` naming every field that breaks a configured limit."""
+    errors = limit_errors(spec, limits)
+    if errors:
+        raise LimitViolation(errors)
+
+
+def normalized(spec: JobSpec) -> dict[str, Any]:
+    """The spec with every default filled in, as stored on the job and sent to workers."""
+    data = spec.model_dump(mode="json")
+    if data["name"] is None:
+        data["name"] = f"{spec.model.arch}-{spec.dataset}"
+    if data["dataset_options"] is None and spec.dataset == "synthetic":
+        data["dataset_options"] = SyntheticOptions().model_dump(mode="json")
+    return data

@@ -1,0 +1,56 @@
+"""Small helpers for the trainer tests: a tiny synthetic job and a context that records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.spec import JobSpec
+from worker.trainer.loop import MetricPoint
+
+# 256 training images of 1x12x12 in 4 classes: an epoch of batch 32 is 8 steps, milliseconds each.
+TINY_OPTIONS: dict[str, Any] = {
+    "num_classes": 4,
+    "shape": [1, 12, 12],
+    "train_size": 256,
+    "test_size": 128,
+    "noise": 0.6,
+    "seed": 3,
+}
+TINY_BATCHES_PER_EPOCH = 8
+
+
+def tiny_spec(
+    model: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    **training: Any,
+) -> JobSpec:
+    """A synthetic job on TINY_OPTIONS (overridden by `options`), batch 32, 2 epochs, on CPU."""
+    return JobSpec.model_validate(
+        {
+            "dataset": "synthetic",
+            "dataset_options": {**TINY_OPTIONS, **(options or {})},
+            "model": model or {"arch": "mlp", "hidden_sizes": [32]},
+            "training": {"epochs": 2, "batch_size": 32, "lr": 0.01, **training},
+            "device": "cpu",
+        }
+    )
+
+
+class RecordingContext:
+    """A TrainContext that records what the trainer reports; stops after `stop_after` checks."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after = stop_after
+        self.stop_checks = 0
+        self.points: list[MetricPoint] = []
+        self.messages: list[str] = []
+
+    def report_metrics(self, point: MetricPoint) -> None:
+        self.points.append(point)
+
+    def should_stop(self) -> bool:
+        self.stop_checks += 1
+        return self.stop_after is not None and self.stop_checks >= self.stop_after
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)

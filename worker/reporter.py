@@ -1,0 +1,145 @@
+"""The worker's only way to the platform: HTTP calls to the API's internal routes (worker token).
+
+Transient failures (connection errors, 5xx) are retried with exponential backoff and jitter, so a
+short API restart costs a job nothing. 4xx answers are final; 409 means this attempt is stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+class ApiRefused(Exception):
+    """The API answered with a 4xx: retrying the same request will not help."""
+
+    def __init__(self, status_code: int, detail: object) -> None:
+        super().__init__(f"API refused ({status_code}): {detail}")
+        self.status_code = status_code
+
+
+class StaleAttempt(ApiRefused):
+    """409: the job is no longer ours (cancelled before start, claimed by another, or finished)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    attempt: int
+    spec: dict[str, Any]
+    heartbeat_seconds: float
+
+
+class ApiReporter:
+    def __init__(
+        self, api_url: str, worker_token: str, *, attempts: int = 8, timeout: float = 30.0
+    ) -> None:
+        self.client = httpx.Client(
+            base_url=api_url.rstrip("/") + "/internal/v1/jobs",
+            headers={"Authorization": f"Bearer {worker_token}"},
+            timeout=timeout,
+        )
+        self.attempts = attempts
+
+    def close(self) -> None:
+        self.client.close()
+
+    def claim(self, job_id: str, worker: str) -> Claim | None:
+        """Start a new attempt of the job, or None when it is not ours to run."""
+        try:
+            body = self._call("POST", f"/{job_id}/claim", json={"worker": worker})
+        except StaleAttempt:
+            return None
+        return Claim(body["job_id"], body["attempt"], body["spec"], body["heartbeat_seconds"])
+
+    def heartbeat(self, job_id: str, attempt: int, epoch: int, fraction: float) -> bool:
+        """Renew the lease; True when the user asked to cancel."""
+        path = f"/{job_id}/attempts/{attempt}/heartbeat"
+        body = self._call("POST", path, json={"epoch": epoch, "fraction": fraction})
+        return bool(body["cancel"])
+
+    def post_metrics(self, job_id: str, attempt: int, point: dict[str, Any]) -> None:
+        self._call("POST", f"/{job_id}/attempts/{attempt}/metrics", json=point)
+
+    def post_event(self, job_id: str, attempt: int, message: str) -> None:
+        self._call("POST", f"/{job_id}/attempts/{attempt}/events", json={"message": message[:4000]})
+
+    def upload_artifact(self, job_id: str, attempt: int, path: Path, kind: str) -> None:
+        """Stream the file with its sha256; the API verifies the digest before recording it."""
+        digest = sha256_of(path)
+        self._call(
+            "PUT",
+            f"/{job_id}/attempts/{attempt}/artifacts/{path.name}",
+            params={"kind": kind},
+            headers={"X-Content-SHA256": digest, "Content-Type": "application/octet-stream"},
+            content_factory=lambda: _chunks(path),
+        )
+
+    def finish(self, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
+        self._call("POST", f"/{job_id}/attempts/{attempt}/finish", json=outcome)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        content_factory: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                content = content_factory() if content_factory else None
+                response = self.client.request(method, path, content=content, **kwargs)
+            except httpx.TransportError as error:
+                self._back_off(attempt, f"{method} {path}: {error!r}")
+                continue
+            if response.status_code >= 500:
+                self._back_off(attempt, f"{method} {path}: HTTP {response.status_code}")
+                continue
+            return _checked(response)
+        raise AssertionError("unreachable: _back_off raises on the last attempt")
+
+    def _back_off(self, attempt: int, what: str) -> None:
+        if attempt >= self.attempts:
+            raise ConnectionError(f"API unreachable after {attempt} tries: {what}")
+        # Full jitter: workers that lost the API together must not all come back in lockstep.
+        delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
+        logger.warning("retrying in %.1fs (try %d): %s", delay, attempt, what)
+        time.sleep(delay)
+
+
+def _checked(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code < 400:
+        body: dict[str, Any] = response.json()
+        return body
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text[:500]
+    error = StaleAttempt if response.status_code == 409 else ApiRefused
+    raise error(response.status_code, detail)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(UPLOAD_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(UPLOAD_CHUNK_BYTES):
+            yield chunk

@@ -1,0 +1,146 @@
+"""Run one job: claim it, train it through a context object, upload the model, finish it.
+
+The trainer knows nothing of HTTP: ``JobContext`` is its only window, and a heartbeat thread keeps
+the lease alive and notices a cancel, which the trainer sees between batches via ``should_stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.config import Settings, get_settings
+from app.spec import JobSpec
+from worker.reporter import ApiReporter, StaleAttempt
+from worker.trainer.data import DatasetUnavailable, load_dataset
+from worker.trainer.export import write_model_files
+from worker.trainer.loop import MetricPoint, TrainResult, train
+
+logger = logging.getLogger(__name__)
+
+
+class JobContext:
+    """What the trainer may do to the outside world: report, log, and ask whether to stop."""
+
+    def __init__(self, reporter: ApiReporter, job_id: str, attempt: int, epochs: int) -> None:
+        self.reporter, self.job_id, self.attempt, self.epochs = reporter, job_id, attempt, epochs
+        self.stop_requested = threading.Event()
+        self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
+        self.epochs_done = 0
+
+    def report_metrics(self, point: MetricPoint) -> None:
+        self.epochs_done = point.epoch
+        self.call_api(self.reporter.post_metrics, point.to_json())
+
+    def log(self, message: str) -> None:
+        self.call_api(self.reporter.post_event, message)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested.is_set()
+
+    def beat(self) -> None:
+        fraction = min(self.epochs_done / self.epochs, 1.0)
+        cancel = self.call_api(self.reporter.heartbeat, self.epochs_done, fraction)
+        if cancel:
+            self.stop_requested.set()
+
+    def call_api(self, call: Any, *args: Any) -> Any:
+        if self.lost.is_set():
+            return None
+        try:
+            return call(self.job_id, self.attempt, *args)
+        except StaleAttempt:
+            self.lost.set()
+            self.stop_requested.set()
+            return None
+
+
+class Heartbeat:
+    """Background thread: renew the lease every period until stopped."""
+
+    def __init__(self, context: JobContext, period: float) -> None:
+        self.context, self.period = context, period
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="taas-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=self.period + 30)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.period):
+            try:
+                self.context.beat()
+            except Exception:  # a missed beat is logged; the next one may get through
+                logger.exception("heartbeat failed")
+
+
+def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    if not settings.worker_token:
+        raise RuntimeError("TAAS_WORKER_TOKEN is not set; the worker cannot talk to the API")
+    reporter = ApiReporter(settings.api_url, settings.worker_token)
+    try:
+        claim = reporter.claim(job_id, worker_name())
+        if claim is None:
+            logger.info("job %s is not queued any more; nothing to do", job_id)
+            return
+        spec = JobSpec.model_validate(claim.spec)
+        context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs)
+        with Heartbeat(context, claim.heartbeat_seconds):
+            outcome = _train_and_upload(spec, context, settings.resolved_data_dir)
+        if not context.lost.is_set():
+            context.call_api(reporter.finish, outcome)
+    finally:
+        reporter.close()
+
+
+def _train_and_upload(spec: JobSpec, context: JobContext, data_dir: Path) -> dict[str, Any]:
+    """Train and upload the model; the outcome dict is the body of the finish call."""
+    try:
+        dataset = load_dataset(spec, data_dir)
+        result = train(spec, dataset, context)
+        if result.stop_reason == "cancelled":
+            return {"status": "cancelled", **_result_fields(result)}
+        with tempfile.TemporaryDirectory(prefix="taas-model-") as folder:
+            for path in write_model_files(result, spec, dataset, Path(folder)):
+                kind = "metadata" if path.suffix == ".json" else "model"
+                context.call_api(context.reporter.upload_artifact, path, kind)
+        return {"status": "succeeded", **_result_fields(result)}
+    except DatasetUnavailable as error:
+        return _failure("user_error", str(error))
+    except torch.OutOfMemoryError:
+        return _failure("user_error", "out of memory: lower training.batch_size or the model size")
+    except StaleAttempt:
+        raise
+    except Exception as error:
+        logger.exception("job %s failed", context.job_id)
+        return _failure("internal", f"{type(error).__name__}: {error}")
+
+
+def _result_fields(result: TrainResult) -> dict[str, Any]:
+    return {
+        "test_accuracy": result.test_accuracy,
+        "test_loss": result.test_loss,
+        "stop_reason": result.stop_reason,
+        "device": result.device,
+        "acceleration": result.acceleration,
+    }
+
+
+def _failure(error_type: str, message: str) -> dict[str, Any]:
+    return {"status": "failed", "error_type": error_type, "error_message": message[:4000]}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{threading.get_native_id()}"
