@@ -10,6 +10,7 @@ import gzip
 import math
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ SYNTHETIC_CHUNK = 4096
 Uint8Array = npt.NDArray[np.uint8]
 
 
-class DatasetUnavailable(Exception):  # noqa: N818 (the name other code is written against)
+class DatasetUnavailable(Exception):
     """The dataset cannot be loaded on this server; the message says what to do about it."""
 
 
@@ -65,7 +66,7 @@ class Preprocess:
         return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Preprocess:
+    def from_json(cls, data: Mapping[str, object]) -> Preprocess:
         scale, mean, std = data["scale"], data["mean"], data["std"]
         if not isinstance(scale, int | float) or not isinstance(mean, list):
             raise ValueError(f"preprocess {data!r} is not a Preprocess.to_json() dict")
@@ -94,9 +95,10 @@ def preprocess_for(dataset: Dataset) -> Preprocess:
 def _pixel_mean_std(pixels: torch.Tensor) -> tuple[float, float]:
     """Exact mean and population std of uint8 pixels, from a 256-bin histogram.
 
-    The histogram needs no float copy of the data (60k x 784 pixels would be 376 MB as float64).
+    The histogram reads the uint8 pixels as they are: no float or int64 copy of the data (60k x 784
+    pixels would be 376 MB as float64).
     """
-    counts = torch.bincount(pixels.reshape(-1).to(torch.int64), minlength=256).to(torch.float64)
+    counts = torch.bincount(pixels.reshape(-1), minlength=256).to(torch.float64)  # (256,)
     values = torch.arange(256, dtype=torch.float64)
     total = float(counts.sum())
     mean = float((counts * values).sum()) / total
@@ -221,6 +223,8 @@ def _images_and_labels(
     """(N, 1, H, W) uint8 and (N,) int64, checked against each other and against `info`."""
     images = _read_idx(images_path, ndim=3)  # (N, H, W)
     labels = _read_idx(labels_path, ndim=1)  # (N,)
+    if len(images) == 0:
+        raise _corrupt(images_path, "it holds no images")
     if images.shape[1:] != info.shape[1:]:
         raise _corrupt(images_path, f"images are {images.shape[1:]}, expected {info.shape[1:]}")
     if len(labels) != len(images):

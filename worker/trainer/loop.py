@@ -166,7 +166,9 @@ def _train_epochs(
         )
         run.context.report_metrics(point)
         if settings.target_accuracy is not None and val_accuracy >= settings.target_accuracy:
-            run.context.log(f"test accuracy {val_accuracy:.4f} reached the target after {epoch}")
+            run.context.log(
+                f"test accuracy {val_accuracy:.4f} reached the target after {epoch} epochs"
+            )
             return epoch, "target_reached"
         if epoch < settings.epochs and _past(run.deadline):
             return epoch, "max_seconds"

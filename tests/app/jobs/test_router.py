@@ -1,0 +1,133 @@
+"""Public job routes through the ASGI app: contract, pagination, cancel/delete, tenant isolation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import TINY_SYNTHETIC
+
+
+def submit(api: TestClient, auth: dict[str, str], **overrides: object) -> dict[str, object]:
+    response = api.post("/v1/jobs", json={**TINY_SYNTHETIC, **overrides}, headers=auth)
+    assert response.status_code == 201, response.text
+    job: dict[str, object] = response.json()
+    return job
+
+
+def test_submit_returns_normalized_spec_and_queued_job(api: TestClient, auth: dict[str, str]) -> None:
+    response = api.post("/v1/jobs", json={"dataset": "fashion_mnist"}, headers=auth)
+    assert response.status_code == 201
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["id"].startswith("job_")
+    assert job["attempt"] == 0
+    assert job["spec"]["model"] == {
+        "arch": "mlp",
+        "hidden_sizes": [128],
+        "activation": "relu",
+        "dropout": 0.0,
+        "batch_norm": False,
+    }
+    assert job["spec"]["training"]["epochs"] == 5
+    assert job["spec"]["training"]["optimizer"] == "adamw"
+    assert job["name"] == "mlp-fashion_mnist"
+    assert job["parameter_count"] == 784 * 128 + 128 + 128 * 10 + 10
+    assert job["progress"] == {"epoch": 0, "epochs": 5, "fraction": 0.0}
+    assert job["error"] is None
+    assert job["artifacts"] == []
+    events = api.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()["items"]
+    assert [event["status"] for event in events] == ["queued"]
+
+
+def test_get_returns_the_same_job(api: TestClient, auth: dict[str, str]) -> None:
+    job = submit(api, auth)
+    fetched = api.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert fetched == job
+
+
+def test_list_paginates_newest_first_with_cursor(api: TestClient, auth: dict[str, str]) -> None:
+    ids = [submit(api, auth)["id"] for _ in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.get("/v1/jobs", params=params, headers=auth).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+
+def test_list_filters_by_status(api: TestClient, auth: dict[str, str]) -> None:
+    kept = submit(api, auth)
+    cancelled = submit(api, auth)
+    api.post(f"/v1/jobs/{cancelled['id']}/cancel", headers=auth)
+    queued = api.get("/v1/jobs", params={"status": "queued"}, headers=auth).json()["items"]
+    assert [job["id"] for job in queued] == [kept["id"]]
+    done = api.get("/v1/jobs", params={"status": "cancelled"}, headers=auth).json()["items"]
+    assert [job["id"] for job in done] == [cancelled["id"]]
+
+
+def test_cancel_queued_job_is_immediate_and_final(api: TestClient, auth: dict[str, str]) -> None:
+    job = submit(api, auth)
+    response = api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["finished_at"] is not None
+    again = api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert again.status_code == 409
+    assert "already cancelled" in again.json()["detail"]
+
+
+def test_delete_only_terminal_jobs(api: TestClient, auth: dict[str, str]) -> None:
+    job = submit(api, auth)
+    refused = api.delete(f"/v1/jobs/{job['id']}", headers=auth)
+    assert refused.status_code == 409
+    assert "queued" in refused.json()["detail"]
+    api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert api.delete(f"/v1/jobs/{job['id']}", headers=auth).status_code == 204
+    assert api.get(f"/v1/jobs/{job['id']}", headers=auth).status_code == 404
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nope", "Bearer taas_00000000_wrong", "Basic abc"])
+def test_missing_or_invalid_key_is_401(api: TestClient, header: str | None) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = api.get("/v1/jobs", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_another_tenants_job_is_404_on_every_route(
+    api: TestClient, auth: dict[str, str], make_key: Callable[[str], str]
+) -> None:
+    job = submit(api, auth)
+    other = {"Authorization": f"Bearer {make_key('globex')}"}
+    base = f"/v1/jobs/{job['id']}"
+    for method, path in [
+        ("GET", base),
+        ("POST", f"{base}/cancel"),
+        ("DELETE", base),
+        ("GET", f"{base}/metrics"),
+        ("GET", f"{base}/events"),
+        ("GET", f"{base}/artifacts"),
+        ("GET", f"{base}/artifacts/model.safetensors"),
+    ]:
+        response = api.request(method, path, headers=other)
+        assert response.status_code == 404, (method, path, response.text)
+        assert "not found" in response.json()["detail"]
+    assert api.get("/v1/jobs", headers=other).json()["items"] == []
+    assert api.get(base, headers=auth).json()["status"] == "queued"
+
+
+def test_health_and_readiness(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok", "database": None, "broker": None}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "database": "ok", "broker": "ok"}

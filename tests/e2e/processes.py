@@ -1,0 +1,117 @@
+"""Real processes for end-to-end tests: `taas serve`, or `taas api` + `taas worker` separately."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+STARTUP_SECONDS = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def taas_command(*args: str) -> list[str]:
+    """The installed `taas` entry point, run with this interpreter (works from any directory)."""
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of a process, read from /proc (Linux)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        text = (task / "children").read_text() if (task / "children").exists() else ""
+        children += [int(item) for item in text.split()]
+    return children
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file that tests print on failure."""
+
+    name: str
+    command: Sequence[str]
+    env: dict[str, str]
+    cwd: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.cwd / f"{self.name}.log"
+
+    def start(self) -> Process:
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.popen = subprocess.Popen(
+                list(self.command), cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def run(self, timeout: float = 120.0) -> str:
+        result = subprocess.run(
+            list(self.command),
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert result.returncode == 0, f"{self.name} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int | None:
+        if self.popen is None or self.popen.poll() is not None:
+            return self.popen.returncode if self.popen else None
+        self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            return None
+
+
+def wait_until_healthy(api_url: str, processes: Sequence[Process]) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.popen is not None and process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited early:\n{process.log()}")
+        try:
+            if httpx.get(f"{api_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    logs = "\n".join(f"--- {process.name}\n{process.log()}" for process in processes)
+    raise RuntimeError(f"API at {api_url} not ready after {STARTUP_SECONDS}s\n{logs}")
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TAAS_")}
+    env.update({"TAAS_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra})
+    return env
