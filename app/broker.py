@@ -22,12 +22,13 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     url = settings.resolved_broker_url
     if url.startswith("filesystem://"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),  # default is ./control: the cwd
             "store_processed": False,
         }
     # Redis re-delivers an unacknowledged message after the visibility timeout; it must be longer
@@ -74,7 +75,7 @@ def enqueue_job(job_id: str, queue: str) -> bool:
     return True
 
 
-def broker_answers(timeout: float = 2.0) -> bool:
+def broker_answers(timeout: int = 2) -> bool:
     try:
         with get_celery_app().connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=timeout)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from importlib.resources import files
+from importlib.util import find_spec
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -10,9 +12,17 @@ from alembic.config import Config
 from app.config import get_settings
 
 
+def script_location() -> str:
+    """Installed, the scripts ship as ``app.migrations``; imported from a source checkout (as the
+    test suite does), ``app`` is the folder and the scripts are its sibling ``migrations/``."""
+    if find_spec("app.migrations") is not None:
+        return str(files("app.migrations"))
+    return str(Path(__file__).resolve().parent.parent / "migrations")
+
+
 def alembic_config(database_url: str | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(files("app.migrations")))
+    config.set_main_option("script_location", script_location())
     config.set_main_option("sqlalchemy.url", database_url or get_settings().resolved_database_url)
     return config
 

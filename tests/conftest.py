@@ -17,7 +17,9 @@ from app.broker import get_celery_app
 from app.config import get_settings
 from app.db import reset_engine_cache, session_scope
 
-POSTGRES_ADMIN_URL = os.environ.get("TAAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TAAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("TAAS_TEST_REDIS", "redis://127.0.0.1:6379")
 WORKER_TOKEN = "test-worker-token-" + "x" * 16
 

@@ -7,6 +7,6 @@ from worker.celery_app import celery_app
 from worker.runner import run_job_by_id
 
 
-@celery_app.task(name=RUN_JOB_TASK)  # type: ignore[untyped-decorator]
+@celery_app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str) -> None:
     run_job_by_id(job_id)

@@ -32,7 +32,9 @@ class Deployment:
         return output.strip().splitlines()[-1]
 
     def logs(self) -> str:
-        return "\n".join(f"--- {process.name}\n{process.log()[-6000:]}" for process in self.processes)
+        return "\n".join(
+            f"--- {process.name}\n{process.log()[-6000:]}" for process in self.processes
+        )
 
 
 def start_embedded(workdir: Path) -> Deployment:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from app.client import ApiError, TaasClient
@@ -77,7 +78,9 @@ def _assert_model_reproduces(folder: Path, job: dict[str, Any]) -> None:
     model, preprocess, _ = load_model(folder)
     assert set(weights) == set(model.state_dict())
     dataset = load_dataset(JobSpec.model_validate(metadata["spec"]), None)
-    loss, accuracy = evaluate(model, dataset.test_x, dataset.test_y, preprocess, "cpu")
+    loss, accuracy = evaluate(
+        model, dataset.test_x, dataset.test_y, preprocess, torch.device("cpu")
+    )
     assert accuracy == job["metrics"]["test_accuracy"]
     assert loss == pytest.approx(job["metrics"]["test_loss"], rel=1e-5)
 

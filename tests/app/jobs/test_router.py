@@ -17,7 +17,9 @@ def submit(api: TestClient, auth: dict[str, str], **overrides: object) -> dict[s
     return job
 
 
-def test_submit_returns_normalized_spec_and_queued_job(api: TestClient, auth: dict[str, str]) -> None:
+def test_submit_returns_normalized_spec_and_queued_job(
+    api: TestClient, auth: dict[str, str]
+) -> None:
     response = api.post("/v1/jobs", json={"dataset": "fashion_mnist"}, headers=auth)
     assert response.status_code == 201
     job = response.json()
