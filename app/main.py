@@ -31,7 +31,7 @@ def _limit_violation(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.errors}, status_code=422)
 
 
-def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+def _validation_error(request: Request, error: Exception) -> JSONResponse:
     # FastAPI's default echoes the offending input back; a huge or secret body should not be.
     assert isinstance(error, RequestValidationError)
     detail: list[dict[str, Any]] = [
@@ -42,7 +42,22 @@ def _validation_error(_request: Request, error: Exception) -> JSONResponse:
         }
         for item in error.errors()
     ]
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type) and any(_is_raw_body_error(item) for item in detail):
+        message = f"Content-Type {content_type[:100]!r} is not supported: send application/json"
+        return JSONResponse({"detail": message}, status_code=415)
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _is_raw_body_error(item: dict[str, Any]) -> bool:
+    # FastAPI hands a body it did not parse as JSON (wrong or missing Content-Type) to the model
+    # as raw bytes, and the model then only says "Input should be a valid dictionary".
+    return bool(item["loc"] == ["body"] and item["type"] == "model_attributes_type")
 
 
 def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:

@@ -89,6 +89,10 @@ class SyntheticOptions(StrictModel):
     seed: int = Field(default=0, ge=0, lt=2**32)
 
 
+def _default_exports() -> list[ExportFormat]:
+    return ["safetensors"]
+
+
 class JobSpec(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     dataset: str = Field(min_length=1, max_length=100)
@@ -97,7 +101,7 @@ class JobSpec(StrictModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     acceleration: Literal["off", "auto"] | AccelerationSpec = "auto"
     device: DeviceName = "auto"
-    exports: list[ExportFormat] = Field(default_factory=lambda: ["safetensors"], max_length=4)
+    exports: list[ExportFormat] = Field(default_factory=_default_exports, max_length=4)
 
 
 class DatasetInfo(StrictModel):
@@ -212,7 +216,8 @@ def _violation(loc: tuple[str | int, ...], message: str, value: object) -> dict[
 
 
 def limit_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
-    """Every configured limit the spec breaks, each naming its field and value."""
+    """Every configured limit the spec breaks (or a network that cannot fit the dataset's input),
+    each naming its field and value."""
     errors: list[dict[str, Any]] = []
     training = spec.training
     if training.epochs > limits.max_epochs:
@@ -228,12 +233,28 @@ def limit_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
     errors.extend(_width_errors(spec.model, limits))
     errors.extend(_dataset_errors(spec, limits))
     if not errors:
-        info = dataset_info(spec)
-        count = parameter_count(spec.model, info.shape, info.num_classes)
-        if count > limits.max_parameters:
-            message = f"the network would have {count} parameters, at most {limits.max_parameters}"
-            errors.append(_violation(("model",), message, spec.model.arch))
+        errors.extend(_network_errors(spec, limits))
     return errors
+
+
+def _network_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
+    """What only the dataset's input shape tells: whether the network fits it, and its size."""
+    info = dataset_info(spec)
+    model = spec.model
+    _, height, width = info.shape
+    if isinstance(model, CnnSpec) and min(height, width) >> len(model.channels) == 0:
+        # Each stage's 2x2 max pool halves the image; the trainer cannot build a 0x0 feature map.
+        most = min(height, width).bit_length() - 1
+        message = (
+            f"{len(model.channels)} stages each halve the {height}x{width} input until nothing "
+            f"is left; use at most {most} stages for this dataset"
+        )
+        return [_violation(("model", "channels"), message, list(model.channels))]
+    count = parameter_count(model, info.shape, info.num_classes)
+    if count > limits.max_parameters:
+        message = f"the network would have {count} parameters, at most {limits.max_parameters}"
+        return [_violation(("model",), message, model.arch)]
+    return []
 
 
 def _width_errors(model: MlpSpec | CnnSpec, limits: Limits) -> list[dict[str, Any]]:

@@ -70,7 +70,8 @@ def post_event(job_id: JobId, attempt: AttemptNumber, body: EventIn, session: Se
     return Ack()
 
 
-@router.put("/{job_id}/attempts/{attempt}/artifacts/{name}", response_model=Ack)
+# `:path`, so a name with "/" in it reaches check_artifact_name and gets its 422.
+@router.put("/{job_id}/attempts/{attempt}/artifacts/{name:path}", response_model=Ack)
 async def upload_artifact(
     job_id: JobId,
     attempt: AttemptNumber,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
@@ -24,7 +24,7 @@ from app.jobs.schemas import (
 from app.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-NOT_FOUND = {404: {"description": "no such job for this tenant"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job for this tenant"}}
 JobId = Annotated[str, Path(max_length=200, description="the job id, `job_...`")]
 
 
@@ -107,7 +107,9 @@ def job_artifacts(job: OwnedJob, session: SessionDep) -> ArtifactList:
 
 
 @router.get(
-    "/{job_id}/artifacts/{name}",
+    # `:path`, so a name with "/" in it reaches the lookup (and its 404 names it) instead of
+    # falling through to a bare "Not Found".
+    "/{job_id}/artifacts/{name:path}",
     response_class=FileResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "the file's bytes"},

@@ -7,7 +7,7 @@ import binascii
 import json
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -62,7 +62,7 @@ def transition(
         .execution_options(synchronize_session=False)
     )
     session.refresh(job)
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settings) -> Job:
@@ -104,12 +104,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         created_at, job_id = datetime.fromisoformat(data["c"]), str(data["i"])
-    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error) as error:
+        if created_at.tzinfo is None:
+            raise ValueError("naive datetime in cursor")
+        # Convert here: a date that leaves datetime's range in UTC must be a 422, not a 500.
+        created_at = created_at.astimezone(UTC)
+    except (ValueError, KeyError, TypeError, UnicodeError, OverflowError, binascii.Error) as error:
         raise InvalidInput(
             ["query", "cursor"], "invalid cursor; use a next_cursor value"
         ) from error
-    if created_at.tzinfo is None:
-        raise InvalidInput(["query", "cursor"], "invalid cursor; use a next_cursor value")
     return created_at, job_id
 
 
@@ -199,7 +201,7 @@ def describe_job(session: Session, job: Job) -> JobOut:
     return JobOut(
         id=job.id,
         name=job.name,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,
         spec=JobSpec.model_validate(job.spec),
         attempt=job.attempt,
         created_at=job.created_at,
