@@ -7,6 +7,7 @@ the lease alive and notices a cancel, which the trainer sees between batches via
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import tempfile
 import threading
@@ -36,7 +37,8 @@ class JobContext:
 
     def report_metrics(self, point: MetricPoint) -> None:
         self.epochs_done = point.epoch
-        self.call_api(self.reporter.post_metrics, point.to_json())
+        values = {key: finite_or_none(value) for key, value in point.to_json().items()}
+        self.call_api(self.reporter.post_metrics, values)
 
     def log(self, message: str) -> None:
         self.call_api(self.reporter.post_event, message)
@@ -128,10 +130,15 @@ def _train_and_upload(spec: JobSpec, context: JobContext, data_dir: Path) -> dic
         return _failure("internal", f"{type(error).__name__}: {error}")
 
 
+def finite_or_none(value: object) -> object:
+    """JSON has no NaN: a diverged loss is reported as null rather than refused by the API."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _result_fields(result: TrainResult) -> dict[str, Any]:
     return {
-        "test_accuracy": result.test_accuracy,
-        "test_loss": result.test_loss,
+        "test_accuracy": finite_or_none(result.test_accuracy),
+        "test_loss": finite_or_none(result.test_loss),
         "stop_reason": result.stop_reason,
         "device": result.device,
         "acceleration": result.acceleration,

@@ -11,6 +11,7 @@ from app.artifacts.dependencies import StorageDep
 from app.auth.dependencies import CurrentTenant, SettingsDep
 from app.broker import enqueue_job
 from app.db import SessionDep
+from app.errors import NotFound
 from app.jobs import service
 from app.jobs.models import Job
 from app.jobs.schemas import (
@@ -86,8 +87,9 @@ def cancel_job(job: OwnedJob, session: SessionDep) -> JobOut:
     responses={**NOT_FOUND, 409: {"description": "the job has not ended"}},
 )
 def delete_job(job: OwnedJob, session: SessionDep, storage: StorageDep) -> Response:
-    service.delete_job(session, job, storage)
+    service.delete_job(session, job)
     session.commit()
+    storage.delete_job_files(job.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -127,10 +129,13 @@ def download_artifact(
 ) -> Response:
     artifact = service.get_artifact(session, job, name)
     etag = f'"{artifact.sha256}"'
-    if if_none_match is not None and etag in {tag.strip() for tag in if_none_match.split(",")}:
+    if service.etag_matches(if_none_match, artifact.sha256):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+    path = storage.local_path(artifact.storage_key)
+    if not path.is_file():
+        raise NotFound(f"the file of artifact {artifact.name!r} is missing from storage")
     return FileResponse(
-        storage.local_path(artifact.storage_key),
+        path,
         media_type="application/octet-stream",
         filename=artifact.name,
         headers={"ETag": etag},

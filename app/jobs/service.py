@@ -14,7 +14,6 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
-from app.artifacts.storage import ArtifactStorage
 from app.auth.models import Tenant
 from app.config import Settings
 from app.db import utcnow
@@ -146,14 +145,15 @@ def cancel_job(session: Session, job: Job) -> Job:
     return job
 
 
-def delete_job(session: Session, job: Job, storage: ArtifactStorage) -> None:
+def delete_job(session: Session, job: Job) -> None:
+    """Delete the job's rows; the caller removes its files after the commit, so a failed commit
+    never leaves rows pointing at deleted files."""
     if not job.is_terminal:
         raise Conflict(f"job {job.id} is {job.status}; cancel it and wait until it ends")
     for artifact in session.scalars(select(Artifact).where(Artifact.job_id == job.id)):
         session.delete(artifact)
     session.delete(job)
     session.flush()
-    storage.delete_job_files(job.id)
 
 
 def metric_points(session: Session, job: Job) -> list[MetricPointOut]:
@@ -176,6 +176,14 @@ def artifacts(session: Session, job: Job) -> list[ArtifactOut]:
     return [
         ArtifactOut.model_validate(item, from_attributes=True) for item in session.scalars(query)
     ]
+
+
+def etag_matches(if_none_match: str | None, sha256: str) -> bool:
+    """RFC 9110 weak comparison: `*`, or any listed tag (weak or strong) equal to ours."""
+    if if_none_match is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or f'"{sha256}"' in tags
 
 
 def get_artifact(session: Session, job: Job, name: str) -> Artifact:

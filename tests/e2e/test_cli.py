@@ -54,10 +54,12 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     assert "test_accuracy=" in submitted.stdout
 
     listed = taas(embedded, "jobs", cwd=tmp_path)
-    assert job_id in listed.stdout and "succeeded" in listed.stdout
+    assert job_id in listed.stdout
+    assert "succeeded" in listed.stdout
 
     status = json.loads(taas(embedded, "status", job_id, cwd=tmp_path).stdout)
-    assert status["id"] == job_id and status["status"] == "succeeded"
+    assert status["id"] == job_id
+    assert status["status"] == "succeeded"
 
     downloaded = taas(embedded, "download", job_id, "--out", "model", cwd=tmp_path)
     assert downloaded.returncode == 0, downloaded.stderr
@@ -69,7 +71,8 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
 
     refused = taas(embedded, "cancel", job_id, cwd=tmp_path)
     assert refused.returncode == 1
-    assert "409" in refused.stderr and "already succeeded" in refused.stderr
+    assert "409" in refused.stderr
+    assert "already succeeded" in refused.stderr
 
 
 def test_cli_reports_bad_spec_and_missing_key(embedded: Deployment, tmp_path: Path) -> None:
@@ -77,7 +80,8 @@ def test_cli_reports_bad_spec_and_missing_key(embedded: Deployment, tmp_path: Pa
     spec_file.write_text(json.dumps({"dataset": "synthetic", "training": {"epocs": 3}}))
     rejected = taas(embedded, "submit", str(spec_file), cwd=tmp_path)
     assert rejected.returncode == 1
-    assert "422" in rejected.stderr and "epocs" in rejected.stderr
+    assert "422" in rejected.stderr
+    assert "epocs" in rejected.stderr
 
     no_key = {**embedded.env, "TAAS_HOME": str(tmp_path / "elsewhere")}
     result = subprocess.run(

@@ -317,6 +317,23 @@ def test_uploaded_artifact_is_listed_and_downloadable(
     assert partial.content == WEIGHTS[100:300]
     assert partial.headers["content-range"] == f"bytes 100-299/{len(WEIGHTS)}"
 
+    for tag in ("*", f'W/"{digest}"', f'"other", "{digest}"'):
+        assert api.get(url, headers={**auth, "If-None-Match": tag}).status_code == 304, tag
+    stale = api.get(url, headers={**auth, "If-None-Match": '"0000"'})
+    assert stale.status_code == 200
+
+
+def test_an_artifact_whose_file_vanished_is_404_not_500(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = claimed_job(api, auth, worker_auth)
+    assert upload(api, worker_auth, job_id, "model.safetensors", WEIGHTS).is_success
+    (stored,) = stored_files(job_id)
+    stored.unlink()
+    response = api.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors", headers=auth)
+    assert response.status_code == 404
+    assert "missing from storage" in response.json()["detail"]
+
 
 def test_uploading_the_same_name_again_replaces_the_file(
     api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
