@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_parameters: int = 50_000_000
     max_job_seconds: float = 24 * 3600.0
     max_synthetic_samples: int = 200_000
+    max_synthetic_bytes: int = 1024**3
 
     @property
     def resolved_database_url(self) -> str:
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
             max_parameters=self.max_parameters,
             max_seconds=self.max_job_seconds,
             max_synthetic_samples=self.max_synthetic_samples,
+            max_synthetic_bytes=self.max_synthetic_bytes,
         )
 
     def check_production_safety(self) -> None:

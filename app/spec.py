@@ -200,6 +200,7 @@ class Limits(StrictModel):
     max_parameters: int = 50_000_000
     max_seconds: float = 24 * 3600.0
     max_synthetic_samples: int = 200_000
+    max_synthetic_bytes: int = 1024**3
 
 
 class LimitViolation(ValueError):
@@ -230,10 +231,23 @@ def limit_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
     if training.max_seconds is not None and training.max_seconds > limits.max_seconds:
         message = f"at most {limits.max_seconds:g}"
         errors.append(_violation(("training", "max_seconds"), message, training.max_seconds))
+    errors.extend(_recipe_errors(spec))
     errors.extend(_width_errors(spec.model, limits))
     errors.extend(_dataset_errors(spec, limits))
     if not errors:
         errors.extend(_network_errors(spec, limits))
+    return errors
+
+
+def _recipe_errors(spec: JobSpec) -> list[dict[str, Any]]:
+    """Combinations PyTorch would refuse only once the job is running."""
+    training, errors = spec.training, []
+    if training.nesterov and (training.optimizer != "sgd" or training.momentum == 0):
+        message = "nesterov needs optimizer 'sgd' with momentum > 0"
+        errors.append(_violation(("training", "nesterov"), message, training.nesterov))
+    if spec.model.batch_norm and training.batch_size < 2:
+        message = "batch_norm needs at least 2 samples per batch"
+        errors.append(_violation(("training", "batch_size"), message, training.batch_size))
     return errors
 
 
@@ -289,6 +303,12 @@ def _dataset_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
     channels, height, width = options.shape
     if channels > 4 or height > 256 or width > 256 or min(height, width) < 8:
         message = "channels must be 1-4 and height/width 8-256"
+        errors.append(_violation(("dataset_options", "shape"), message, list(options.shape)))
+    elif total * channels * height * width > limits.max_synthetic_bytes:
+        # The worker holds the whole set in memory as uint8: bound its bytes, not only its count.
+        message = (
+            f"{total} images of {channels}x{height}x{width} exceed {limits.max_synthetic_bytes}"
+        )
         errors.append(_violation(("dataset_options", "shape"), message, list(options.shape)))
     return errors
 

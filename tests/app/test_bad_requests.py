@@ -76,6 +76,23 @@ SHA_OF_NOTHING = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8
 BAD_REQUESTS = [
     # Wrong types.
     submit(training(epochs="five"), 422, "epochs", id="epochs-as-string"),
+    # Recipes PyTorch would refuse only once the job runs.
+    submit(training(optimizer="adam", nesterov=True), 422, "nesterov", id="nesterov-without-sgd"),
+    submit(
+        {**mlp("synthetic", batch_norm=True), "training": {"batch_size": 1}},
+        422,
+        "batch_norm",
+        id="batch-norm-with-batches-of-one",
+    ),
+    submit(
+        {
+            "dataset": "synthetic",
+            "dataset_options": {"train_size": 150_000, "shape": [4, 256, 256]},
+        },
+        422,
+        "dataset_options",
+        id="synthetic-set-too-many-bytes",
+    ),
     submit(training(batch_size=[32]), 422, "batch_size", id="batch-size-as-list"),
     submit({"dataset": 10}, 422, "dataset", id="dataset-as-number"),
     submit(mlp("mnist", hidden_sizes=128), 422, "hidden_sizes", id="hidden-sizes-not-a-list"),
