@@ -71,7 +71,18 @@ def post_event(job_id: JobId, attempt: AttemptNumber, body: EventIn, session: Se
 
 
 # `:path`, so a name with "/" in it reaches check_artifact_name and gets its 422.
-@router.put("/{job_id}/attempts/{attempt}/artifacts/{name:path}", response_model=Ack)
+@router.put(
+    "/{job_id}/attempts/{attempt}/artifacts/{name:path}",
+    response_model=Ack,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 async def upload_artifact(
     job_id: JobId,
     attempt: AttemptNumber,
