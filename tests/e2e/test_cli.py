@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -39,6 +40,13 @@ def taas(deployment: Deployment, *args: str, cwd: Path) -> subprocess.CompletedP
         timeout=180,
         check=False,
     )
+
+
+def test_first_start_saves_a_private_api_key(embedded: Deployment) -> None:
+    key_file = embedded.home / "api_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().startswith("taas_")
+    assert key_file.read_text().strip() in embedded.processes[0].log()  # printed once
 
 
 def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path: Path) -> None:
