@@ -17,7 +17,7 @@ import uvicorn
 
 from app import migrate
 from app.auth.service import create_api_key
-from app.config import Settings, get_settings
+from app.config import get_settings
 from app.db import reset_engine_cache, session_scope
 
 WORKER_STOP_SECONDS = 10.0
@@ -59,7 +59,7 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+def start_worker() -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"]
     # Its own session: Ctrl-C in the terminal reaches only `taas serve`, which stops the worker.
     return subprocess.Popen(
@@ -100,11 +100,10 @@ def serve(host: str, port: int) -> None:
     os.environ.setdefault("TAAS_API_URL", f"http://{connect_host(host)}:{port}")
     get_settings.cache_clear()
     reset_engine_cache()
-    settings = get_settings()
     migrate.upgrade()
     ensure_api_key(home)
     print(f"taas: API on http://{host}:{port}, data in {home}", flush=True)
-    worker = start_worker(settings)
+    worker = start_worker()
     try:
         from app.main import create_app
 

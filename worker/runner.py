@@ -123,8 +123,6 @@ def _train_and_upload(spec: JobSpec, context: JobContext, data_dir: Path) -> dic
         return _failure("user_error", str(error))
     except torch.OutOfMemoryError:
         return _failure("user_error", "out of memory: lower training.batch_size or the model size")
-    except StaleAttempt:
-        raise
     except Exception as error:
         logger.exception("job %s failed", context.job_id)
         return _failure("internal", f"{type(error).__name__}: {error}")
