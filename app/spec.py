@@ -40,17 +40,50 @@ class MlpSpec(StrictModel):
 
 
 class CnnSpec(StrictModel):
-    """Small convnet: per stage conv3x3 -> (BatchNorm) -> act -> maxpool2, then a hidden fc."""
+    """Small convnet: conv3x3 -> (BatchNorm) -> act for each width in ``channels``, a 2x2 pool
+    after every ``pool_every`` convs, then (Dropout) -> (hidden fc -> act -> (Dropout)) -> fc.
+
+    The pytorch/examples MNIST net is ``{"channels": [32, 64], "pool_every": 2,
+    "padding": "valid", "hidden_size": 128}``.
+    """
 
     arch: Literal["cnn"] = "cnn"
-    channels: list[Width] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=6)
-    hidden_size: Width = 128
+    channels: list[Width] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=8)
+    pool_every: int = Field(default=1, ge=1, le=8)
+    pooling: Literal["max", "avg"] = "max"
+    padding: Literal["same", "valid"] = "same"
+    hidden_size: int = Field(default=128, ge=0, description="0: no hidden fc layer")
     activation: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
 
 
-ModelSpec = Annotated[MlpSpec | CnnSpec, Field(discriminator="arch")]
+class ResnetSpec(StrictModel):
+    """Small residual net for 28x28 / 32x32 inputs: a conv3x3 stem, then per width a stage of
+    ``blocks_per_stage`` basic blocks (two conv3x3 + BatchNorm, identity or 1x1 shortcut); every
+    stage after the first halves the resolution. Global average pool -> (Dropout) -> fc."""
+
+    arch: Literal["resnet"] = "resnet"
+    widths: list[Width] = Field(default_factory=lambda: [32, 64, 128], min_length=1, max_length=5)
+    blocks_per_stage: int = Field(default=1, ge=1, le=4)
+    activation: Activation = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+NetworkSpec = MlpSpec | CnnSpec | ResnetSpec
+ModelSpec = Annotated[NetworkSpec, Field(discriminator="arch")]
+
+
+def default_model() -> CnnSpec:
+    """The default recipe's network: a 3-stage BatchNorm convnet, fast to train on a CPU."""
+    return CnnSpec(channels=[24, 48, 96], hidden_size=0, batch_norm=True)
+
+
+class Augmentation(StrictModel):
+    """Per-batch augmentation of training images (never of the evaluation split)."""
+
+    flip: bool = Field(default=False, description="random horizontal flips")
+    translate: int = Field(default=0, ge=0, le=8, description="random shifts of up to N pixels")
 
 
 class TrainingSpec(StrictModel):
@@ -65,17 +98,30 @@ class TrainingSpec(StrictModel):
     loss: Literal["cross_entropy"] = "cross_entropy"
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     seed: int = Field(default=0, ge=0, lt=2**32)
-    target_accuracy: float | None = Field(default=None, gt=0.0, le=1.0)
-    max_seconds: float | None = Field(default=None, gt=0.0)
+    warmup_epochs: float = Field(default=0.0, ge=0.0, description="linear warmup length")
+    grad_clip_norm: float | None = Field(default=None, gt=0.0)
+    ema_decay: float | None = Field(default=None, gt=0.0, lt=1.0, description="weight EMA")
+    augment: Augmentation = Field(default_factory=Augmentation)
+    evals_per_epoch: int = Field(default=1, ge=1, le=20, description="evaluations per epoch")
+    checkpoint_every_epochs: int = Field(default=1, ge=1)
+    target_accuracy: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="stop once the test accuracy reaches this"
+    )
+    max_seconds: float | None = Field(
+        default=None, gt=0.0, description="stop after this long and keep the best model"
+    )
 
 
 class AccelerationSpec(StrictModel):
     """Explicit switches; ``None`` means "let the trainer decide for this device"."""
 
-    amp: bool | None = None
-    compile: bool | None = None
+    data_on_device: bool | None = Field(default=None, description="uint8 data on the device")
+    amp: bool | None = Field(default=None, description="bf16 autocast")
     channels_last: bool | None = None
-    data_on_device: bool | None = None
+    fused_optimizer: bool | None = None
+    compile: bool | None = Field(default=None, description="torch.compile (CUDA)")
+    cuda_graphs: bool | None = Field(default=None, description="CUDA graphs (with compile)")
+    threads: int | None = Field(default=None, ge=1, le=512, description="CPU threads")
 
 
 class SyntheticOptions(StrictModel):
@@ -97,7 +143,7 @@ class JobSpec(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     dataset: str = Field(min_length=1, max_length=100)
     dataset_options: SyntheticOptions | None = None
-    model: ModelSpec = Field(default_factory=MlpSpec)
+    model: ModelSpec = Field(default_factory=default_model)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     acceleration: Literal["off", "auto"] | AccelerationSpec = "auto"
     device: DeviceName = "auto"
@@ -171,24 +217,99 @@ def dataset_info(spec: JobSpec) -> DatasetInfo:
     )
 
 
-def parameter_count(model: MlpSpec | CnnSpec, shape: tuple[int, int, int], classes: int) -> int:
-    """Exact number of trainable parameters of the network ``worker.trainer.networks`` builds."""
+class NetworkDoesNotFit(ValueError):
+    """The network would shrink the input to nothing; the message says how to fix it."""
+
+
+def cnn_feature_shape(model: CnnSpec, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(C, H, W) after the convs and pools of ``model``; raises NetworkDoesNotFit at 0x0."""
     channels, height, width = shape
+    for index, out in enumerate(model.channels, start=1):
+        if model.padding == "valid":
+            height, width = height - 2, width - 2
+        if index % model.pool_every == 0:
+            height, width = height // 2, width // 2
+        channels = out
+        if min(height, width) < 1:
+            raise NetworkDoesNotFit(
+                f"conv {index} of {len(model.channels)} leaves nothing of the {shape[1]}x"
+                f"{shape[2]} input: use fewer convs, a larger pool_every or padding 'same'"
+            )
+    return channels, height, width
+
+
+def resnet_feature_size(model: ResnetSpec, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(H, W) of the last stage; each stage after the first halves it (stride-2 conv, padded)."""
+    height, width = shape[1], shape[2]
+    for stage in range(1, len(model.widths)):
+        height, width = (height + 1) // 2, (width + 1) // 2
+        if min(height, width) < 2:
+            raise NetworkDoesNotFit(
+                f"stage {stage + 1} of {len(model.widths)} shrinks the {shape[1]}x{shape[2]} "
+                "input below 2x2: use fewer widths"
+            )
+    return height, width
+
+
+def parameter_count(model: NetworkSpec, shape: tuple[int, int, int], classes: int) -> int:
+    """Exact number of trainable parameters of the network ``worker.trainer.networks`` builds."""
     if isinstance(model, MlpSpec):
-        count, fan_in = 0, channels * height * width
-        for size in model.hidden_sizes:
-            count += fan_in * size + size + (2 * size if model.batch_norm else 0)
-            fan_in = size
-        return count + fan_in * classes + classes
-    count, fan_in = 0, channels
+        return _mlp_parameters(model, shape[0] * shape[1] * shape[2], classes)
+    if isinstance(model, CnnSpec):
+        return _cnn_parameters(model, shape, classes)
+    return _resnet_parameters(model, shape[0], classes)
+
+
+def _mlp_parameters(model: MlpSpec, fan_in: int, classes: int) -> int:
+    count = 0
+    for size in model.hidden_sizes:
+        count += fan_in * size + size + (2 * size if model.batch_norm else 0)
+        fan_in = size
+    return count + fan_in * classes + classes
+
+
+def _cnn_parameters(model: CnnSpec, shape: tuple[int, int, int], classes: int) -> int:
+    count, fan_in = 0, shape[0]
     for out in model.channels:
-        count += fan_in * out * 9 + out + (2 * out if model.batch_norm else 0)
+        # A conv followed by BatchNorm has no bias (the norm's shift replaces it).
+        bias_or_norm = 2 * out if model.batch_norm else out
+        count += fan_in * out * 9 + bias_or_norm
         fan_in = out
-        height, width = height // 2, width // 2
-    flat = fan_in * height * width
-    return (
-        count + flat * model.hidden_size + model.hidden_size + model.hidden_size * classes + classes
-    )
+    channels, height, width = cnn_feature_shape(model, shape)
+    fan_in = channels * height * width
+    if model.hidden_size:
+        count += fan_in * model.hidden_size + model.hidden_size
+        fan_in = model.hidden_size
+    return count + fan_in * classes + classes
+
+
+def resnet_blocks(model: ResnetSpec) -> list[tuple[int, int, int]]:
+    """(fan_in, width, stride) of each basic block in order: the first block of every stage after
+    the first has stride 2. The stem maps the input to ``widths[0]``, so the first block's fan_in
+    is ``widths[0]``."""
+    blocks, fan_in = [], model.widths[0]
+    for stage, width in enumerate(model.widths):
+        for block in range(model.blocks_per_stage):
+            blocks.append((fan_in, width, 2 if stage > 0 and block == 0 else 1))
+            fan_in = width
+    return blocks
+
+
+def resnet_block_projects(fan_in: int, width: int, stride: int) -> bool:
+    """Whether a block needs a 1x1 conv + BatchNorm shortcut: an identity can neither change the
+    channel count nor the resolution (a stride-2 block of unchanged width still projects)."""
+    return fan_in != width or stride != 1
+
+
+def _resnet_parameters(model: ResnetSpec, in_channels: int, classes: int) -> int:
+    stem = model.widths[0]
+    count = in_channels * stem * 9 + 2 * stem  # conv without bias + BatchNorm
+    for fan_in, width, stride in resnet_blocks(model):
+        # Two conv3x3 without bias, each followed by BatchNorm (weight and bias).
+        count += 9 * fan_in * width + 2 * width + 9 * width * width + 2 * width
+        if resnet_block_projects(fan_in, width, stride):
+            count += fan_in * width + 2 * width
+    return count + model.widths[-1] * classes + classes
 
 
 class Limits(StrictModel):
@@ -245,7 +366,8 @@ def _recipe_errors(spec: JobSpec) -> list[dict[str, Any]]:
     if training.nesterov and (training.optimizer != "sgd" or training.momentum == 0):
         message = "nesterov needs optimizer 'sgd' with momentum > 0"
         errors.append(_violation(("training", "nesterov"), message, training.nesterov))
-    if spec.model.batch_norm and training.batch_size < 2:
+    uses_batch_norm = isinstance(spec.model, ResnetSpec) or spec.model.batch_norm
+    if uses_batch_norm and training.batch_size < 2:
         message = "batch_norm needs at least 2 samples per batch"
         errors.append(_violation(("training", "batch_size"), message, training.batch_size))
     return errors
@@ -255,15 +377,14 @@ def _network_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
     """What only the dataset's input shape tells: whether the network fits it, and its size."""
     info = dataset_info(spec)
     model = spec.model
-    _, height, width = info.shape
-    if isinstance(model, CnnSpec) and min(height, width) >> len(model.channels) == 0:
-        # Each stage's 2x2 max pool halves the image; the trainer cannot build a 0x0 feature map.
-        most = min(height, width).bit_length() - 1
-        message = (
-            f"{len(model.channels)} stages each halve the {height}x{width} input until nothing "
-            f"is left; use at most {most} stages for this dataset"
-        )
-        return [_violation(("model", "channels"), message, list(model.channels))]
+    try:
+        if isinstance(model, CnnSpec):
+            cnn_feature_shape(model, info.shape)
+        elif isinstance(model, ResnetSpec):
+            resnet_feature_size(model, info.shape)
+    except NetworkDoesNotFit as error:
+        field = "channels" if isinstance(model, CnnSpec) else "widths"
+        return [_violation(("model", field), str(error), list(getattr(model, field)))]
     count = parameter_count(model, info.shape, info.num_classes)
     if count > limits.max_parameters:
         message = f"the network would have {count} parameters, at most {limits.max_parameters}"
@@ -271,9 +392,9 @@ def _network_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
     return []
 
 
-def _width_errors(model: MlpSpec | CnnSpec, limits: Limits) -> list[dict[str, Any]]:
-    widths = model.hidden_sizes if isinstance(model, MlpSpec) else model.channels
-    field = "hidden_sizes" if isinstance(model, MlpSpec) else "channels"
+def _width_errors(model: NetworkSpec, limits: Limits) -> list[dict[str, Any]]:
+    field = {"mlp": "hidden_sizes", "cnn": "channels", "resnet": "widths"}[model.arch]
+    widths: list[int] = getattr(model, field)
     errors = [
         _violation(("model", field, index), f"at most {limits.max_width}", width)
         for index, width in enumerate(widths)

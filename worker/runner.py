@@ -29,8 +29,11 @@ logger = logging.getLogger(__name__)
 class JobContext:
     """What the trainer may do to the outside world: report, log, and ask whether to stop."""
 
-    def __init__(self, reporter: ApiReporter, job_id: str, attempt: int, epochs: int) -> None:
+    def __init__(
+        self, reporter: ApiReporter, job_id: str, attempt: int, epochs: int, checkpoint: Path
+    ) -> None:
         self.reporter, self.job_id, self.attempt, self.epochs = reporter, job_id, attempt, epochs
+        self.checkpoint = checkpoint  # local file; a later attempt on this worker resumes from it
         self.stop_requested = threading.Event()
         self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
         self.epochs_done = 0
@@ -45,6 +48,20 @@ class JobContext:
 
     def should_stop(self) -> bool:
         return self.stop_requested.is_set()
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Atomically replace the job's checkpoint file (write a temp file, then rename)."""
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.checkpoint.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(self.checkpoint)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if not self.checkpoint.exists():
+            return None
+        # weights_only: tensors and plain values, never arbitrary pickled objects.
+        state: dict[str, Any] = torch.load(self.checkpoint, weights_only=True)
+        return state
 
     def beat(self) -> None:
         fraction = min(self.epochs_done / self.epochs, 1.0)
@@ -98,11 +115,13 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
             logger.info("job %s is not queued any more; nothing to do", job_id)
             return
         spec = JobSpec.model_validate(claim.spec)
-        context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs)
+        checkpoint = settings.home.resolve() / "checkpoints" / f"{job_id}.pt"
+        context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs, checkpoint)
         with Heartbeat(context, claim.heartbeat_seconds):
             outcome = _train_and_upload(spec, context, settings.resolved_data_dir)
         if not context.lost.is_set():
             context.call_api(reporter.finish, outcome)
+            checkpoint.unlink(missing_ok=True)  # the job is over: nothing will resume from it
     finally:
         reporter.close()
 

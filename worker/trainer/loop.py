@@ -1,35 +1,41 @@
-"""The plain training loop: eager fp32 PyTorch, readable top to bottom.
+"""The training loop: settings, data, model, optimizer, loop — top to bottom.
 
-This is the honest baseline the accelerated trainer is measured against. It still keeps the whole
-dataset on the device as uint8 and normalizes per batch (no DataLoader), and reads results back to
-the host once per epoch, not once per batch.
+One loop serves both modes. ``acceleration: off`` feeds it from a DataLoader in fp32, eager, as
+the PyTorch tutorial does (the honest baseline). ``auto`` keeps the data on the device as uint8,
+runs the forward pass under bf16 autocast, uses channels_last, a fused optimizer, the free CPU
+cores, and on CUDA torch.compile with CUDA graphs (accel.py decides and records why).
 
-The trainer reaches the platform only through a TrainContext (report metrics, log, should_stop), so
-it runs the same under Celery, in a benchmark script and in tests.
+The trainer reaches the platform only through a TrainContext (report metrics, log, should_stop,
+save/load a checkpoint), so it runs the same under Celery, in the benchmark and in tests.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
-from torch.optim import lr_scheduler
+from torch.optim.swa_utils import AveragedModel
 
-from app.spec import AccelerationSpec, JobSpec, TrainingSpec
+from app.spec import JobSpec
+from worker.trainer.accel import SWITCHES, AccelPlan, plan_acceleration
 from worker.trainer.data import Dataset, Preprocess, preprocess_for
+from worker.trainer.feed import DeviceBatches, LoaderBatches
 from worker.trainer.networks import build_network
+from worker.trainer.recipe import build_optimizer, build_schedule, clip_gradients, make_ema
 
 # Fixed so that evaluating saved weights later reproduces the reported test metrics exactly:
 # the batch size changes the order of the float sums.
 EVAL_BATCH_SIZE = 1000
+# Validation during training only ranks and stops; bigger batches keep the device busy.
+FAST_EVAL_BATCH_SIZE = {"cuda": 8192, "cpu": 2000}
 
 StopReason = Literal["completed", "cancelled", "target_reached", "max_seconds"]
 
@@ -38,7 +44,7 @@ _log = logging.getLogger(__name__)
 
 class TrainContext(Protocol):
     def report_metrics(self, point: MetricPoint) -> None:
-        """Called once per completed epoch."""
+        """Called once per completed epoch (and for the epoch a target was reached in)."""
 
     def should_stop(self) -> bool:
         """Called before every batch: True stops training (cancelled) within one batch."""
@@ -46,13 +52,19 @@ class TrainContext(Protocol):
     def log(self, message: str) -> None:
         """A line for the job's event log."""
 
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Keep ``state`` (tensors and plain values only) to resume from."""
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last saved state, or None to start from scratch."""
+
 
 @dataclass
 class MetricPoint:
     epoch: int  # 1-based
     train_loss: float  # mean over the epoch's batches, with label smoothing, in train mode
     train_accuracy: float
-    val_loss: float | None  # on the test split for now, without label smoothing
+    val_loss: float | None  # on the test split, without label smoothing
     val_accuracy: float | None
     lr: float  # the learning rate of the epoch's last step
     epoch_seconds: float  # the training pass only, not the evaluation
@@ -76,29 +88,25 @@ class TrainResult:
 
 
 @dataclass
-class _EpochOutcome:
-    loss: float
-    accuracy: float
-    seconds: float
-    lr: float
-    stopped: StopReason | None  # set when the epoch was cut short
-
-
-@dataclass
 class _Run:
-    """Everything one epoch needs, built once by train()."""
+    """Everything the loop needs, built once by train()."""
 
-    model: nn.Module
+    spec: JobSpec
+    plan: AccelPlan
+    device: torch.device
+    model: nn.Module  # the parameters being trained
+    forward: Callable[[torch.Tensor], torch.Tensor]  # model, or its compiled version
     optimizer: torch.optim.Optimizer
-    schedule: lr_scheduler.LRScheduler
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    ema: AveragedModel | None
+    feed: LoaderBatches | DeviceBatches
+    order: torch.Generator  # CPU generator: same order on every device, saved in checkpoints
     preprocess: Preprocess
-    train_x: torch.Tensor  # (N, C, H, W) uint8 on device
-    train_y: torch.Tensor  # (N,) int64 on device
-    batches: list[tuple[int, int]]  # (start, end) into the epoch's shuffled order
-    order_generator: torch.Generator  # CPU generator: same order on every device
-    label_smoothing: float
+    test_x: torch.Tensor  # (M, C, H, W) uint8 on the device
+    test_y: torch.Tensor
     context: TrainContext
     deadline: float | None  # time.monotonic() past which training stops
+    best: tuple[float, dict[str, torch.Tensor]] | None = None  # kept only with max_seconds
 
 
 def pick_device(requested: str, log: Callable[[str], None] = _log.warning) -> torch.device:
@@ -115,117 +123,254 @@ def pick_device(requested: str, log: Callable[[str], None] = _log.warning) -> to
 
 
 def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult:
-    """Train the spec's network on `dataset`, reporting one MetricPoint per completed epoch."""
-    started = time.monotonic()
+    """Train the spec's network on ``dataset``, reporting one MetricPoint per epoch."""
+    device = pick_device(spec.device, context.log)
+    plan = plan_acceleration(spec.acceleration, spec.model, device)
+    with _cpu_threads(plan.threads), _fast_math(plan, device):
+        run = _build_run(spec, dataset, context, device, plan)
+        first_epoch = _resume(run, context.load_checkpoint())
+        count = sum(parameter.numel() for parameter in run.model.parameters())
+        applied = [name for name in SWITCHES if getattr(plan, name)]
+        context.log(
+            f"training a {count}-parameter {spec.model.arch} on {device}; "
+            f"acceleration {plan.mode}: {', '.join(applied) or 'none'}"
+        )
+        epochs_completed, stop_reason = _train_epochs(run, first_epoch)
+        return _finish(run, dataset, epochs_completed, stop_reason)
+
+
+def _build_run(
+    spec: JobSpec, dataset: Dataset, context: TrainContext, device: torch.device, plan: AccelPlan
+) -> _Run:
     settings = spec.training
     torch.manual_seed(settings.seed)  # fixes the initial weights and dropout masks
-    device = pick_device(spec.device, context.log)
     info = dataset.info
     model = build_network(spec.model, info.shape, info.num_classes).to(device)
-    optimizer = build_optimizer(model, settings)
-    batches = batch_bounds(len(dataset.train_y), settings.batch_size)
-    run = _Run(
+    if plan.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    preprocess = preprocess_for(dataset)
+    order = torch.Generator().manual_seed(settings.seed)
+    feed = _make_feed(spec, dataset, preprocess, order, device, plan)
+    optimizer = build_optimizer(model, settings, fused=plan.fused_optimizer)
+    schedule = build_schedule(optimizer, settings, len(feed) * settings.epochs, len(feed))
+    started = time.monotonic()
+    return _Run(
+        spec=spec,
+        plan=plan,
+        device=device,
         model=model,
+        forward=_compiled(model, plan),
         optimizer=optimizer,
-        schedule=build_schedule(optimizer, settings, total_steps=len(batches) * settings.epochs),
-        preprocess=preprocess_for(dataset),
-        train_x=dataset.train_x.to(device),  # the whole split on the device, still uint8
-        train_y=dataset.train_y.to(device),
-        batches=batches,
-        order_generator=torch.Generator().manual_seed(settings.seed),
-        label_smoothing=settings.label_smoothing,
+        schedule=schedule,
+        ema=make_ema(model, settings.ema_decay),
+        feed=feed,
+        order=order,
+        preprocess=preprocess,
+        test_x=dataset.test_x.to(device),
+        test_y=dataset.test_y.to(device),
         context=context,
         deadline=None if settings.max_seconds is None else started + settings.max_seconds,
     )
-    count = sum(parameter.numel() for parameter in model.parameters())
-    context.log(f"training a {count}-parameter {spec.model.arch} on {device}, plain fp32 loop")
-    epochs_completed, stop_reason = _train_epochs(run, dataset, settings, device)
-    return _finish(run, dataset, spec, epochs_completed, stop_reason, device)
 
 
-def _train_epochs(
-    run: _Run, dataset: Dataset, settings: TrainingSpec, device: torch.device
-) -> tuple[int, StopReason]:
-    """Run epochs until done or stopped; returns (epochs completed, why training stopped)."""
-    test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
-    for epoch in range(1, settings.epochs + 1):
-        outcome = _train_one_epoch(run)
-        if outcome.stopped is not None:
-            return epoch - 1, outcome.stopped
-        val_loss, val_accuracy = evaluate(run.model, test_x, test_y, run.preprocess, device)
-        samples = len(run.train_y)
-        point = MetricPoint(
-            epoch=epoch,
-            train_loss=outcome.loss,
-            train_accuracy=outcome.accuracy,
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            lr=outcome.lr,
-            epoch_seconds=outcome.seconds,
-            samples_per_second=samples / outcome.seconds if outcome.seconds > 0 else 0.0,
+def _make_feed(
+    spec: JobSpec,
+    dataset: Dataset,
+    preprocess: Preprocess,
+    order: torch.Generator,
+    device: torch.device,
+    plan: AccelPlan,
+) -> LoaderBatches | DeviceBatches:
+    settings = spec.training
+    if not plan.data_on_device:
+        return LoaderBatches(
+            dataset.train_x, dataset.train_y, settings.batch_size, preprocess, order, device
         )
+    return DeviceBatches(
+        dataset.train_x,
+        dataset.train_y,
+        settings.batch_size,
+        preprocess,
+        order,
+        device,
+        augment=settings.augment,
+        channels_last=plan.channels_last,
+        drop_last=plan.compile,  # compiled graphs (and CUDA graphs) want a single batch shape
+    )
+
+
+def _compiled(model: nn.Module, plan: AccelPlan) -> Callable[[torch.Tensor], torch.Tensor]:
+    if not plan.compile:
+        return model
+    # "reduce-overhead" replays the compiled forward and backward as CUDA graphs.
+    mode = "reduce-overhead" if plan.cuda_graphs else "default"
+    return torch.compile(model, mode=mode)
+
+
+@contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """Use ``threads`` intra-op threads for this run, and give the old count back after."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextmanager
+def _fast_math(plan: AccelPlan, device: torch.device) -> Iterator[None]:
+    """On CUDA with acceleration: let cuDNN pick the fastest kernels and matmuls use TF32."""
+    if plan.mode == "off" or device.type != "cuda":
+        yield
+        return
+    benchmark, precision = torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+        torch.set_float32_matmul_precision(precision)
+
+
+def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason]:
+    """Run epochs until done or stopped; returns (epochs completed, why training stopped)."""
+    settings = run.spec.training
+    epochs_completed = first_epoch - 1
+    for epoch in range(first_epoch, settings.epochs + 1):
+        point, stopped = _train_one_epoch(run, epoch)
+        if point is None:  # stopped before the epoch finished: it does not count
+            return epochs_completed, stopped or "cancelled"
         run.context.report_metrics(point)
-        if settings.target_accuracy is not None and val_accuracy >= settings.target_accuracy:
-            run.context.log(
-                f"test accuracy {val_accuracy:.4f} reached the target after {epoch} epochs"
-            )
-            return epoch, "target_reached"
-        if epoch < settings.epochs and _past(run.deadline):
-            return epoch, "max_seconds"
-    return settings.epochs, "completed"
+        epochs_completed = epoch
+        if stopped is not None:
+            return epochs_completed, stopped
+        if epoch < settings.epochs and epoch % settings.checkpoint_every_epochs == 0:
+            run.context.save_checkpoint(_checkpoint_state(run, epoch))
+    return epochs_completed, "completed"
 
 
-def _train_one_epoch(run: _Run) -> _EpochOutcome:
+def _train_one_epoch(run: _Run, epoch: int) -> tuple[MetricPoint | None, StopReason | None]:
+    """One pass over the training split, evaluating ``evals_per_epoch`` times on the way.
+
+    Returns the epoch's metric point (None when stopped before its end) and why training must
+    stop now (None to go on).
+    """
+    settings = run.spec.training
     run.model.train()
     started = time.perf_counter()
-    device = run.train_x.device
-    order = torch.randperm(len(run.train_y), generator=run.order_generator).to(device)  # (N,)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # stays on device: no sync
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    lr = 0.0
-    for start, end in run.batches:
+    evaluate_after = _evaluation_steps(len(run.feed), settings.evals_per_epoch)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)  # on device: no sync
+    correct = torch.zeros((), dtype=torch.int64, device=run.device)
+    seen, lr, train_seconds = 0, 0.0, 0.0
+    val: tuple[float, float] | None = None
+    for step, (x, y) in enumerate(run.feed.epoch(), start=1):
         stopped = _stop_requested(run)
         if stopped is not None:
-            return _EpochOutcome(math.nan, math.nan, time.perf_counter() - started, lr, stopped)
-        index = order[start:end]  # (B,)
-        x = run.preprocess.apply(run.train_x[index])  # (B, C, H, W) float32
-        y = run.train_y[index]  # (B,) int64
-        logits: torch.Tensor = run.model(x)  # (B, num_classes)
-        loss = F.cross_entropy(logits, y, label_smoothing=run.label_smoothing)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+            return None, stopped
         lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step uses
-        run.optimizer.step()
-        run.schedule.step()  # every schedule is stepped per batch
-        loss_sum += loss.detach().to(torch.float64) * (end - start)
-        correct += (logits.detach().argmax(dim=1) == y).sum()
-    samples = len(run.train_y)
-    mean_loss, accuracy = loss_sum.item() / samples, correct.item() / samples  # host sync
-    return _EpochOutcome(mean_loss, accuracy, time.perf_counter() - started, lr, None)
+        loss, hits = _train_step(run, x, y)
+        loss_sum += loss * len(y)
+        correct += hits
+        seen += len(y)
+        if step in evaluate_after:
+            train_seconds += time.perf_counter() - started  # evaluation time is not training
+            val = _validate(run)
+            started = time.perf_counter()
+            if _reached_target(run, val[1]):
+                point = _metric_point(epoch, loss_sum, correct, seen, val, lr, train_seconds)
+                return point, "target_reached"
+    train_seconds += time.perf_counter() - started
+    return _metric_point(epoch, loss_sum, correct, seen, val, lr, train_seconds), None
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch: x (B, C, H, W) float32, y (B,). Returns the loss and the
+    number of correct predictions, both still on the device (reading them would sync)."""
+    settings = run.spec.training
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.plan.amp):
+        logits = run.forward(x)  # (B, classes), bf16 under autocast
+    # The loss in fp32: bf16 logits would lose the small differences softmax depends on.
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    clip_gradients(run.model.parameters(), settings.grad_clip_norm)
+    run.optimizer.step()
+    run.schedule.step()  # every schedule is stepped per batch
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
+
+
+def _evaluation_steps(batches: int, evals_per_epoch: int) -> set[int]:
+    """The batch numbers after which to evaluate: evenly spread, always including the last."""
+    return {max(1, round(batches * k / evals_per_epoch)) for k in range(1, evals_per_epoch + 1)}
+
+
+def _validate(run: _Run) -> tuple[float, float]:
+    """(loss, accuracy) on the test split of the model that would be exported now."""
+    module = _exported_module(run)
+    if isinstance(run.feed, DeviceBatches):
+        loss, accuracy = fast_evaluate(module, run.test_x, run.test_y, run.feed, run.plan.amp)
+    else:
+        loss, accuracy = evaluate(module, run.test_x, run.test_y, run.preprocess, run.device)
+    if run.deadline is not None and (run.best is None or accuracy > run.best[0]):
+        run.best = (accuracy, {k: v.detach().clone() for k, v in module.state_dict().items()})
+    return loss, accuracy
+
+
+def _exported_module(run: _Run) -> nn.Module:
+    return run.ema.module if run.ema is not None else run.model
+
+
+def _reached_target(run: _Run, accuracy: float) -> bool:
+    target = run.spec.training.target_accuracy
+    if target is None or accuracy < target:
+        return False
+    run.context.log(f"test accuracy {accuracy:.4f} reached the target {target}")
+    return True
+
+
+def _metric_point(
+    epoch: int,
+    loss_sum: torch.Tensor,
+    correct: torch.Tensor,
+    seen: int,
+    val: tuple[float, float] | None,
+    lr: float,
+    seconds: float,
+) -> MetricPoint:
+    seen = max(seen, 1)
+    return MetricPoint(
+        epoch=epoch,
+        train_loss=loss_sum.item() / seen,  # host sync: once per epoch
+        train_accuracy=correct.item() / seen,
+        val_loss=val[0] if val else None,
+        val_accuracy=val[1] if val else None,
+        lr=lr,
+        epoch_seconds=seconds,
+        samples_per_second=seen / seconds if seconds > 0 else 0.0,
+    )
 
 
 def _stop_requested(run: _Run) -> StopReason | None:
     if run.context.should_stop():
         return "cancelled"
-    if _past(run.deadline):
+    if run.deadline is not None and time.monotonic() >= run.deadline:
         return "max_seconds"
     return None
 
 
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
-
-
 def _finish(
-    run: _Run,
-    dataset: Dataset,
-    spec: JobSpec,
-    epochs_completed: int,
-    stop_reason: StopReason,
-    device: torch.device,
+    run: _Run, dataset: Dataset, epochs_completed: int, stop_reason: StopReason
 ) -> TrainResult:
-    """Final test metrics, measured on CPU so the saved weights reproduce them exactly."""
-    model = run.model.cpu().eval()
+    """Final test metrics, measured on CPU in fp32 so the saved weights reproduce them exactly."""
+    model = _exported_module(run)
+    if stop_reason == "max_seconds" and run.best is not None:
+        model.load_state_dict(run.best[1])  # the best model seen, not the last
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     cpu = torch.device("cpu")
     test_loss, test_accuracy = evaluate(model, dataset.test_x, dataset.test_y, run.preprocess, cpu)
     run.context.log(
@@ -240,9 +385,44 @@ def _finish(
         epochs_completed=epochs_completed,
         stop_reason=stop_reason,
         parameter_count=sum(parameter.numel() for parameter in model.parameters()),
-        device=str(device),
-        acceleration=acceleration_report(spec.acceleration),
+        device=str(run.device),
+        acceleration=run.plan.report(),
     )
+
+
+def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
+    """All a resumed run needs to continue exactly: tensors and plain values only."""
+    state: dict[str, Any] = {
+        "epoch": epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "order_rng": run.order.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    if run.ema is not None:
+        state["ema"] = run.ema.state_dict()
+    if run.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
+    return state
+
+
+def _resume(run: _Run, state: dict[str, Any] | None) -> int:
+    """Restore a checkpoint; returns the first epoch still to train (1 without one)."""
+    if state is None:
+        return 1
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["schedule"])
+    run.order.set_state(state["order_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if run.ema is not None and "ema" in state:
+        run.ema.load_state_dict(state["ema"])
+    if "cuda_rng" in state and run.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+    epoch = int(state["epoch"])
+    run.context.log(f"resumed from the checkpoint after epoch {epoch}")
+    return epoch + 1
 
 
 def evaluate(
@@ -252,10 +432,10 @@ def evaluate(
     preprocess: Preprocess,
     device: torch.device,
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` (already on `device`) in eval mode, fp32.
+    """(mean cross-entropy, accuracy) of ``model`` (already on ``device``) in eval mode, fp32.
 
     x_uint8 is (N, C, H, W) uint8 and y (N,) int64, on any device; batches of EVAL_BATCH_SIZE are
-    moved to `device`. The model's train/eval mode is restored afterwards.
+    moved to ``device``. The model's train/eval mode is restored afterwards.
     """
     count = len(y)
     if count == 0:
@@ -276,77 +456,22 @@ def evaluate(
     return loss, accuracy
 
 
-def batch_bounds(count: int, batch_size: int) -> list[tuple[int, int]]:
-    """(start, end) of each batch over `count` samples; the last batch may be smaller.
-
-    A last batch of a single sample joins the one before it: BatchNorm cannot train on one sample.
-    """
-    starts = list(range(0, count, batch_size))
-    if len(starts) > 1 and count - starts[-1] == 1:
-        starts.pop()
-    return list(zip(starts, [*starts[1:], count], strict=True))
-
-
-def build_optimizer(model: nn.Module, settings: TrainingSpec) -> torch.optim.Optimizer:
-    """The spec's optimizer over all parameters; momentum and nesterov apply to sgd only."""
-    params = model.parameters()
-    lr, decay = settings.lr, settings.weight_decay
-    if settings.optimizer == "sgd":
-        if settings.nesterov and settings.momentum == 0:
-            raise ValueError("training.nesterov=True needs training.momentum > 0 (it is 0.0)")
-        return torch.optim.SGD(
-            params,
-            lr=lr,
-            momentum=settings.momentum,
-            nesterov=settings.nesterov,
-            weight_decay=decay,
-        )
-    if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
-    if settings.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
-    if settings.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
-    raise ValueError(f"training.optimizer={settings.optimizer!r} is not supported")
-
-
-def build_schedule(
-    optimizer: torch.optim.Optimizer, settings: TrainingSpec, total_steps: int
-) -> lr_scheduler.LRScheduler:
-    """The spec's learning-rate schedule, to be stepped once per batch for `total_steps` batches."""
-    name = settings.lr_schedule
-    if name == "constant":
-        return lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    if name == "step":
-        # x0.1 at 1/2 and again at 3/4 of training (never at step 0, which would skip the base lr)
-        milestones = [max(1, total_steps // 2), max(1, total_steps * 3 // 4)]
-        return lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    if name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if name == "onecycle":
-        # cycle_momentum off: it would overwrite the spec's momentum / Adam betas (and turn
-        # momentum on for plain sgd).
-        return lr_scheduler.OneCycleLR(
-            optimizer, max_lr=settings.lr, total_steps=total_steps, cycle_momentum=False
-        )
-    raise ValueError(f"training.lr_schedule={name!r} is not supported")
-
-
-def acceleration_report(requested: Literal["off", "auto"] | AccelerationSpec) -> dict[str, object]:
-    """What this plain trainer applied of the requested acceleration, and why not the rest.
-
-    It always keeps the data on the device (that is how the loop is written); nothing else.
-    """
-    reason = "not implemented in the plain trainer (eager fp32)"
-    if requested == "off":
-        asked: list[str] = []
-    elif requested == "auto":
-        asked = ["amp", "compile", "channels_last"]
-    else:
-        asked = [name for name, value in requested.model_dump().items() if value]
-    return {
-        "requested": requested if isinstance(requested, str) else requested.model_dump(),
-        "mode": "off",
-        "applied": ["data_on_device"],
-        "skipped": {name: reason for name in asked if name != "data_on_device"},
-    }
+def fast_evaluate(
+    model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, feed: DeviceBatches, amp: bool
+) -> tuple[float, float]:
+    """Validation during training: large batches on the device, bf16 when training uses it."""
+    device = x_uint8.device
+    size = FAST_EVAL_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for start in range(0, len(y), size):
+            x = feed.normalize(x_uint8[start : start + size])
+            labels = y[start : start + size]
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(dim=1) == labels).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(y), correct.item() / len(y)  # host sync, once

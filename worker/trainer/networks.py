@@ -1,16 +1,29 @@
 """The networks a spec describes, built so their sizes match ``app.spec.parameter_count`` exactly.
 
-Both are plain ``nn.Sequential`` stacks: their state_dict keys ("1.weight", ...) depend only on the
-spec, so a model.json and its weights are enough to rebuild one.
+Each is an ``nn.Sequential`` (the resnet's blocks are small modules inside one): its state_dict
+keys ("0.weight", "3.residual.1.bias", ...) depend only on the spec, so a model.json and its
+weights are enough to rebuild it. No forward pass branches on data, so the networks run under
+torch.compile, channels_last and bf16 autocast unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
-from app.spec import Activation, CnnSpec, MlpSpec
+from app.spec import (
+    Activation,
+    CnnSpec,
+    MlpSpec,
+    NetworkSpec,
+    ResnetSpec,
+    cnn_feature_shape,
+    resnet_block_projects,
+    resnet_blocks,
+    resnet_feature_size,
+)
 
 ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -23,13 +36,16 @@ ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
 }
 
 
-def build_network(
-    model: MlpSpec | CnnSpec, shape: tuple[int, int, int], num_classes: int
-) -> nn.Module:
-    """A freshly initialized network for (C, H, W) inputs; torch.manual_seed fixes its weights."""
+def build_network(model: NetworkSpec, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """A freshly initialized network for (C, H, W) inputs; torch.manual_seed fixes its weights.
+
+    Raises ``app.spec.NetworkDoesNotFit`` when a cnn or resnet would shrink the input to nothing.
+    """
     if isinstance(model, MlpSpec):
         return build_mlp(model, shape, num_classes)
-    return build_cnn(model, shape, num_classes)
+    if isinstance(model, CnnSpec):
+        return build_cnn(model, shape, num_classes)
+    return build_resnet(model, shape, num_classes)
 
 
 def build_mlp(spec: MlpSpec, shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
@@ -48,36 +64,84 @@ def build_mlp(spec: MlpSpec, shape: tuple[int, int, int], num_classes: int) -> n
 
 
 def build_cnn(spec: CnnSpec, shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
-    """[Conv3x3 -> (BatchNorm2d) -> act -> MaxPool2]* -> Flatten -> Linear -> act -> Linear."""
-    channels, height, width = shape
-    out_height, out_width = cnn_feature_size(height, width, len(spec.channels))
+    """[Conv3x3 -> (BatchNorm2d) -> act, a 2x2 pool after every ``pool_every``-th]* -> Flatten ->
+    (Dropout) -> (Linear -> act -> (Dropout)) -> Linear."""
+    out_channels, out_height, out_width = cnn_feature_shape(spec, shape)  # NetworkDoesNotFit
+    pool = nn.MaxPool2d if spec.pooling == "max" else nn.AvgPool2d
+    padding = 1 if spec.padding == "same" else 0  # "valid" loses a pixel on each side
     layers: list[nn.Module] = []
-    fan_in = channels
-    for out in spec.channels:
-        # (B, fan_in, h, w) -> (B, out, h // 2, w // 2): padding 1 keeps h, w; the pool halves them
-        layers.append(nn.Conv2d(fan_in, out, kernel_size=3, padding=1))
+    fan_in = shape[0]
+    for index, out in enumerate(spec.channels, start=1):
+        # (B, fan_in, h, w) -> (B, out, h, w), or (h - 2, w - 2) when "valid".
+        # BatchNorm's shift replaces the conv bias, so the conv has none.
+        layers.append(nn.Conv2d(fan_in, out, 3, padding=padding, bias=not spec.batch_norm))
         if spec.batch_norm:
             layers.append(nn.BatchNorm2d(out))
         layers.append(ACTIVATIONS[spec.activation]())
-        layers.append(nn.MaxPool2d(2))
+        if index % spec.pool_every == 0:
+            layers.append(pool(2))  # (h, w) -> (h // 2, w // 2)
         fan_in = out
-    layers.append(nn.Flatten())  # (B, fan_in * out_height * out_width)
-    layers.append(nn.Linear(fan_in * out_height * out_width, spec.hidden_size))
-    layers.extend(_activation_and_dropout(spec.activation, spec.dropout))
-    layers.append(nn.Linear(spec.hidden_size, num_classes))  # (B, num_classes) logits
+    layers.append(nn.Flatten())  # (B, out_channels * out_height * out_width)
+    if spec.dropout > 0:
+        layers.append(nn.Dropout(spec.dropout))
+    fan_in = out_channels * out_height * out_width
+    if spec.hidden_size:
+        layers.append(nn.Linear(fan_in, spec.hidden_size))
+        layers.extend(_activation_and_dropout(spec.activation, spec.dropout))
+        fan_in = spec.hidden_size
+    layers.append(nn.Linear(fan_in, num_classes))  # (B, num_classes) logits
     return nn.Sequential(*layers)
 
 
-def cnn_feature_size(height: int, width: int, stages: int) -> tuple[int, int]:
-    """Spatial size after `stages` 2x2 max pools (each floors), or ValueError if it reaches zero."""
-    out_height, out_width = height >> stages, width >> stages
-    if out_height == 0 or out_width == 0:
-        most = min(height, width).bit_length() - 1
-        raise ValueError(
-            f"model.channels has {stages} stages, but each halves the {height}x{width} input and "
-            f"it would vanish; use at most {most} stages for this dataset"
+class BasicBlock(nn.Module):
+    """act(conv3x3(stride) -> BN -> act -> conv3x3 -> BN  +  shortcut), the shortcut being the
+    identity or, when channels or resolution change, a 1x1 conv(stride) -> BN."""
+
+    def __init__(self, fan_in: int, width: int, stride: int, activation: Activation) -> None:
+        super().__init__()
+        last_norm = nn.BatchNorm2d(width)
+        # Each block starts as its shortcut: a zero gamma silences the residual branch at first,
+        # which speeds up early training (Goyal et al. 2017, "zero-init residual").
+        nn.init.zeros_(last_norm.weight)
+        self.residual = nn.Sequential(
+            nn.Conv2d(fan_in, width, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            ACTIVATIONS[activation](),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            last_norm,
         )
-    return out_height, out_width
+        self.shortcut: nn.Module = nn.Identity()
+        if resnet_block_projects(fan_in, width, stride):
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(fan_in, width, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(width),
+            )
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, fan_in, h, w) -> (B, width, ceil(h / stride), ceil(w / stride))
+        out: torch.Tensor = self.activation(self.residual(x) + self.shortcut(x))
+        return out
+
+
+def build_resnet(spec: ResnetSpec, shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Stem conv3x3 -> BN -> act, the basic blocks of every stage (each stage after the first
+    halves the resolution), global average pool -> Flatten -> (Dropout) -> Linear."""
+    resnet_feature_size(spec, shape)  # NetworkDoesNotFit if the stages shrink it below 2x2
+    stem = spec.widths[0]
+    layers: list[nn.Module] = [
+        nn.Conv2d(shape[0], stem, 3, padding=1, bias=False),  # (B, stem, H, W)
+        nn.BatchNorm2d(stem),
+        ACTIVATIONS[spec.activation](),
+    ]
+    for fan_in, width, stride in resnet_blocks(spec):
+        layers.append(BasicBlock(fan_in, width, stride, spec.activation))
+    layers.append(nn.AdaptiveAvgPool2d(1))  # (B, widths[-1], 1, 1)
+    layers.append(nn.Flatten())  # (B, widths[-1])
+    if spec.dropout > 0:
+        layers.append(nn.Dropout(spec.dropout))
+    layers.append(nn.Linear(spec.widths[-1], num_classes))  # (B, num_classes) logits
+    return nn.Sequential(*layers)
 
 
 def _activation_and_dropout(activation: Activation, dropout: float) -> list[nn.Module]:

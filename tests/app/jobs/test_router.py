@@ -27,16 +27,22 @@ def test_submit_returns_normalized_spec_and_queued_job(
     assert job["id"].startswith("job_")
     assert job["attempt"] == 0
     assert job["spec"]["model"] == {
-        "arch": "mlp",
-        "hidden_sizes": [128],
+        "arch": "cnn",
+        "channels": [24, 48, 96],
+        "pool_every": 1,
+        "pooling": "max",
+        "padding": "same",
+        "hidden_size": 0,
         "activation": "relu",
         "dropout": 0.0,
-        "batch_norm": False,
+        "batch_norm": True,
     }
     assert job["spec"]["training"]["epochs"] == 5
     assert job["spec"]["training"]["optimizer"] == "adamw"
-    assert job["name"] == "mlp-fashion_mnist"
-    assert job["parameter_count"] == 784 * 128 + 128 + 128 * 10 + 10
+    assert job["name"] == "cnn-fashion_mnist"
+    # Three conv3x3 without bias + BatchNorm (28 -> 14 -> 7 -> 3 after the pools), then one fc.
+    convs = (1 * 24 * 9 + 2 * 24) + (24 * 48 * 9 + 2 * 48) + (48 * 96 * 9 + 2 * 96)
+    assert job["parameter_count"] == convs + 96 * 3 * 3 * 10 + 10 == 61_042
     assert job["progress"] == {"epoch": 0, "epochs": 5, "fraction": 0.0}
     assert job["error"] is None
     assert job["artifacts"] == []

@@ -22,6 +22,7 @@ TINY_BATCHES_PER_EPOCH = 8
 def tiny_spec(
     model: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    acceleration: str | dict[str, Any] = "auto",
     **training: Any,
 ) -> JobSpec:
     """A synthetic job on TINY_OPTIONS (overridden by `options`), batch 32, 2 epochs, on CPU."""
@@ -32,6 +33,7 @@ def tiny_spec(
             "model": model or {"arch": "mlp", "hidden_sizes": [32]},
             "training": {"epochs": 2, "batch_size": 32, "lr": 0.01, **training},
             "device": "cpu",
+            "acceleration": acceleration,
         }
     )
 
@@ -44,6 +46,8 @@ class RecordingContext:
         self.stop_checks = 0
         self.points: list[MetricPoint] = []
         self.messages: list[str] = []
+        self.checkpoints: list[dict[str, Any]] = []
+        self.resume_from: dict[str, Any] | None = None
 
     def report_metrics(self, point: MetricPoint) -> None:
         self.points.append(point)
@@ -54,3 +58,9 @@ class RecordingContext:
 
     def log(self, message: str) -> None:
         self.messages.append(message)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        self.checkpoints.append(state)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        return self.resume_from

@@ -19,6 +19,7 @@ from worker.trainer.loop import TrainResult, evaluate, train
 MODELS = [
     {"arch": "mlp", "hidden_sizes": [32, 16], "batch_norm": True, "dropout": 0.1},
     {"arch": "cnn", "channels": [8, 16], "hidden_size": 32, "batch_norm": True},
+    {"arch": "resnet", "widths": [8, 8, 16], "dropout": 0.1},
 ]
 
 

@@ -13,7 +13,6 @@ from worker.trainer.loop import (
     EVAL_BATCH_SIZE,
     MetricPoint,
     TrainResult,
-    batch_bounds,
     evaluate,
     pick_device,
     train,
@@ -25,9 +24,10 @@ CNN = {"arch": "cnn", "channels": [8, 16], "hidden_size": 32}
 def run(
     spec_model: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
+    acceleration: str | dict[str, Any] = "auto",
     **training: Any,
 ) -> tuple[TrainResult, RecordingContext]:
-    spec = tiny_spec(spec_model, options, **training)
+    spec = tiny_spec(spec_model, options, acceleration, **training)
     context = RecordingContext()
     return train(spec, load_dataset(spec, None), context), context
 
@@ -56,10 +56,13 @@ def test_result_describes_the_trained_model() -> None:
     assert all(p.device.type == "cpu" for p in result.model.parameters())
     assert result.parameter_count == sum(p.numel() for p in result.model.parameters())
     assert result.device == "cpu"
-    assert result.acceleration["mode"] == "off"
-    skipped = result.acceleration["skipped"]
+    assert result.acceleration["mode"] == "auto"
+    applied, skipped = result.acceleration["applied"], result.acceleration["skipped"]
+    assert isinstance(applied, list)
     assert isinstance(skipped, dict)
-    assert set(skipped) == {"amp", "compile", "channels_last"}
+    assert {"data_on_device", "channels_last", "fused_optimizer"} <= set(applied)
+    assert {"compile", "cuda_graphs"} <= set(skipped)  # CUDA only
+    assert all(skipped.values())  # every skipped switch says why
     assert 0.0 <= result.test_accuracy <= 1.0
     point = context.points[0]
     assert point.epoch == 1
@@ -84,11 +87,13 @@ def test_final_metrics_are_the_last_epochs_test_metrics_on_cpu() -> None:
     assert context.points[-1].val_loss == pytest.approx(result.test_loss, rel=1e-6)
 
 
-def test_same_seed_gives_identical_training() -> None:
+@pytest.mark.parametrize("acceleration", ["off", {"threads": 2}])
+def test_same_seed_gives_identical_training(acceleration: str | dict[str, Any]) -> None:
+    # The accelerated path is deterministic too once its thread count is fixed.
     model = {**CNN, "dropout": 0.2}  # dropout masks must follow the seed too
-    first, first_context = run(model, epochs=2)
-    second, second_context = run(model, epochs=2)
-    _, other_context = run(model, epochs=2, seed=1)
+    first, first_context = run(model, acceleration=acceleration, epochs=2)
+    second, second_context = run(model, acceleration=acceleration, epochs=2)
+    _, other_context = run(model, acceleration=acceleration, epochs=2, seed=1)
 
     def comparable(points: list[MetricPoint]) -> list[tuple[Any, ...]]:
         return [(p.train_loss, p.train_accuracy, p.val_loss, p.val_accuracy, p.lr) for p in points]
@@ -230,15 +235,7 @@ def test_batch_norm_trains_when_the_last_batch_would_hold_one_sample() -> None:
     result = train(spec, load_dataset(spec, None), context)
 
     assert result.stop_reason == "completed"
-    assert context.stop_checks == 2  # batches of 32 and 33
-
-
-def test_batch_bounds_cover_every_sample_once() -> None:
-    assert batch_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
-    assert batch_bounds(9, 4) == [(0, 4), (4, 9)]
-    assert batch_bounds(8, 4) == [(0, 4), (4, 8)]
-    assert batch_bounds(1, 4) == [(0, 1)]
-    assert batch_bounds(3, 8) == [(0, 3)]
+    assert context.stop_checks == 2  # two batches of 32; the lone 65th sample is left out
 
 
 def test_evaluate_counts_correct_predictions_over_eval_batches() -> None:
@@ -295,7 +292,12 @@ def test_cuda_request_without_cuda_trains_on_cpu_and_says_so() -> None:
 
 def test_default_synthetic_dataset_is_learnable_by_the_default_mlp() -> None:
     spec = JobSpec.model_validate(
-        {"dataset": "synthetic", "training": {"epochs": 2}, "device": "cpu"}
+        {
+            "dataset": "synthetic",
+            "model": {"arch": "mlp"},
+            "training": {"epochs": 2},
+            "device": "cpu",
+        }
     )
 
     result = train(spec, load_dataset(spec, None), RecordingContext())

@@ -1,0 +1,142 @@
+"""Training batches, two ways.
+
+- ``LoaderBatches``: the PyTorch tutorial's way, a DataLoader over a per-sample dataset that
+  converts and normalizes one image at a time. This is the honest baseline (``acceleration: off``).
+- ``DeviceBatches``: the whole split held on the device as uint8; each batch is gathered,
+  augmented and normalized there in a few tensor ops, with no Python per sample and no host copy.
+
+Both draw the epoch's order from one seeded CPU generator, so a run is reproducible and a resumed
+run continues the same sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from app.spec import Augmentation
+from worker.trainer.data import Preprocess
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (B, C, H, W) float32, (B,) int64
+
+
+class _TutorialDataset(TorchDataset[Batch]):
+    """What torchvision's ToTensor + Normalize do: one sample at a time, in Python."""
+
+    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, preprocess: Preprocess) -> None:
+        self.x, self.y = x_uint8, y
+        self.mean = torch.tensor(preprocess.mean).view(-1, 1, 1)  # (C, 1, 1)
+        self.std = torch.tensor(preprocess.std).view(-1, 1, 1)
+        self.scale = preprocess.scale
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> Batch:
+        image = self.x[index].to(torch.float32) * self.scale  # (C, H, W)
+        return (image - self.mean) / self.std, self.y[index]
+
+
+class LoaderBatches:
+    def __init__(
+        self,
+        x_uint8: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        preprocess: Preprocess,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        dataset = _TutorialDataset(x_uint8, y, preprocess)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=lone_last_sample(len(y), batch_size),
+        )
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self) -> Iterator[Batch]:
+        for x, y in self.loader:
+            yield x.to(self.device), y.to(self.device)
+
+
+class DeviceBatches:
+    def __init__(
+        self,
+        x_uint8: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        preprocess: Preprocess,
+        generator: torch.Generator,
+        device: torch.device,
+        *,
+        augment: Augmentation,
+        channels_last: bool,
+        drop_last: bool,
+    ) -> None:
+        self.x = x_uint8.to(device)  # (N, C, H, W) uint8: a quarter of float32's memory
+        self.y = y.to(device)  # (N,)
+        channels = self.x.shape[1]
+        std = torch.tensor(preprocess.std, device=device).view(1, channels, 1, 1)
+        mean = torch.tensor(preprocess.mean, device=device).view(1, channels, 1, 1)
+        # (x * scale - mean) / std folded into one multiply-add per pixel.
+        self.multiplier = preprocess.scale / std
+        self.offset = -mean / std
+        self.batch_size, self.generator, self.augment = batch_size, generator, augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # Full batches only when asked (compiled graphs want one shape); the epoch's shuffle
+        # means every sample is still seen across epochs.
+        count = len(self.y)
+        full_only = (drop_last and count >= batch_size) or lone_last_sample(count, batch_size)
+        self.batches = count // batch_size if full_only else -(-count // batch_size)
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) uint8 on the device -> float32 in the training memory format."""
+        x = x_uint8.to(torch.float32) * self.multiplier + self.offset
+        return x.contiguous(memory_format=self.memory_format)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def epoch(self) -> Iterator[Batch]:
+        count, size = len(self.y), self.batch_size
+        # One host->device copy per epoch for the order and the augmentation draws.
+        order = torch.randperm(count, generator=self.generator).to(self.x.device)
+        flips = torch.rand(count, generator=self.generator).to(self.x.device) < 0.5
+        shift = self.augment.translate
+        shifts = torch.randint(-shift, shift + 1, (count, 2), generator=self.generator)
+        shifts = shifts.to(self.x.device)
+        for index in range(self.batches):
+            chosen = order[index * size : (index + 1) * size]  # (B,)
+            x = self.x[chosen]  # (B, C, H, W) uint8
+            if self.augment.flip:
+                x = torch.where(flips[chosen].view(-1, 1, 1, 1), x.flip(3), x)
+            if shift:
+                x = translate(x, shifts[chosen], shift)
+            yield self.normalize(x), self.y[chosen]
+
+
+def lone_last_sample(count: int, batch_size: int) -> bool:
+    """A last batch of one sample is dropped: BatchNorm cannot train on a single sample."""
+    return count > batch_size and count % batch_size == 1
+
+
+def translate(x: torch.Tensor, shifts: torch.Tensor, limit: int) -> torch.Tensor:
+    """Shift each image by its (dy, dx) in [-limit, limit], filling with zeros: (B, C, H, W)."""
+    batch, _, height, width = x.shape
+    padded = torch.nn.functional.pad(x, (limit, limit, limit, limit))  # (B, C, H+2l, W+2l)
+    rows = torch.arange(height, device=x.device) + limit - shifts[:, :1]  # (B, H)
+    cols = torch.arange(width, device=x.device) + limit - shifts[:, 1:]  # (B, W)
+    samples = torch.arange(batch, device=x.device).view(-1, 1, 1)
+    # Advanced indexing puts the indexed dims first: (B, H, W, C) -> (B, C, H, W).
+    return padded.permute(0, 2, 3, 1)[samples, rows[:, :, None], cols[:, None, :]].permute(
+        0, 3, 1, 2
+    )
