@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
+
+import torch
 
 from app.spec import JobSpec
 from worker.trainer.loop import MetricPoint
@@ -60,7 +63,12 @@ class RecordingContext:
         self.messages.append(message)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        self.checkpoints.append(state)
+        # Serialized now, as the worker does: the live tensors keep changing after this call,
+        # and loading with weights_only proves the state holds no arbitrary objects.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        self.checkpoints.append(torch.load(buffer, weights_only=True))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         return self.resume_from
