@@ -201,6 +201,18 @@ def download(
         typer.echo(str(path))
 
 
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Measure the accelerated trainer against the plain PyTorch loop (options: --help)."""
+    from worker.trainer import bench as trainer_bench
+
+    # The options live in one place, the bench's own parser: forward them all, --help included.
+    raise typer.Exit(trainer_bench.main(ctx.args, prog="taas bench"))
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,209 @@
+"""The bench on a tiny synthetic dataset: every part runs, and every ratio is its own numbers'."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from app.cli import cli
+from tests.worker.trainer.fakes import TINY_OPTIONS
+from worker.trainer import bench
+from worker.trainer.bench import (
+    NETWORKS,
+    BenchError,
+    BenchOptions,
+    BenchReport,
+    RecipeSummary,
+    TargetRun,
+    main,
+    parse_options,
+    render_markdown,
+    resolved_options,
+    run_bench,
+    steady_throughput,
+    target_speedup,
+    write_json,
+)
+from worker.trainer.loop import MetricPoint
+
+# Low enough that every run reaches it after its first epoch (4 classes: chance is 0.25), so the
+# time-to-target ratio always exists.
+EASY_TARGET = 0.01
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchReport, list[str]]:
+    options = BenchOptions(
+        device="cpu",
+        repeats=2,
+        repeats_target=1,
+        epochs=2,
+        target=EASY_TARGET,
+        target_epochs=2,
+        baseline_epochs=2,
+        out=tmp_path_factory.mktemp("bench") / "bench.json",
+        dataset="synthetic",
+        dataset_options=TINY_OPTIONS,
+    )
+    progress: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "git_commit", lambda: "abc1234")  # no git in the test
+        return run_bench(options, progress.append), progress
+
+
+def test_same_spec_ratios_are_the_measured_medians_divided(
+    report: tuple[BenchReport, list[str]],
+) -> None:
+    result, _ = report
+
+    assert [comparison.network for comparison in result.same_spec] == list(NETWORKS)
+    for comparison in result.same_spec:
+        off, auto = comparison.off, comparison.auto
+        assert (off.acceleration, auto.acceleration) == ("off", "auto")
+        assert len(off.runs) == len(auto.runs) == 2
+        for summary in (off, auto):
+            medians = [run.samples_per_second.median for run in summary.runs]
+            assert summary.samples_per_second.median == statistics.median(medians)
+            assert summary.samples_per_second.low == min(medians) > 0
+            assert all(run.epochs == 2 and run.wall_seconds > 0 for run in summary.runs)
+            assert all(run.threads is not None and run.threads >= 1 for run in summary.runs)
+        assert comparison.speedup == auto.samples_per_second.median / off.samples_per_second.median
+        accuracy_gap = auto.test_accuracy.median - off.test_accuracy.median
+        assert comparison.accuracy_delta_points == pytest.approx(100 * accuracy_gap)
+        assert comparison.spec["acceleration"] == "off"
+        assert comparison.spec["training"]["batch_size"] == 64
+
+
+def test_time_to_target_ratio_is_the_measured_wall_times_divided(
+    report: tuple[BenchReport, list[str]],
+) -> None:
+    result, _ = report
+    outcome = result.time_to_target
+
+    assert outcome is not None
+    assert outcome.target == EASY_TARGET
+    assert outcome.baseline.spec["acceleration"] == "off"
+    assert outcome.baseline.spec["model"]["padding"] == "valid"
+    assert outcome.ours.spec["acceleration"] == "auto"
+    assert outcome.ours.spec["training"]["target_accuracy"] == EASY_TARGET
+    for summary in (outcome.baseline, outcome.ours):
+        assert summary.reached == len(summary.runs) == 1
+        run = summary.runs[0]
+        assert run.reached
+        assert run.test_accuracy >= EASY_TARGET
+        assert summary.wall_seconds.median == run.wall_seconds > 0
+    expected = outcome.baseline.wall_seconds.median / outcome.ours.wall_seconds.median
+    assert outcome.speedup == expected
+    assert not outcome.speedup_is_lower_bound
+
+
+def test_json_holds_the_report_with_machine_and_commit(
+    report: tuple[BenchReport, list[str]], tmp_path: Path
+) -> None:
+    result, _ = report
+    assert result.time_to_target is not None
+    path = tmp_path / "bench.json"
+    write_json(result, path)
+    data = json.loads(path.read_text())
+
+    assert data["commit"] == "abc1234"
+    assert data["device"] == "cpu"
+    assert data["machine"]["torch"] == torch.__version__
+    assert data["machine"]["cores"] >= 1
+    assert data["options"]["target"] == EASY_TARGET
+    assert data["options"]["repeats"] == 2
+    first = data["same_spec"][0]
+    assert first["speedup"] == result.same_spec[0].speedup
+    assert len(first["off"]["runs"]) == 2
+    assert set(first["off"]["samples_per_second"]) == {"median", "low", "high"}
+    assert data["time_to_target"]["speedup"] == result.time_to_target.speedup
+
+
+def test_markdown_tables_show_the_measured_ratios(report: tuple[BenchReport, list[str]]) -> None:
+    result, progress = report
+    assert result.time_to_target is not None
+    text = render_markdown(result)
+
+    assert "commit abc1234" in text.splitlines()[0]
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 2 * len(NETWORKS) + 2 + 2  # two tables: header, rule, rows
+    assert all(row.count("|") == rows[0].count("|") for row in rows[:6])
+    assert all(row.count("|") == rows[6].count("|") for row in rows[6:])
+    for comparison in result.same_spec:
+        assert f"**{comparison.speedup:.2f}x**" in text
+        assert comparison.label in text
+    assert f"**{result.time_to_target.speedup:.2f}x**" in text
+    assert progress[0] == "taas bench: commit abc1234, device cpu"
+    assert any("epoch 2:" in line for line in progress)
+
+
+def point(epoch: int, samples_per_second: float) -> MetricPoint:
+    return MetricPoint(epoch, 1.0, 0.5, 1.0, 0.5, 1e-3, 1.0, samples_per_second)
+
+
+def test_throughput_leaves_out_the_first_epoch() -> None:
+    spread = steady_throughput([point(1, 10.0), point(2, 300.0), point(3, 100.0), point(4, 200.0)])
+
+    assert (spread.median, spread.low, spread.high) == (200.0, 100.0, 300.0)
+    with pytest.raises(BenchError, match="2 epochs"):
+        steady_throughput([point(1, 10.0)])
+
+
+def summary_of(*reached: bool) -> RecipeSummary:
+    """Runs that took 10 s, 20 s, ... and reached the target or not."""
+    runs = [
+        TargetRun(
+            wall_seconds=10.0 * (index + 1),
+            epochs=3,
+            reached=hit,
+            stop_reason="target_reached" if hit else "completed",
+            test_accuracy=0.9,
+            threads=1,
+            acceleration={},
+        )
+        for index, hit in enumerate(reached)
+    ]
+    spec = bench.Workload("synthetic", None, "cpu", None).job()
+    return RecipeSummary.of("recipe", spec, runs)
+
+
+def test_time_to_target_ratio_is_withheld_or_bounded_when_a_run_falls_short() -> None:
+    both = target_speedup(summary_of(True, True), summary_of(True))
+    assert both == (summary_of(True, True).wall_seconds.median / 10.0, False)
+    # Our recipe fell short: there is no speed-up to claim.
+    assert target_speedup(summary_of(True), summary_of(True, False)) == (None, False)
+    # The baseline fell short: it would have needed longer, so the ratio is a lower bound.
+    assert target_speedup(summary_of(False), summary_of(True)) == (1.0, True)
+
+
+def test_options_default_per_device() -> None:
+    options = parse_options([], prog="bench")
+
+    cpu, cuda = resolved_options(options, "cpu"), resolved_options(options, "cuda")
+    assert (cpu["target"], cpu["repeats_target"], cpu["out"]) == (0.91, 1, "bench-cpu.json")
+    assert (cuda["target"], cuda["repeats_target"], cuda["out"]) == (0.93, 3, "bench-cuda.json")
+    assert (options.repeats, options.epochs, options.dataset) == (3, 3, "fashion_mnist")
+    explicit = parse_options(["--target", "0.8", "--repeats-target", "2"], prog="bench")
+    assert resolved_options(explicit, "cuda")["target"] == 0.8
+    with pytest.raises(SystemExit):
+        parse_options(["--epochs", "1"], prog="bench")  # the first epoch is left out of samples/s
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without")
+def test_cuda_without_a_gpu_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--device", "cuda", "--dataset", "synthetic"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_taas_bench_forwards_its_options() -> None:
+    outcome = CliRunner().invoke(cli, ["bench", "--help"])
+
+    assert outcome.exit_code == 0
+    assert "taas bench" in outcome.output
+    for option in ("--repeats-target", "--only", "--out", "--data-dir", "--target"):
+        assert option in outcome.output
