@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -99,6 +99,7 @@ class BenchOptions:
     data_dir: Path | None = None
     dataset: str = "fashion_mnist"
     dataset_options: dict[str, Any] | None = None  # for "synthetic" (the tests use a tiny one)
+    recipe: dict[str, Any] = field(default_factory=dict)  # spec fields over our defaults in (b)
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,14 @@ def plain_spec(workload: Workload, model: dict[str, Any], mode: Mode, **training
     return workload.job(model=model, training={**PLAIN_RECIPE, **training}, acceleration=mode)
 
 
-def default_recipe_spec(workload: Workload, target: float, epochs: int) -> JobSpec:
-    """Our defaults (model, recipe, acceleration "auto"), stopping at `target` test accuracy."""
-    return workload.job(training={"target_accuracy": target, "epochs": epochs})
+def default_recipe_spec(
+    workload: Workload, target: float, epochs: int, recipe: dict[str, Any] | None = None
+) -> JobSpec:
+    """Our defaults (model, recipe, acceleration "auto"), stopping at `target` test accuracy;
+    `recipe` overrides spec fields (e.g. `{"model": {"arch": "resnet"}}`)."""
+    recipe = recipe or {}
+    training = {**recipe.get("training", {}), "target_accuracy": target, "epochs": epochs}
+    return workload.job(**{**recipe, "training": training})
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -417,6 +423,7 @@ def measure_time_to_target(
     baseline_epochs: int,
     repeats: int,
     echo: Echo,
+    recipe: dict[str, Any] | None = None,
 ) -> TimeToTarget:
     """(b): wall time to `target` test accuracy, data loading and compilation included."""
     _, examples_cnn = NETWORKS["examples_cnn"]
@@ -424,7 +431,7 @@ def measure_time_to_target(
         "baseline": plain_spec(
             workload, examples_cnn, "off", epochs=baseline_epochs, target_accuracy=target
         ),
-        "ours": default_recipe_spec(workload, target, ours_epochs),
+        "ours": default_recipe_spec(workload, target, ours_epochs, recipe),
     }
     runs: dict[str, list[TargetRun]] = {name: [] for name in recipes}
     for repeat in range(1, repeats + 1):
@@ -442,8 +449,11 @@ def measure_time_to_target(
         recipes["baseline"],
         runs["baseline"],
     )
+    overrides = f" with {json.dumps(recipe)}" if recipe else ""
     ours = RecipeSummary.of(
-        f"taas default recipe: auto, <= {ours_epochs} epochs", recipes["ours"], runs["ours"]
+        f"taas default recipe{overrides}: auto, <= {ours_epochs} epochs",
+        recipes["ours"],
+        runs["ours"],
     )
     return TimeToTarget(target, baseline, ours, *target_speedup(baseline, ours))
 
@@ -551,6 +561,7 @@ def run_bench(options: BenchOptions, echo: Echo) -> BenchReport:
             options.baseline_epochs,
             resolved["repeats_target"],
             echo,
+            options.recipe,
         )
     return BenchReport(
         commit=commit,
@@ -686,6 +697,16 @@ def accuracy(text: str) -> float:
     return value
 
 
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def parse_options(argv: Sequence[str] | None, prog: str) -> BenchOptions:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -724,6 +745,12 @@ def parse_options(argv: Sequence[str] | None, prog: str) -> BenchOptions:
         choices=["fashion_mnist", "mnist", "synthetic"],
         default="fashion_mnist",
         help="default fashion_mnist (synthetic: a quick smoke run)",
+    )
+    add(
+        "--recipe",
+        type=json_object,
+        default={},
+        help='spec fields over our defaults in (b), e.g. \'{"model": {"arch": "resnet"}}\'',
     )
     args = parser.parse_args(argv)
     if args.epochs < 2 and args.only != "time-to-target":

@@ -95,7 +95,7 @@ class _Run:
     plan: AccelPlan
     device: torch.device
     model: nn.Module  # the parameters being trained
-    forward: Callable[[torch.Tensor], torch.Tensor]  # model, or its compiled version
+    forward_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LambdaLR
     ema: AveragedModel | None
@@ -159,7 +159,7 @@ def _build_run(
         plan=plan,
         device=device,
         model=model,
-        forward=_compiled(model, plan),
+        forward_loss=_compiled(_ForwardLoss(model, settings.label_smoothing), plan),
         optimizer=optimizer,
         schedule=schedule,
         ema=make_ema(model, settings.ema_decay),
@@ -199,12 +199,14 @@ def _make_feed(
     )
 
 
-def _compiled(model: nn.Module, plan: AccelPlan) -> Callable[[torch.Tensor], torch.Tensor]:
+def _compiled(
+    module: _ForwardLoss, plan: AccelPlan
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     if not plan.compile:
-        return model
+        return module
     # "reduce-overhead" replays the compiled forward and backward as CUDA graphs.
     mode = "reduce-overhead" if plan.cuda_graphs else "default"
-    return torch.compile(model, mode=mode)
+    return torch.compile(module, mode=mode)
 
 
 @contextmanager
@@ -286,22 +288,40 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[MetricPoint | None, StopRea
     return _metric_point(epoch, loss_sum, correct, seen, val, lr, train_seconds), None
 
 
+class _ForwardLoss(nn.Module):
+    """Network and loss as one module, so torch.compile fuses (and CUDA graphs capture) both."""
+
+    def __init__(self, model: nn.Module, label_smoothing: float) -> None:
+        super().__init__()
+        self.model, self.label_smoothing = model, label_smoothing
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)  # (B, classes), bf16 under autocast
+        # The loss in fp32: bf16 logits would lose the small differences softmax depends on.
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        correct = (logits.detach().argmax(dim=1) == y).sum()
+        return loss, correct
+
+
 def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch: x (B, C, H, W) float32, y (B,). Returns the loss and the
     number of correct predictions, both still on the device (reading them would sync)."""
-    settings = run.spec.training
+    if run.plan.cuda_graphs:
+        # The last step's graph outputs are done with: the next replay may overwrite them.
+        torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.plan.amp):
-        logits = run.forward(x)  # (B, classes), bf16 under autocast
-    # The loss in fp32: bf16 logits would lose the small differences softmax depends on.
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=settings.label_smoothing)
+        loss, correct = run.forward_loss(x, y)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
-    clip_gradients(run.model.parameters(), settings.grad_clip_norm)
+    clip_gradients(run.model.parameters(), run.spec.training.grad_clip_norm)
     run.optimizer.step()
     run.schedule.step()  # every schedule is stepped per batch
     if run.ema is not None:
         run.ema.update_parameters(run.model)
-    return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
+    loss = loss.detach()
+    if run.plan.cuda_graphs:  # a CUDA graph overwrites its outputs on the next replay
+        return loss.clone(), correct.clone()
+    return loss, correct
 
 
 def _evaluation_steps(batches: int, evals_per_epoch: int) -> set[int]:

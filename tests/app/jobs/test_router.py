@@ -37,17 +37,38 @@ def test_submit_returns_normalized_spec_and_queued_job(
         "dropout": 0.0,
         "batch_norm": True,
     }
-    assert job["spec"]["training"]["epochs"] == 5
-    assert job["spec"]["training"]["optimizer"] == "adamw"
+    training = job["spec"]["training"]
+    assert (training["epochs"], training["batch_size"], training["lr"]) == (3, 256, 0.003)
+    assert training["optimizer"] == "adamw"
+    assert training["augment"] == {"flip": False, "translate": 0}
     assert job["name"] == "cnn-fashion_mnist"
     # Three conv3x3 without bias + BatchNorm (28 -> 14 -> 7 -> 3 after the pools), then one fc.
     convs = (1 * 24 * 9 + 2 * 24) + (24 * 48 * 9 + 2 * 48) + (48 * 96 * 9 + 2 * 96)
     assert job["parameter_count"] == convs + 96 * 3 * 3 * 10 + 10 == 61_042
-    assert job["progress"] == {"epoch": 0, "epochs": 5, "fraction": 0.0}
+    assert job["progress"] == {"epoch": 0, "epochs": 3, "fraction": 0.0}
     assert job["error"] is None
     assert job["artifacts"] == []
     events = api.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()["items"]
     assert [event["status"] for event in events] == ["queued"]
+
+
+def test_resnet_gets_its_own_recipe_unless_the_spec_sets_it(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    resnet = {"dataset": "fashion_mnist", "model": {"arch": "resnet"}}
+    job = api.post("/v1/jobs", json=resnet, headers=auth).json()
+    assert job["spec"]["model"]["widths"] == [64, 128, 256]
+    training = job["spec"]["training"]
+    assert (training["epochs"], training["label_smoothing"]) == (15, 0.1)
+    assert training["augment"] == {"flip": True, "translate": 0}
+    assert job["progress"]["epochs"] == 15
+
+    chosen = {**resnet, "training": {"epochs": 4, "augment": {"translate": 1}}}
+    job = api.post("/v1/jobs", json=chosen, headers=auth).json()
+    training = job["spec"]["training"]
+    assert training["epochs"] == 4
+    assert training["augment"] == {"flip": False, "translate": 1}  # the user's object, whole
+    assert training["label_smoothing"] == 0.1
 
 
 def test_get_returns_the_same_job(api: TestClient, auth: dict[str, str]) -> None:

@@ -27,6 +27,9 @@ LEARNABLE: dict[str, Any] = {
     "batch_size": 16,
 }
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# torch.compile's internals warn differently from one torch release to the next; GPU machines
+# bring their own build.
+compile_warnings = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 
 def run_spec(context: RecordingContext | None = None, **spec: Any) -> TrainResult:
@@ -192,6 +195,7 @@ def test_free_cores_is_between_one_and_the_allowed_cores() -> None:
 
 
 @cuda_only
+@compile_warnings
 @pytest.mark.parametrize("model", [{"arch": "mlp", "hidden_sizes": [32]}, CNN])
 def test_cuda_auto_compiles_and_matches_the_cpu_baseline(model: dict[str, Any]) -> None:
     cpu = run_spec(model=model, acceleration="off", epochs=4)
@@ -204,6 +208,7 @@ def test_cuda_auto_compiles_and_matches_the_cpu_baseline(model: dict[str, Any]) 
 
 
 @cuda_only
+@compile_warnings
 def test_cuda_resume_restores_the_cuda_rng() -> None:
     context = RecordingContext()
     job = tiny_spec(model={**BN_CNN, "dropout": 0.2}, epochs=2).model_copy(
