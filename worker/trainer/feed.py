@@ -1,7 +1,8 @@
 """Training batches, two ways.
 
-- ``LoaderBatches``: the PyTorch tutorial's way, a DataLoader over a per-sample dataset that
-  converts and normalizes one image at a time. This is the honest baseline (``acceleration: off``).
+- ``LoaderBatches``: the PyTorch tutorial's way, a DataLoader over a dataset that does what
+  torchvision's ``datasets.FashionMNIST(transform=...)`` does for each sample: make a PIL image,
+  then ``ToTensor()`` and ``Normalize()``. This is the honest baseline (``acceleration: off``).
 - ``DeviceBatches``: the whole split held on the device as uint8; each batch is gathered,
   augmented and normalized there in a few tensor ops, with no Python per sample and no host copy.
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+from torchvision import transforms
 
 from app.spec import Augmentation
 from worker.trainer.data import Preprocess
@@ -23,21 +26,26 @@ from worker.trainer.data import Preprocess
 Batch = tuple[torch.Tensor, torch.Tensor]  # (B, C, H, W) float32, (B,) int64
 
 
-class _TutorialDataset(TorchDataset[Batch]):
-    """What torchvision's ToTensor + Normalize do: one sample at a time, in Python."""
+class _TutorialDataset(TorchDataset[tuple[torch.Tensor, int]]):
+    """torchvision's dataset path, one sample at a time: uint8 array -> PIL image ->
+    ToTensor (scales by 1/255) -> Normalize(mean, std)."""
 
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, preprocess: Preprocess) -> None:
-        self.x, self.y = x_uint8, y
-        self.mean = torch.tensor(preprocess.mean).view(-1, 1, 1)  # (C, 1, 1)
-        self.std = torch.tensor(preprocess.std).view(-1, 1, 1)
-        self.scale = preprocess.scale
+        if preprocess.scale != 1 / 255:
+            raise ValueError("the tutorial path reads 8-bit images (ToTensor scales by 1/255)")
+        self.x = x_uint8.permute(0, 2, 3, 1).numpy()  # (N, H, W, C): PIL's layout
+        self.y = y.tolist()
+        self.transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize(preprocess.mean, preprocess.std)]
+        )
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, index: int) -> Batch:
-        image = self.x[index].to(torch.float32) * self.scale  # (C, H, W)
-        return (image - self.mean) / self.std, self.y[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        pixels = self.x[index]  # (H, W, C) uint8
+        image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+        return self.transform(image), self.y[index]
 
 
 class LoaderBatches:
@@ -100,7 +108,7 @@ class DeviceBatches:
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) uint8 on the device -> float32 in the training memory format."""
-        x = x_uint8.to(torch.float32) * self.multiplier + self.offset
+        x = torch.addcmul(self.offset, x_uint8.to(torch.float32), self.multiplier)
         return x.contiguous(memory_format=self.memory_format)
 
     def __len__(self) -> int:

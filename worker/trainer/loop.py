@@ -274,7 +274,7 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[MetricPoint | None, StopRea
             return None, stopped
         lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step uses
         loss, hits = _train_step(run, x, y)
-        loss_sum += loss * len(y)
+        loss_sum.add_(loss, alpha=len(y))
         correct += hits
         seen += len(y)
         if step in evaluate_after:
