@@ -38,7 +38,7 @@ def test_submit_returns_normalized_spec_and_queued_job(
         "batch_norm": True,
     }
     training = job["spec"]["training"]
-    assert (training["epochs"], training["batch_size"], training["lr"]) == (3, 256, 0.003)
+    assert (training["epochs"], training["batch_size"], training["lr"]) == (3, 512, 0.006)
     assert training["optimizer"] == "adamw"
     assert training["augment"] == {"flip": False, "translate": 0}
     assert job["name"] == "cnn-fashion_mnist"
@@ -60,6 +60,7 @@ def test_resnet_gets_its_own_recipe_unless_the_spec_sets_it(
     assert job["spec"]["model"]["widths"] == [64, 128, 256]
     training = job["spec"]["training"]
     assert (training["epochs"], training["label_smoothing"]) == (15, 0.1)
+    assert (training["batch_size"], training["lr"]) == (256, 0.003)
     assert training["augment"] == {"flip": True, "translate": 0}
     assert job["progress"]["epochs"] == 15
 
