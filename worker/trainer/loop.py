@@ -135,8 +135,13 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
             f"training a {count}-parameter {spec.model.arch} on {device}; "
             f"acceleration {plan.mode}: {', '.join(applied) or 'none'}"
         )
-        epochs_completed, stop_reason = _train_epochs(run, first_epoch)
-        return _finish(run, dataset, epochs_completed, stop_reason)
+        epochs_completed, stop_reason, last_point = _train_epochs(run, first_epoch)
+        result = _finish(run, dataset, epochs_completed, stop_reason)
+        if last_point is not None:
+            # The last epoch's validation is the final test evaluation: no need to run it twice.
+            last_point.val_loss, last_point.val_accuracy = result.test_loss, result.test_accuracy
+            context.report_metrics(last_point)
+        return result
 
 
 def _build_run(
@@ -237,25 +242,32 @@ def _fast_math(plan: AccelPlan, device: torch.device) -> Iterator[None]:
         torch.set_float32_matmul_precision(precision)
 
 
-def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason]:
-    """Run epochs until done or stopped; returns (epochs completed, why training stopped)."""
+def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricPoint | None]:
+    """Run epochs until done or stopped. Returns the epochs completed, why training stopped and,
+    when it ran to the end, the last epoch's point, still to be reported with the final test
+    metrics as its validation."""
     settings = run.spec.training
     epochs_completed = first_epoch - 1
     for epoch in range(first_epoch, settings.epochs + 1):
-        point, stopped = _train_one_epoch(run, epoch)
+        point, stopped = _train_one_epoch(run, epoch, last=epoch == settings.epochs)
         if point is None:  # stopped before the epoch finished: it does not count
-            return epochs_completed, stopped or "cancelled"
-        run.context.report_metrics(point)
+            return epochs_completed, stopped or "cancelled", None
         epochs_completed = epoch
+        if stopped is None and epoch == settings.epochs:
+            return epochs_completed, "completed", point
+        run.context.report_metrics(point)
         if stopped is not None:
-            return epochs_completed, stopped
-        if epoch < settings.epochs and epoch % settings.checkpoint_every_epochs == 0:
+            return epochs_completed, stopped, None
+        if epoch % settings.checkpoint_every_epochs == 0:
             run.context.save_checkpoint(_checkpoint_state(run, epoch))
-    return epochs_completed, "completed"
+    return epochs_completed, "completed", None
 
 
-def _train_one_epoch(run: _Run, epoch: int) -> tuple[MetricPoint | None, StopReason | None]:
-    """One pass over the training split, evaluating ``evals_per_epoch`` times on the way.
+def _train_one_epoch(
+    run: _Run, epoch: int, last: bool
+) -> tuple[MetricPoint | None, StopReason | None]:
+    """One pass over the training split, evaluating ``evals_per_epoch`` times on the way (the
+    last epoch's final evaluation is left to the final test evaluation).
 
     Returns the epoch's metric point (None when stopped before its end) and why training must
     stop now (None to go on).
@@ -264,6 +276,8 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[MetricPoint | None, StopRea
     run.model.train()
     started = time.perf_counter()
     evaluate_after = _evaluation_steps(len(run.feed), settings.evals_per_epoch)
+    if last:
+        evaluate_after.discard(len(run.feed))
     loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)  # on device: no sync
     correct = torch.zeros((), dtype=torch.int64, device=run.device)
     seen, lr, train_seconds = 0, 0.0, 0.0
@@ -278,14 +292,22 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[MetricPoint | None, StopRea
         correct += hits
         seen += len(y)
         if step in evaluate_after:
+            _synchronize(run.device)  # the queued GPU work belongs to training, not evaluation
             train_seconds += time.perf_counter() - started  # evaluation time is not training
             val = _validate(run)
             started = time.perf_counter()
             if _reached_target(run, val[1]):
                 point = _metric_point(epoch, loss_sum, correct, seen, val, lr, train_seconds)
                 return point, "target_reached"
+    _synchronize(run.device)
     train_seconds += time.perf_counter() - started
     return _metric_point(epoch, loss_sum, correct, seen, val, lr, train_seconds), None
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a wall-clock reading means what it says."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _ForwardLoss(nn.Module):
