@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from app.artifacts.storage import JOB_ID_PATTERN
 from app.config import Settings, get_settings
 from app.spec import JobSpec
 from worker.reporter import ApiReporter, StaleAttempt
@@ -108,6 +109,11 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     if not settings.worker_token:
         raise RuntimeError("TAAS_WORKER_TOKEN is not set; the worker cannot talk to the API")
+    if not JOB_ID_PATTERN.match(job_id):
+        # The id becomes part of a URL and a checkpoint file name: take nothing else from a
+        # broker message.
+        logger.error("ignoring a message with a malformed job id %r", job_id[:100])
+        return
     reporter = ApiReporter(settings.api_url, settings.worker_token)
     try:
         claim = reporter.claim(job_id, worker_name())
