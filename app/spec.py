@@ -17,7 +17,6 @@ OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 ScheduleName = Literal["constant", "step", "cosine", "onecycle"]
 ExportFormat = Literal["safetensors"]
 DeviceName = Literal["auto", "cpu", "cuda"]
-BuiltinDataset = Literal["fashion_mnist", "mnist", "cifar10", "synthetic"]
 BUILTIN_DATASETS: tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "synthetic")
 
 Width = Annotated[int, Field(ge=1)]
