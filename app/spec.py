@@ -117,6 +117,9 @@ class AccelerationSpec(StrictModel):
     data_on_device: bool | None = Field(default=None, description="uint8 data on the device")
     amp: bool | None = Field(default=None, description="bf16 autocast")
     channels_last: bool | None = None
+    pool_first: bool | None = Field(
+        default=None, description="max-pool before a non-decreasing activation (cnn)"
+    )
     fused_optimizer: bool | None = None
     compile: bool | None = Field(default=None, description="torch.compile (CUDA)")
     cuda_graphs: bool | None = Field(default=None, description="CUDA graphs (with compile)")

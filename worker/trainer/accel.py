@@ -16,18 +16,27 @@ from typing import Literal
 import torch
 
 from app.spec import AccelerationSpec, NetworkSpec
+from worker.trainer.networks import can_pool_first
 
 Switch = Literal[
-    "data_on_device", "amp", "channels_last", "fused_optimizer", "compile", "cuda_graphs"
+    "data_on_device",
+    "amp",
+    "channels_last",
+    "pool_first",
+    "fused_optimizer",
+    "compile",
+    "cuda_graphs",
 ]
 SWITCHES: tuple[Switch, ...] = (
     "data_on_device",
     "amp",
     "channels_last",
+    "pool_first",
     "fused_optimizer",
     "compile",
     "cuda_graphs",
 )
+POOL_FIRST_NEEDS = "needs a cnn with max-pooling after a non-decreasing activation"
 
 
 @dataclass
@@ -36,6 +45,7 @@ class AccelPlan:
     data_on_device: bool = False
     amp: bool = False  # bf16 autocast for forward and loss; weights, grads and BN stats stay fp32
     channels_last: bool = False
+    pool_first: bool = False  # max-pool before a monotonic activation: same function, 1/4 the work
     fused_optimizer: bool = False
     compile: bool = False
     cuda_graphs: bool = False
@@ -97,7 +107,7 @@ def plan_acceleration(
         return AccelPlan(mode="off", reasons=reasons)
     plan = _auto_plan(model, device)
     if isinstance(requested, AccelerationSpec):
-        _apply_overrides(plan, requested, device)
+        _apply_overrides(plan, requested, model, device)
     return plan
 
 
@@ -127,6 +137,7 @@ def _auto_plan(model: NetworkSpec, device: torch.device) -> AccelPlan:
         convnet,
         "NHWC convolutions are faster" if convnet else "no convolutions in this network",
     )
+    _decide(plan, "pool_first", *_pool_first_decision(model))
     _decide(plan, "fused_optimizer", True, "one fused kernel for the whole optimizer step")
     _decide(
         plan,
@@ -147,12 +158,20 @@ def _auto_plan(model: NetworkSpec, device: torch.device) -> AccelPlan:
     return plan
 
 
+def _pool_first_decision(model: NetworkSpec) -> tuple[bool, str]:
+    if can_pool_first(model):
+        return True, "max-pooling before the activation gives the same result on 1/4 the values"
+    return False, POOL_FIRST_NEEDS
+
+
 def _decide(plan: AccelPlan, switch: Switch, on: bool, reason: str) -> None:
     setattr(plan, switch, on)
     plan.reasons[switch] = reason
 
 
-def _apply_overrides(plan: AccelPlan, requested: AccelerationSpec, device: torch.device) -> None:
+def _apply_overrides(
+    plan: AccelPlan, requested: AccelerationSpec, model: NetworkSpec, device: torch.device
+) -> None:
     plan.mode = "custom"
     for switch in SWITCHES:
         value = getattr(requested, switch)
@@ -160,6 +179,8 @@ def _apply_overrides(plan: AccelPlan, requested: AccelerationSpec, device: torch
             _decide(plan, switch, value, "set in the spec")
     if requested.threads is not None:
         plan.threads = requested.threads
+    if plan.pool_first and not can_pool_first(model):
+        _decide(plan, "pool_first", False, POOL_FIRST_NEEDS)
     if device.type != "cuda" and plan.cuda_graphs:
         _decide(plan, "cuda_graphs", False, "needs a CUDA device")
     if plan.cuda_graphs and not plan.compile:

@@ -150,7 +150,8 @@ def _build_run(
     settings = spec.training
     torch.manual_seed(settings.seed)  # fixes the initial weights and dropout masks
     info = dataset.info
-    model = build_network(spec.model, info.shape, info.num_classes).to(device)
+    model = build_network(spec.model, info.shape, info.num_classes, pool_first=plan.pool_first)
+    model = model.to(device)
     if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
     preprocess = preprocess_for(dataset)

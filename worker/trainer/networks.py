@@ -36,15 +36,31 @@ ACTIVATIONS: dict[Activation, Callable[[], nn.Module]] = {
 }
 
 
-def build_network(model: NetworkSpec, shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+# Activations that never decrease: max-pooling commutes with them, max(f(a), f(b)) = f(max(a, b)).
+MONOTONIC_ACTIVATIONS: frozenset[Activation] = frozenset(
+    {"relu", "leaky_relu", "elu", "tanh", "sigmoid"}
+)
+
+
+def build_network(
+    model: NetworkSpec,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    pool_first: bool = False,
+) -> nn.Module:
     """A freshly initialized network for (C, H, W) inputs; torch.manual_seed fixes its weights.
 
-    Raises ``app.spec.NetworkDoesNotFit`` when a cnn or resnet would shrink the input to nothing.
+    ``pool_first`` builds a cnn whose max-pools come before their activation where
+    ``can_pool_first`` allows: the same function with the same state_dict keys, computed on a
+    quarter of the values. Raises ``app.spec.NetworkDoesNotFit`` when a cnn or resnet would
+    shrink the input to nothing.
     """
     if isinstance(model, MlpSpec):
         return build_mlp(model, shape, num_classes)
     if isinstance(model, CnnSpec):
-        return build_cnn(model, shape, num_classes)
+        pool_first = pool_first and can_pool_first(model)
+        return build_cnn(model, shape, num_classes, pool_first=pool_first)
     return build_resnet(model, shape, num_classes)
 
 
@@ -63,9 +79,25 @@ def build_mlp(spec: MlpSpec, shape: tuple[int, int, int], num_classes: int) -> n
     return nn.Sequential(*layers)
 
 
-def build_cnn(spec: CnnSpec, shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+def can_pool_first(spec: NetworkSpec) -> bool:
+    """Whether the cnn has max-pools that may swap places with the activation before them."""
+    return (
+        isinstance(spec, CnnSpec)
+        and spec.pooling == "max"
+        and spec.activation in MONOTONIC_ACTIVATIONS
+        and spec.pool_every <= len(spec.channels)
+    )
+
+
+def build_cnn(
+    spec: CnnSpec, shape: tuple[int, int, int], num_classes: int, *, pool_first: bool = False
+) -> nn.Sequential:
     """[Conv3x3 -> (BatchNorm2d) -> act, a 2x2 pool after every ``pool_every``-th]* -> Flatten ->
-    (Dropout) -> (Linear -> act -> (Dropout)) -> Linear."""
+    (Dropout) -> (Linear -> act -> (Dropout)) -> Linear.
+
+    With ``pool_first`` (only valid where ``can_pool_first``) each pool goes before its
+    activation instead; neither has parameters, so the state_dict keys stay the same.
+    """
     out_channels, out_height, out_width = cnn_feature_shape(spec, shape)  # NetworkDoesNotFit
     pool = nn.MaxPool2d if spec.pooling == "max" else nn.AvgPool2d
     padding = 1 if spec.padding == "same" else 0  # "valid" loses a pixel on each side
@@ -77,9 +109,12 @@ def build_cnn(spec: CnnSpec, shape: tuple[int, int, int], num_classes: int) -> n
         layers.append(nn.Conv2d(fan_in, out, 3, padding=padding, bias=not spec.batch_norm))
         if spec.batch_norm:
             layers.append(nn.BatchNorm2d(out))
-        layers.append(ACTIVATIONS[spec.activation]())
+        stage_end = [ACTIVATIONS[spec.activation]()]
         if index % spec.pool_every == 0:
-            layers.append(pool(2))  # (h, w) -> (h // 2, w // 2)
+            stage_end.append(pool(2))  # (h, w) -> (h // 2, w // 2)
+            if pool_first:
+                stage_end.reverse()
+        layers.extend(stage_end)
         fan_in = out
     layers.append(nn.Flatten())  # (B, out_channels * out_height * out_width)
     if spec.dropout > 0:

@@ -128,7 +128,15 @@ def test_resnet_learns() -> None:
 
 def test_max_seconds_keeps_the_best_model_seen() -> None:
     context = RecordingContext()
-    result = run_spec(context, model=CNN, epochs=1000, max_seconds=0.5, evals_per_epoch=2)
+    # fp32 throughout: bf16 validation may rank a model one test sample off its fp32 accuracy.
+    result = run_spec(
+        context,
+        model=CNN,
+        epochs=1000,
+        max_seconds=0.5,
+        evals_per_epoch=2,
+        acceleration={"amp": False},
+    )
 
     assert result.stop_reason == "max_seconds"
     assert context.points
@@ -164,7 +172,8 @@ def test_plan_off_applies_nothing_and_says_why() -> None:
 
     assert plan["applied"] == []
     assert set(plan["skipped"]) == {  # type: ignore[arg-type]
-        "data_on_device", "amp", "channels_last", "fused_optimizer", "compile", "cuda_graphs",
+        "data_on_device", "amp", "channels_last", "pool_first", "fused_optimizer", "compile",
+        "cuda_graphs",
     }  # fmt: skip
 
 
@@ -188,6 +197,25 @@ def test_plan_honours_explicit_switches() -> None:
     assert plan.threads == 1
     assert plan.data_on_device  # left to the trainer: auto's choice
     assert plan.reasons["channels_last"] == "set in the spec"
+
+
+def test_pool_first_is_applied_to_max_pooled_cnns_only() -> None:
+    cpu = torch.device("cpu")
+
+    assert plan_acceleration("auto", CnnSpec(), cpu).pool_first
+    assert not plan_acceleration("auto", CnnSpec(activation="gelu"), cpu).pool_first
+    forced = plan_acceleration(AccelerationSpec(pool_first=True), ResnetSpec(), cpu)
+    assert not forced.pool_first
+    assert "max-pooling" in forced.reasons["pool_first"]
+
+
+def test_pool_first_trains_exactly_like_the_standard_order() -> None:
+    model = {**CNN, "channels": [8, 16], "pool_every": 1}
+    first = run_spec(model=model, epochs=2, acceleration={"pool_first": False}, **LEARNABLE)
+    second = run_spec(model=model, epochs=2, acceleration={"pool_first": True}, **LEARNABLE)
+
+    assert first.acceleration["applied"] != second.acceleration["applied"]
+    assert second.test_accuracy == pytest.approx(first.test_accuracy, abs=0.02)
 
 
 def test_free_cores_is_between_one_and_the_allowed_cores() -> None:

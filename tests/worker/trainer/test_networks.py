@@ -8,7 +8,7 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from app.spec import Activation, ModelSpec, NetworkDoesNotFit, parameter_count
-from worker.trainer.networks import ACTIVATIONS, BasicBlock, build_network
+from worker.trainer.networks import ACTIVATIONS, BasicBlock, build_network, can_pool_first
 
 MODEL_SPEC: TypeAdapter[Any] = TypeAdapter(ModelSpec)
 
@@ -341,3 +341,48 @@ def test_same_seed_gives_the_same_initial_weights(model: dict[str, Any]) -> None
 def test_a_network_too_deep_for_its_input_is_refused(model: dict[str, Any], match: str) -> None:
     with pytest.raises(NetworkDoesNotFit, match=match):
         network_for(model, (1, 12, 12), 10)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_pool_first_computes_the_same_function_with_the_same_weights(
+    activation: str, batch_norm: bool
+) -> None:
+    spec = MODEL_SPEC.validate_python(
+        {
+            "arch": "cnn",
+            "channels": [4, 8, 8],
+            "pool_every": 1,
+            "activation": activation,
+            "batch_norm": batch_norm,
+        }
+    )
+    torch.manual_seed(0)
+    standard = build_network(spec, (1, 16, 16), 5).eval()
+    reordered = build_network(spec, (1, 16, 16), 5, pool_first=True).eval()
+    reordered.load_state_dict(standard.state_dict())  # the same keys: strict loading passes
+    x = torch.randn(6, 1, 16, 16)
+
+    kinds = [type(layer) for layer in reordered]
+    first_activation = kinds.index(type(ACTIVATIONS[activation]()))  # type: ignore[index]
+    assert kinds.index(nn.MaxPool2d) == first_activation - 1
+    assert torch.equal(standard(x), reordered(x))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"arch": "cnn", "channels": [8], "activation": "gelu"},  # not monotonic
+        {"arch": "cnn", "channels": [8], "pooling": "avg"},  # avg does not commute
+        {"arch": "cnn", "channels": [8], "pool_every": 2},  # no pool at all
+        {"arch": "mlp", "hidden_sizes": [8]},
+    ],
+)
+def test_pool_first_leaves_networks_it_does_not_apply_to_unchanged(model: dict[str, Any]) -> None:
+    spec = MODEL_SPEC.validate_python(model)
+
+    assert not can_pool_first(spec)
+    standard = [type(layer) for layer in build_network(spec, (1, 12, 12), 3)]
+    assert [type(layer) for layer in build_network(spec, (1, 12, 12), 3, pool_first=True)] == (
+        standard
+    )
