@@ -8,6 +8,7 @@ Static bounds live on the fields; the bounds an operator configures (``Limits``)
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,6 +19,8 @@ ScheduleName = Literal["constant", "step", "cosine", "onecycle"]
 ExportFormat = Literal["safetensors"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 BUILTIN_DATASETS: tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "synthetic")
+# Uploaded datasets are named by their id.
+DATASET_ID_PATTERN = re.compile(r"^ds_[0-9a-f]{24}$")
 
 Width = Annotated[int, Field(ge=1)]
 
@@ -74,8 +77,12 @@ ModelSpec = Annotated[NetworkSpec, Field(discriminator="arch")]
 
 
 def default_model() -> CnnSpec:
-    """The default recipe's network: a 3-stage BatchNorm convnet, fast to train on a CPU."""
-    return CnnSpec(channels=[24, 48, 96], hidden_size=0, batch_norm=True)
+    """The default recipe's network: a 3-stage convnet, fast to train on a CPU.
+
+    Without BatchNorm: on a CPU its backward pass took 40% of each step of this net (measured
+    with torch.profiler), while the default recipe reaches 91% on Fashion-MNIST without it.
+    """
+    return CnnSpec(channels=[24, 48, 96], hidden_size=0, batch_norm=False)
 
 
 class Augmentation(StrictModel):
@@ -87,9 +94,9 @@ class Augmentation(StrictModel):
 
 class TrainingSpec(StrictModel):
     epochs: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=512, ge=1)
+    batch_size: int = Field(default=256, ge=1)
     optimizer: OptimizerName = "adamw"
-    lr: float = Field(default=0.006, gt=0.0, le=10.0)
+    lr: float = Field(default=0.01, gt=0.0, le=10.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -108,6 +115,18 @@ class TrainingSpec(StrictModel):
     )
     max_seconds: float | None = Field(
         default=None, gt=0.0, description="stop after this long and keep the best model"
+    )
+    val_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=0.5,
+        description="share of the training split held out (seeded): as the test split of a "
+        "dataset that has none, and for validation when validate_on is 'holdout'",
+    )
+    validate_on: Literal["test", "holdout"] = Field(
+        default="test",
+        description="where per-epoch validation metrics come from: the test split, or a holdout "
+        "of the training split (the test split is then used only for the final metrics)",
     )
 
 
@@ -365,9 +384,12 @@ def _violation(loc: tuple[str | int, ...], message: str, value: object) -> dict[
     return {"loc": ["body", *loc], "msg": f"{field}={value!r}: {message}", "type": "limit"}
 
 
-def limit_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
+def limit_errors(
+    spec: JobSpec, limits: Limits, info: DatasetInfo | None = None
+) -> list[dict[str, Any]]:
     """Every configured limit the spec breaks (or a network that cannot fit the dataset's input),
-    each naming its field and value."""
+    each naming its field and value. ``info`` describes an uploaded dataset the spec names by id;
+    built-ins describe themselves."""
     errors: list[dict[str, Any]] = []
     training = spec.training
     if training.epochs > limits.max_epochs:
@@ -382,9 +404,9 @@ def limit_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
         errors.append(_violation(("training", "max_seconds"), message, training.max_seconds))
     errors.extend(_recipe_errors(spec))
     errors.extend(_width_errors(spec.model, limits))
-    errors.extend(_dataset_errors(spec, limits))
+    errors.extend(_dataset_errors(spec, limits, info))
     if not errors:
-        errors.extend(_network_errors(spec, limits))
+        errors.extend(_network_errors(spec, limits, info or dataset_info(spec)))
     return errors
 
 
@@ -401,10 +423,13 @@ def _recipe_errors(spec: JobSpec) -> list[dict[str, Any]]:
     return errors
 
 
-def _network_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
+def _network_errors(spec: JobSpec, limits: Limits, info: DatasetInfo) -> list[dict[str, Any]]:
     """What only the dataset's input shape tells: whether the network fits it, and its size."""
-    info = dataset_info(spec)
     model = spec.model
+    translate = spec.training.augment.translate
+    if translate and min(info.shape[1:]) <= 2 * translate:
+        message = f"shifts of {translate} pixels need larger images than {list(info.shape)}"
+        return [_violation(("training", "augment", "translate"), message, translate)]
     try:
         if isinstance(model, CnnSpec):
             cnn_feature_shape(model, info.shape)
@@ -434,9 +459,14 @@ def _width_errors(model: NetworkSpec, limits: Limits) -> list[dict[str, Any]]:
     return errors
 
 
-def _dataset_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
-    if spec.dataset not in BUILTIN_DATASETS:
-        message = f"unknown dataset; built-in datasets are {', '.join(BUILTIN_DATASETS)}"
+def _dataset_errors(
+    spec: JobSpec, limits: Limits, info: DatasetInfo | None
+) -> list[dict[str, Any]]:
+    if spec.dataset not in BUILTIN_DATASETS and info is None:
+        message = (
+            f"unknown dataset: neither a built-in ({', '.join(BUILTIN_DATASETS)}) "
+            "nor the id of one of your datasets"
+        )
         return [_violation(("dataset",), message, spec.dataset)]
     if spec.dataset_options is not None and spec.dataset != "synthetic":
         message = "options are only accepted for the 'synthetic' dataset"
@@ -462,9 +492,9 @@ def _dataset_errors(spec: JobSpec, limits: Limits) -> list[dict[str, Any]]:
     return errors
 
 
-def check_limits(spec: JobSpec, limits: Limits) -> None:
+def check_limits(spec: JobSpec, limits: Limits, info: DatasetInfo | None = None) -> None:
     """Raise ``LimitViolation`` naming every field that breaks a configured limit."""
-    errors = limit_errors(spec, limits)
+    errors = limit_errors(spec, limits, info)
     if errors:
         raise LimitViolation(errors)
 

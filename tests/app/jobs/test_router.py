@@ -35,16 +35,16 @@ def test_submit_returns_normalized_spec_and_queued_job(
         "hidden_size": 0,
         "activation": "relu",
         "dropout": 0.0,
-        "batch_norm": True,
+        "batch_norm": False,
     }
     training = job["spec"]["training"]
-    assert (training["epochs"], training["batch_size"], training["lr"]) == (3, 512, 0.006)
+    assert (training["epochs"], training["batch_size"], training["lr"]) == (3, 256, 0.01)
     assert training["optimizer"] == "adamw"
     assert training["augment"] == {"flip": False, "translate": 0}
     assert job["name"] == "cnn-fashion_mnist"
-    # Three conv3x3 without bias + BatchNorm (28 -> 14 -> 7 -> 3 after the pools), then one fc.
-    convs = (1 * 24 * 9 + 2 * 24) + (24 * 48 * 9 + 2 * 48) + (48 * 96 * 9 + 2 * 96)
-    assert job["parameter_count"] == convs + 96 * 3 * 3 * 10 + 10 == 61_042
+    # Three conv3x3 with bias (28 -> 14 -> 7 -> 3 after the pools), then one fc.
+    convs = (1 * 24 * 9 + 24) + (24 * 48 * 9 + 48) + (48 * 96 * 9 + 96)
+    assert job["parameter_count"] == convs + 96 * 3 * 3 * 10 + 10 == 60_874
     assert job["progress"] == {"epoch": 0, "epochs": 3, "fraction": 0.0}
     assert job["error"] is None
     assert job["artifacts"] == []
