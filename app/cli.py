@@ -14,6 +14,8 @@ from app.config import get_settings
 cli = typer.Typer(help="taas: training as a service.", no_args_is_help=True, add_completion=False)
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
+datasets_cli = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
+cli.add_typer(datasets_cli, name="datasets")
 
 
 @cli.command()
@@ -199,6 +201,45 @@ def download(
         paths = _run(lambda: client.download(job_id, out or Path(job_id)))
     for path in paths:
         typer.echo(str(path))
+
+
+@datasets_cli.command("upload")
+def datasets_upload(
+    file: Annotated[
+        Path,
+        typer.Argument(help=".npz, .csv or .zip of class folders", exists=True, dir_okay=False),
+    ],
+    name: Annotated[str | None, typer.Option(help="default: the file name")] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV: default 'label'")] = None,
+    image_size: Annotated[str | None, typer.Option(help="zip: HxW, e.g. 28x28")] = None,
+) -> None:
+    """Upload a dataset; prints its id (use it as the job spec's "dataset")."""
+    fields = {"label_column": label_column or "", "image_size": image_size or ""}
+    with _client() as client:
+        dataset = _run(lambda: client.upload_dataset(file, name, **fields))
+    typer.echo(dataset["id"])
+
+
+@datasets_cli.command("list")
+def datasets_list() -> None:
+    """The built-in datasets (and whether this server has them) and your uploads."""
+    with _client() as client:
+        items = _run(client.datasets)
+    for item in items:
+        state = "available" if item["available"] else "unavailable"
+        shape = "x".join(str(size) for size in item["shape"])
+        typer.echo(
+            f"{item['id']:<28}  {item['name'][:30]:<30}  {shape:<10}  "
+            f"{item['num_classes']:>4} classes  {item['train_size']:>8} train  {state}"
+        )
+
+
+@datasets_cli.command("delete")
+def datasets_delete(dataset_id: str) -> None:
+    """Delete one of your uploads (refused while unfinished jobs use it)."""
+    with _client() as client:
+        _run(lambda: client.delete_dataset(dataset_id))
+    typer.echo(f"{dataset_id} deleted")
 
 
 @cli.command(

@@ -76,6 +76,25 @@ class TaasClient:
         items: list[dict[str, Any]] = self._json("GET", f"/v1/jobs/{job_id}/artifacts")["items"]
         return items
 
+    def upload_dataset(self, path: Path, name: str | None = None, **fields: str) -> dict[str, Any]:
+        """Upload an .npz, CSV or zip file; ``fields`` are label_column or image_size."""
+        form = {key: value for key, value in {"name": name, **fields}.items() if value}
+        with path.open("rb") as file:
+            files = {"file": (path.name, file, "application/octet-stream")}
+            dataset: dict[str, Any] = self._json("POST", "/v1/datasets", data=form, files=files)
+        return dataset
+
+    def datasets(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json("GET", "/v1/datasets")["items"]
+        return items
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        dataset: dict[str, Any] = self._json("GET", f"/v1/datasets/{dataset_id}")
+        return dataset
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._json("DELETE", f"/v1/datasets/{dataset_id}")
+
     def wait(
         self,
         job_id: str,

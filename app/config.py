@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     artifact_dir: Path | None = None
+    dataset_dir: Path | None = None  # uploaded datasets (API side)
     data_dir: Path | None = None
     api_url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
@@ -44,6 +45,19 @@ class Settings(BaseSettings):
     max_synthetic_samples: int = 200_000
     max_synthetic_bytes: int = 1024**3
 
+    # Built-in datasets missing from the data dir are downloaded only when this is true.
+    allow_download: bool = False
+    # Dataset uploads: the body cap is enforced while it streams in, the rest once it is on disk.
+    max_upload_bytes: int = 1024**3
+    max_dataset_samples: int = 2_000_000
+    min_train_samples: int = 10
+    max_dataset_classes: int = 1000
+    max_values_per_sample: int = 3 * 256 * 256
+    max_zip_entries: int = 200_000
+    max_uncompressed_bytes: int = 8 * 1024**3
+    max_compression_ratio: float = Field(default=200.0, gt=1.0)
+    max_image_pixels: int = 4096 * 4096
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'taas.db').resolve()}"
@@ -60,6 +74,16 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.home / "artifacts").resolve()
+
+    @property
+    def resolved_dataset_dir(self) -> Path:
+        """Where the API keeps uploaded datasets in their canonical form."""
+        return (self.dataset_dir or self.home / "datasets").resolve()
+
+    @property
+    def dataset_cache_dir(self) -> Path:
+        """Where a worker keeps the uploaded datasets it fetched, by sha256, for later jobs."""
+        return (self.home / "cache" / "datasets").resolve()
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -43,6 +43,10 @@ class PayloadTooLarge(DomainError):
     status_code = 413
 
 
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+
+
 class IntegrityFailure(DomainError):
     """An upload whose bytes do not match the digest the sender declared."""
 

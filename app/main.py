@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app import models  # noqa: F401  (registers every table on Base.metadata)
 from app.config import get_settings
+from app.datasets.router import router as datasets_router
 from app.errors import DomainError
 from app.health import router as health_router
 from app.internal.router import router as internal_router
@@ -75,10 +76,15 @@ def create_app() -> FastAPI:
     )
     app.include_router(health_router)
     app.include_router(jobs_router)
+    app.include_router(datasets_router)
     app.include_router(internal_router)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(LimitViolation, _limit_violation)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_json_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_json_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     return app

@@ -2,7 +2,18 @@
 
 from app.artifacts.models import Artifact
 from app.auth.models import ApiKey, Tenant
+from app.datasets.models import Dataset
 from app.db import Base
 from app.jobs.models import Attempt, Event, Job, MetricPoint
 
-__all__ = ["ApiKey", "Artifact", "Attempt", "Base", "Event", "Job", "MetricPoint", "Tenant"]
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Attempt",
+    "Base",
+    "Dataset",
+    "Event",
+    "Job",
+    "MetricPoint",
+    "Tenant",
+]

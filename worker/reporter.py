@@ -34,11 +34,21 @@ class StaleAttempt(ApiRefused):
 
 
 @dataclass(frozen=True)
+class DatasetRef:
+    """An uploaded dataset to fetch from the API; the cache keys it by sha256."""
+
+    id: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
 class Claim:
     job_id: str
     attempt: int
     spec: dict[str, Any]
     heartbeat_seconds: float
+    dataset: DatasetRef | None  # None: a built-in dataset, loaded locally
 
 
 class ApiReporter:
@@ -61,7 +71,14 @@ class ApiReporter:
             body = self._call("POST", f"/{job_id}/claim", json={"worker": worker})
         except StaleAttempt:
             return None
-        return Claim(body["job_id"], body["attempt"], body["spec"], body["heartbeat_seconds"])
+        dataset = body.get("dataset")
+        return Claim(
+            body["job_id"],
+            body["attempt"],
+            body["spec"],
+            body["heartbeat_seconds"],
+            None if dataset is None else DatasetRef(**dataset),
+        )
 
     def heartbeat(self, job_id: str, attempt: int, epoch: int, fraction: float) -> bool:
         """Renew the lease; True when the user asked to cancel."""
@@ -85,6 +102,26 @@ class ApiReporter:
             headers={"X-Content-SHA256": digest, "Content-Type": "application/octet-stream"},
             content_factory=lambda: _chunks(path),
         )
+
+    def download_dataset(self, job_id: str, attempt: int, destination: Path) -> None:
+        """Stream the job's uploaded dataset into ``destination`` (the caller verifies it)."""
+        path = f"/{job_id}/attempts/{attempt}/dataset"
+        for attempt_number in range(1, self.attempts + 1):
+            try:
+                with self.client.stream("GET", path) as response:
+                    if response.status_code >= 500:
+                        self._back_off(attempt_number, f"GET {path}: HTTP {response.status_code}")
+                        continue
+                    if response.status_code >= 400:
+                        response.read()
+                        _checked(response)  # raises ApiRefused / StaleAttempt
+                    with destination.open("wb") as file:
+                        for chunk in response.iter_bytes(UPLOAD_CHUNK_BYTES):
+                            file.write(chunk)
+                    return
+            except httpx.TransportError as error:
+                self._back_off(attempt_number, f"GET {path}: {error!r}")
+        raise AssertionError("unreachable: _back_off raises on the last attempt")
 
     def finish(self, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
         self._call("POST", f"/{job_id}/attempts/{attempt}/finish", json=outcome)

@@ -11,6 +11,7 @@ import math
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ import torch
 from app.artifacts.storage import JOB_ID_PATTERN
 from app.config import Settings, get_settings
 from app.spec import JobSpec
-from worker.reporter import ApiReporter, StaleAttempt
-from worker.trainer.data import DatasetUnavailable, load_dataset
+from worker.dataset_cache import cached_dataset
+from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt
+from worker.trainer.data import Dataset, DatasetUnavailable, load_canonical, load_dataset
 from worker.trainer.export import write_model_files
 from worker.trainer.loop import MetricPoint, TrainResult, train
 
@@ -124,7 +126,9 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         checkpoint = settings.home.resolve() / "checkpoints" / f"{job_id}.pt"
         context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs, checkpoint)
         with Heartbeat(context, claim.heartbeat_seconds):
-            outcome = _train_and_upload(spec, context, settings.resolved_data_dir)
+            outcome = _train_and_upload(
+                spec, context, lambda: _load(spec, claim, context, settings)
+            )
         if not context.lost.is_set():
             context.call_api(reporter.finish, outcome)
             checkpoint.unlink(missing_ok=True)  # the job is over: nothing will resume from it
@@ -132,10 +136,32 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         reporter.close()
 
 
-def _train_and_upload(spec: JobSpec, context: JobContext, data_dir: Path) -> dict[str, Any]:
+def _load(spec: JobSpec, claim: Claim, context: JobContext, settings: Settings) -> Dataset:
+    """A built-in from this machine (downloaded only if allowed), or the job's uploaded dataset
+    from the worker's cache, fetched from the API on a miss."""
+    if claim.dataset is None:
+        data_dir = settings.resolved_data_dir
+        return load_dataset(spec, data_dir, allow_download=settings.allow_download)
+
+    def download(destination: Path) -> None:
+        try:
+            context.reporter.download_dataset(context.job_id, context.attempt, destination)
+        except StaleAttempt:
+            context.lost.set()  # someone else runs the job now: report nothing more
+            raise
+        except ApiRefused as error:
+            raise DatasetUnavailable(f"cannot fetch dataset {spec.dataset}: {error}") from error
+
+    path = cached_dataset(claim.dataset, settings.dataset_cache_dir, download, context.log)
+    return load_canonical(path, spec.dataset)
+
+
+def _train_and_upload(
+    spec: JobSpec, context: JobContext, load: Callable[[], Dataset]
+) -> dict[str, Any]:
     """Train and upload the model; the outcome dict is the body of the finish call."""
     try:
-        dataset = load_dataset(spec, data_dir)
+        dataset = load()
         result = train(spec, dataset, context)
         if result.stop_reason == "cancelled":
             return {"status": "cancelled", **_result_fields(result)}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -12,13 +13,15 @@ from app.artifacts.dependencies import StorageDep
 from app.artifacts.service import ARTIFACT_KINDS, check_artifact_name, check_sha256, record_artifact
 from app.artifacts.storage import StoredObject
 from app.auth.dependencies import SettingsDep, WorkerAuth
+from app.datasets.dependencies import DatasetStorageDep
 from app.db import SessionDep
-from app.errors import InvalidInput
+from app.errors import InvalidInput, NotFound
 from app.internal import service
 from app.internal.schemas import (
     Ack,
     ClaimRequest,
     ClaimResponse,
+    DatasetRef,
     EventIn,
     FinishRequest,
     HeartbeatRequest,
@@ -37,11 +40,38 @@ def claim(
 ) -> ClaimResponse:
     job = service.claim_job(session, job_id, body.worker)
     session.commit()
+    uploaded = service.uploaded_dataset(session, job)
     return ClaimResponse(
         job_id=job.id,
         attempt=job.attempt,
         spec=job.spec,
         heartbeat_seconds=settings.heartbeat_seconds,
+        dataset=None
+        if uploaded is None
+        else DatasetRef(id=uploaded.id, sha256=uploaded.sha256, size_bytes=uploaded.size_bytes),
+    )
+
+
+@router.get(
+    "/{job_id}/attempts/{attempt}/dataset",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_dataset(
+    job_id: JobId, attempt: AttemptNumber, session: SessionDep, storage: DatasetStorageDep
+) -> Response:
+    """The canonical file of the uploaded dataset the live attempt trains on."""
+    job, _ = service.current_attempt(session, job_id, attempt)
+    dataset = service.uploaded_dataset(session, job)
+    if dataset is None:
+        raise NotFound(f"job {job_id} trains on the built-in {job.dataset!r}: nothing to fetch")
+    path = storage.path(dataset.id)
+    if not path.is_file():
+        raise NotFound(f"the file of dataset {dataset.id} is missing from storage")
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"ETag": f'"{dataset.sha256}"', "X-Content-SHA256": dataset.sha256},
     )
 
 

@@ -15,11 +15,20 @@ class ClaimRequest(WorkerMessage):
     worker: str = Field(min_length=1, max_length=200)
 
 
+class DatasetRef(BaseModel):
+    """An uploaded dataset a job trains on: fetched from the API, cached by sha256."""
+
+    id: str
+    sha256: str
+    size_bytes: int
+
+
 class ClaimResponse(BaseModel):
     job_id: str
     attempt: int
     spec: dict[str, Any]
     heartbeat_seconds: float
+    dataset: DatasetRef | None = Field(default=None, description="null for built-in datasets")
 
 
 class HeartbeatRequest(WorkerMessage):

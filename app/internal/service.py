@@ -10,11 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
+from app.datasets.models import Dataset
 from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn
 from app.jobs.models import Attempt, Job, MetricPoint
 from app.jobs.service import record_event, transition
+from app.spec import DATASET_ID_PATTERN
 
 ACTIVE_STATUSES = ("running", "cancelling")
 REQUIRED_MODEL_FILES = ("model.json", "model.safetensors")
@@ -44,6 +46,16 @@ def claim_job(session: Session, job_id: str, worker: str) -> Job:
     )
     session.flush()
     return job
+
+
+def uploaded_dataset(session: Session, job: Job) -> Dataset | None:
+    """The uploaded dataset the job trains on; None for a built-in."""
+    if not DATASET_ID_PATTERN.match(job.dataset):
+        return None
+    dataset = session.get(Dataset, job.dataset)
+    if dataset is None or dataset.tenant_id != job.tenant_id:
+        raise NotFound(f"dataset {job.dataset} of job {job.id} no longer exists")
+    return dataset
 
 
 def current_attempt(session: Session, job_id: str, attempt: int) -> tuple[Job, Attempt]:

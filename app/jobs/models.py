@@ -21,6 +21,9 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The spec's dataset (a built-in name or an uploaded dataset's id), so that deleting a
+    # dataset can find the jobs that still need it.
+    dataset: Mapped[str] = mapped_column(String(100), index=True)
     queue: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     parameter_count: Mapped[int] = mapped_column(Integer)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.artifacts.models import Artifact
 from app.auth.models import Tenant
 from app.config import Settings
+from app.datasets.service import info_for_job
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.models import Event, Job, MetricPoint
@@ -65,9 +66,13 @@ def transition(
 
 
 def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settings) -> Job:
-    """Validate against the configured limits and store the job as ``queued``."""
-    check_limits(spec, settings.limits)
-    info = dataset_info(spec)
+    """Validate against the configured limits and store the job as ``queued``.
+
+    The dataset is a built-in name or the id of one of the tenant's uploads; another tenant's
+    upload is as unknown as a made-up name."""
+    uploaded = info_for_job(session, tenant, spec.dataset)
+    check_limits(spec, settings.limits, uploaded)
+    info = uploaded or dataset_info(spec)
     stored_spec = normalized(spec)
     job = Job(
         id=new_job_id(),
@@ -75,6 +80,7 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
         name=stored_spec["name"],
         status="queued",
         spec=stored_spec,
+        dataset=spec.dataset,
         queue=QUEUE_FOR_DEVICE.get(spec.device, settings.default_queue),
         parameter_count=parameter_count(spec.model, info.shape, info.num_classes),
         epochs=spec.training.epochs,

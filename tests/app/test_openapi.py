@@ -16,6 +16,10 @@ PUBLIC_ROUTES = {
     ("get", "/v1/jobs/{job_id}/events"): "200",
     ("get", "/v1/jobs/{job_id}/artifacts"): "200",
     ("get", "/v1/jobs/{job_id}/artifacts/{name}"): "200",
+    ("post", "/v1/datasets"): "201",
+    ("get", "/v1/datasets"): "200",
+    ("get", "/v1/datasets/{dataset_id}"): "200",
+    ("delete", "/v1/datasets/{dataset_id}"): "204",
     ("get", "/healthz"): "200",
     ("get", "/readyz"): "200",
 }

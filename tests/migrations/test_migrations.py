@@ -3,16 +3,27 @@ the migrated schema must match the ORM models exactly."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from app import migrate, models
 
-TABLES = {"tenants", "api_keys", "jobs", "attempts", "metric_points", "events", "artifacts"}
+TABLES = {
+    "tenants",
+    "api_keys",
+    "jobs",
+    "attempts",
+    "metric_points",
+    "events",
+    "artifacts",
+    "datasets",
+}
+INITIAL_REVISION = "53c64886b8d3"
 
 
 def _tables(url: str) -> set[str]:
@@ -51,3 +62,29 @@ def test_sqlite_upgrades_downgrades_and_matches_models(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_upgrades_downgrades_and_matches_models(postgres_url: str) -> None:
     _round_trip(postgres_url)
+
+
+def test_jobs_created_before_datasets_existed_get_their_dataset(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(url, INITIAL_REVISION)
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO tenants (id, name, created_at) VALUES (1, 'a', '2026-01-01')")
+        )
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, tenant_id, name, status, spec, queue, attempt, "
+                "parameter_count, epochs, progress_epoch, progress_fraction, created_at) VALUES "
+                "('job_1', 1, 'n', 'succeeded', :spec, 'cpu', 1, 10, 1, 1, 1.0, '2026-01-01')"
+            ),
+            {"spec": json.dumps({"dataset": "mnist"})},
+        )
+    engine.dispose()
+
+    migrate.upgrade(url)
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT dataset FROM jobs")).scalar_one() == "mnist"
+    engine.dispose()

@@ -3,8 +3,9 @@
 - ``LoaderBatches``: the PyTorch tutorial's way, a DataLoader over a dataset that does what
   torchvision's ``datasets.FashionMNIST(transform=...)`` does for each sample: make a PIL image,
   then ``ToTensor()`` and ``Normalize()``. This is the honest baseline (``acceleration: off``).
-- ``DeviceBatches``: the whole split held on the device as uint8; each batch is gathered,
-  augmented and normalized there in a few tensor ops, with no Python per sample and no host copy.
+- ``DeviceBatches``: the whole split held on the device as stored (uint8 images, or float32 for
+  uploaded float data); each batch is gathered, augmented and normalized there in a few tensor
+  ops, with no Python per sample and no host copy.
 
 Both draw the epoch's order from one seeded CPU generator, so a run is reproducible and a resumed
 run continues the same sequence.
@@ -31,7 +32,7 @@ class _TutorialDataset(TorchDataset[tuple[torch.Tensor, int]]):
     ToTensor (scales by 1/255) -> Normalize(mean, std)."""
 
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, preprocess: Preprocess) -> None:
-        if preprocess.scale != 1 / 255:
+        if x_uint8.dtype != torch.uint8 or preprocess.scale != 1 / 255:
             raise ValueError("the tutorial path reads 8-bit images (ToTensor scales by 1/255)")
         self.x = x_uint8.permute(0, 2, 3, 1).numpy()  # (N, H, W, C): PIL's layout
         self.y = y.tolist()
@@ -48,17 +49,37 @@ class _TutorialDataset(TorchDataset[tuple[torch.Tensor, int]]):
         return self.transform(image), self.y[index]
 
 
+class _FloatSampleDataset(TorchDataset[tuple[torch.Tensor, int]]):
+    """The same path for float32 data, which is no image PIL could hold: each (C, H, W) sample
+    is scaled and then normalized by torchvision's Normalize on the tensor."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, preprocess: Preprocess) -> None:
+        self.x, self.y, self.scale = x, y.tolist(), preprocess.scale
+        self.normalize = transforms.Normalize(preprocess.mean, preprocess.std)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.normalize(self.x[index] * self.scale), self.y[index]
+
+
 class LoaderBatches:
     def __init__(
         self,
-        x_uint8: torch.Tensor,
+        x: torch.Tensor,
         y: torch.Tensor,
         batch_size: int,
         preprocess: Preprocess,
         generator: torch.Generator,
         device: torch.device,
     ) -> None:
-        dataset = _TutorialDataset(x_uint8, y, preprocess)
+        """x: (N, C, H, W) uint8 images (through PIL, as the tutorial does) or float32."""
+        dataset: TorchDataset[tuple[torch.Tensor, int]]
+        if x.dtype == torch.float32:
+            dataset = _FloatSampleDataset(x, y, preprocess)
+        else:
+            dataset = _TutorialDataset(x, y, preprocess)
         self.loader = DataLoader(
             dataset,
             batch_size=batch_size,
@@ -79,7 +100,7 @@ class LoaderBatches:
 class DeviceBatches:
     def __init__(
         self,
-        x_uint8: torch.Tensor,
+        x: torch.Tensor,
         y: torch.Tensor,
         batch_size: int,
         preprocess: Preprocess,
@@ -90,7 +111,8 @@ class DeviceBatches:
         channels_last: bool,
         drop_last: bool,
     ) -> None:
-        self.x = x_uint8.to(device)  # (N, C, H, W) uint8: a quarter of float32's memory
+        # (N, C, H, W) as stored: uint8 images take a quarter of float32's memory.
+        self.x = x.to(device)
         self.y = y.to(device)  # (N,)
         channels = self.x.shape[1]
         std = torch.tensor(preprocess.std, device=device).view(1, channels, 1, 1)
@@ -106,10 +128,10 @@ class DeviceBatches:
         full_only = (drop_last and count >= batch_size) or lone_last_sample(count, batch_size)
         self.batches = count // batch_size if full_only else -(-count // batch_size)
 
-    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) uint8 on the device -> float32 in the training memory format."""
-        x = torch.addcmul(self.offset, x_uint8.to(torch.float32), self.multiplier)
-        return x.contiguous(memory_format=self.memory_format)
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) uint8 or float32 on the device -> float32 in the training memory format."""
+        normalized = torch.addcmul(self.offset, x.to(torch.float32), self.multiplier)
+        return normalized.contiguous(memory_format=self.memory_format)
 
     def __len__(self) -> int:
         return self.batches
@@ -124,7 +146,7 @@ class DeviceBatches:
         shifts = shifts.to(self.x.device)
         for index in range(self.batches):
             chosen = order[index * size : (index + 1) * size]  # (B,)
-            x = self.x[chosen]  # (B, C, H, W) uint8
+            x = self.x[chosen]  # (B, C, H, W) as stored
             if self.augment.flip:
                 x = torch.where(flips[chosen].view(-1, 1, 1, 1), x.flip(3), x)
             if shift:

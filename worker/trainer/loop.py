@@ -26,7 +26,13 @@ from torch.optim.swa_utils import AveragedModel
 
 from app.spec import JobSpec
 from worker.trainer.accel import SWITCHES, AccelPlan, plan_acceleration
-from worker.trainer.data import Dataset, Preprocess, preprocess_for
+from worker.trainer.data import (
+    Dataset,
+    Preprocess,
+    preprocess_for,
+    split_holdout,
+    with_test_split,
+)
 from worker.trainer.feed import DeviceBatches, LoaderBatches
 from worker.trainer.networks import build_network
 from worker.trainer.recipe import build_optimizer, build_schedule, clip_gradients, make_ema
@@ -64,7 +70,7 @@ class MetricPoint:
     epoch: int  # 1-based
     train_loss: float  # mean over the epoch's batches, with label smoothing, in train mode
     train_accuracy: float
-    val_loss: float | None  # on the test split, without label smoothing
+    val_loss: float | None  # on the validation split (see validate_on), without label smoothing
     val_accuracy: float | None
     lr: float  # the learning rate of the epoch's last step
     epoch_seconds: float  # the training pass only, not the evaluation
@@ -102,8 +108,8 @@ class _Run:
     feed: LoaderBatches | DeviceBatches
     order: torch.Generator  # CPU generator: same order on every device, saved in checkpoints
     preprocess: Preprocess
-    test_x: torch.Tensor  # (M, C, H, W) uint8 on the device
-    test_y: torch.Tensor
+    val_x: torch.Tensor  # (M, C, H, W) uint8 (or float32) on the device: the validation split
+    val_y: torch.Tensor
     context: TrainContext
     deadline: float | None  # time.monotonic() past which training stops
     best: tuple[float, dict[str, torch.Tensor]] | None = None  # kept only with max_seconds
@@ -126,8 +132,9 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
     """Train the spec's network on ``dataset``, reporting one MetricPoint per epoch."""
     device = pick_device(spec.device, context.log)
     plan = plan_acceleration(spec.acceleration, spec.model, device)
+    dataset, validation = _splits(dataset, spec, context)
     with _cpu_threads(plan.threads), _fast_math(plan, device):
-        run = _build_run(spec, dataset, context, device, plan)
+        run = _build_run(spec, dataset, validation, context, device, plan)
         first_epoch = _resume(run, context.load_checkpoint())
         count = sum(parameter.numel() for parameter in run.model.parameters())
         applied = [name for name in SWITCHES if getattr(plan, name)]
@@ -138,14 +145,48 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
         epochs_completed, stop_reason, last_point = _train_epochs(run, first_epoch)
         result = _finish(run, dataset, epochs_completed, stop_reason)
         if last_point is not None:
-            # The last epoch's validation is the final test evaluation: no need to run it twice.
-            last_point.val_loss, last_point.val_accuracy = result.test_loss, result.test_accuracy
+            if _validates_on_test(spec):
+                # The last epoch's validation is the final test evaluation: no need to run it
+                # twice.
+                last_point.val_loss = result.test_loss
+                last_point.val_accuracy = result.test_accuracy
             context.report_metrics(last_point)
         return result
 
 
+def _splits(
+    dataset: Dataset, spec: JobSpec, context: TrainContext
+) -> tuple[Dataset, tuple[torch.Tensor, torch.Tensor]]:
+    """The dataset to train and test on, and the split to validate on during training.
+
+    A dataset without a test split gives up ``val_fraction`` of its training split (seeded) as
+    one. With ``validate_on: holdout`` another such share of the training split is held out for
+    validation, so that the test split is seen only once, at the end.
+    """
+    settings = spec.training
+    if len(dataset.test_y) == 0:
+        dataset = with_test_split(dataset, settings.val_fraction, settings.seed)
+        context.log(f"the dataset has no test split: {len(dataset.test_y)} samples held out")
+    if settings.validate_on == "test":
+        return dataset, (dataset.test_x, dataset.test_y)
+    kept_x, kept_y, held_x, held_y = split_holdout(
+        dataset.train_x, dataset.train_y, settings.val_fraction, settings.seed
+    )
+    info = dataset.info.model_copy(update={"train_size": len(kept_y)})
+    context.log(f"validating on {len(held_y)} samples held out of the training split")
+    return dataclasses.replace(dataset, info=info, train_x=kept_x, train_y=kept_y), (
+        held_x,
+        held_y,
+    )
+
+
 def _build_run(
-    spec: JobSpec, dataset: Dataset, context: TrainContext, device: torch.device, plan: AccelPlan
+    spec: JobSpec,
+    dataset: Dataset,
+    validation: tuple[torch.Tensor, torch.Tensor],
+    context: TrainContext,
+    device: torch.device,
+    plan: AccelPlan,
 ) -> _Run:
     settings = spec.training
     torch.manual_seed(settings.seed)  # fixes the initial weights and dropout masks
@@ -172,8 +213,8 @@ def _build_run(
         feed=feed,
         order=order,
         preprocess=preprocess,
-        test_x=dataset.test_x.to(device),
-        test_y=dataset.test_y.to(device),
+        val_x=validation[0].to(device),
+        val_y=validation[1].to(device),
         context=context,
         deadline=None if settings.max_seconds is None else started + settings.max_seconds,
     )
@@ -250,7 +291,8 @@ def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricP
     settings = run.spec.training
     epochs_completed = first_epoch - 1
     for epoch in range(first_epoch, settings.epochs + 1):
-        point, stopped = _train_one_epoch(run, epoch, last=epoch == settings.epochs)
+        last = epoch == settings.epochs and _validates_on_test(run.spec)
+        point, stopped = _train_one_epoch(run, epoch, skip_last_evaluation=last)
         if point is None:  # stopped before the epoch finished: it does not count
             return epochs_completed, stopped or "cancelled", None
         epochs_completed = epoch
@@ -264,8 +306,12 @@ def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricP
     return epochs_completed, "completed", None
 
 
+def _validates_on_test(spec: JobSpec) -> bool:
+    return spec.training.validate_on == "test"
+
+
 def _train_one_epoch(
-    run: _Run, epoch: int, last: bool
+    run: _Run, epoch: int, skip_last_evaluation: bool
 ) -> tuple[MetricPoint | None, StopReason | None]:
     """One pass over the training split, evaluating ``evals_per_epoch`` times on the way (the
     last epoch's final evaluation is left to the final test evaluation).
@@ -277,7 +323,7 @@ def _train_one_epoch(
     run.model.train()
     started = time.perf_counter()
     evaluate_after = _evaluation_steps(len(run.feed), settings.evals_per_epoch)
-    if last:
+    if skip_last_evaluation:
         evaluate_after.discard(len(run.feed))
     loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)  # on device: no sync
     correct = torch.zeros((), dtype=torch.int64, device=run.device)
@@ -353,12 +399,12 @@ def _evaluation_steps(batches: int, evals_per_epoch: int) -> set[int]:
 
 
 def _validate(run: _Run) -> tuple[float, float]:
-    """(loss, accuracy) on the test split of the model that would be exported now."""
+    """(loss, accuracy) on the validation split of the model that would be exported now."""
     module = _exported_module(run)
     if isinstance(run.feed, DeviceBatches):
-        loss, accuracy = fast_evaluate(module, run.test_x, run.test_y, run.feed, run.plan.amp)
+        loss, accuracy = fast_evaluate(module, run.val_x, run.val_y, run.feed, run.plan.amp)
     else:
-        loss, accuracy = evaluate(module, run.test_x, run.test_y, run.preprocess, run.device)
+        loss, accuracy = evaluate(module, run.val_x, run.val_y, run.preprocess, run.device)
     if run.deadline is not None and (run.best is None or accuracy > run.best[0]):
         run.best = (accuracy, {k: v.detach().clone() for k, v in module.state_dict().items()})
     return loss, accuracy

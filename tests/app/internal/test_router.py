@@ -144,6 +144,7 @@ def test_claim_starts_attempt_1_and_only_one_worker_wins(
         "attempt": 1,
         "spec": spec,
         "heartbeat_seconds": get_settings().heartbeat_seconds,
+        "dataset": None,  # a built-in: nothing to fetch
     }
     running = job(api, auth, job_id)
     assert (running["status"], running["attempt"]) == ("running", 1)

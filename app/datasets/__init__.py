@@ -1,0 +1,1 @@
+"""Datasets: the built-ins and the tenants' own uploads, shared by API and worker."""

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from app.config import get_settings
+from app.datasets.storage import DatasetStorage
+
+
+def get_dataset_storage() -> DatasetStorage:
+    return DatasetStorage(get_settings().resolved_dataset_dir)
+
+
+DatasetStorageDep = Annotated[DatasetStorage, Depends(get_dataset_storage)]

@@ -1,0 +1,224 @@
+"""Public dataset routes (HTTP only: parsing, status codes; logic lives in service.py)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from app.auth.dependencies import CurrentTenant, SettingsDep
+from app.auth.models import Tenant
+from app.config import Settings
+from app.datasets import service
+from app.datasets.dependencies import DatasetStorageDep
+from app.datasets.ingest import IngestOptions
+from app.datasets.models import Dataset
+from app.datasets.schemas import DatasetList, DatasetOut
+from app.datasets.storage import DatasetStorage
+from app.db import SessionDep
+from app.errors import Conflict, InvalidInput, UnsupportedMediaType
+from app.spec import BUILTIN_DATASETS
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such dataset for this tenant"}
+}
+DatasetId = Annotated[str, Path(max_length=200, description="`ds_...`, or a built-in's name")]
+FORM_FIELDS = ("file", "name", "label_column", "image_size")
+IMAGE_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX,]\s*(\d{1,5})\s*$")
+
+UPLOAD_FORM = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": ".npz (x, y, optional x_test, y_test), CSV with a "
+                        "header and a label column, or .zip of one folder of images per class",
+                    },
+                    "name": {"type": "string", "maxLength": 100},
+                    "label_column": {"type": "string", "description": "CSV; default 'label'"},
+                    "image_size": {
+                        "type": "string",
+                        "description": "zip: HxW to resize to; default the most common size",
+                    },
+                },
+            }
+        }
+    },
+}
+
+
+@dataclass(frozen=True)
+class UploadForm:
+    file: UploadFile
+    filename: str
+    name: str
+    options: IngestOptions
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetOut,
+    openapi_extra={"requestBody": UPLOAD_FORM},
+    responses={
+        200: {"description": "the same bytes were uploaded before: that dataset"},
+        413: {"description": "the upload (or what it unpacks to) is too large"},
+        415: {"description": "not multipart/form-data, or a file format that is not supported"},
+        422: {"description": "the file is not a valid dataset; the message says why"},
+    },
+)
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: DatasetStorageDep,
+) -> DatasetOut:
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type[:100]!r} is not supported: send multipart/form-data "
+            "with a 'file' field (and optionally 'name')"
+        )
+    async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
+        upload = parse_upload_form(form)
+        # Hashing, unpacking and validating take seconds on a large file: off the event loop.
+        dataset, created = await run_in_threadpool(
+            _store_upload, session, tenant, storage, settings, upload
+        )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return service.describe_upload(dataset)
+
+
+def _store_upload(
+    session: Session,
+    tenant: Tenant,
+    storage: DatasetStorage,
+    settings: Settings,
+    upload: UploadForm,
+) -> tuple[Dataset, bool]:
+    with storage.staged(upload.file.file, settings.max_upload_bytes) as staged:
+        dataset, created = service.create_from_upload(
+            session,
+            tenant,
+            storage,
+            staged,
+            filename=upload.filename,
+            name=upload.name,
+            options=upload.options,
+            limits=service.ingest_limits(settings),
+        )
+        try:
+            session.commit()
+        except Exception:
+            if created:
+                storage.delete(dataset.id)  # no row, so no file either
+            raise
+    return dataset, created
+
+
+def parse_upload_form(form: FormData) -> UploadForm:
+    """The upload's fields, each checked; unknown fields are refused so a typo is not ignored."""
+    unknown = sorted(set(form.keys()) - set(FORM_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            ["body", unknown[0]], f"unknown field; expected {', '.join(FORM_FIELDS)}"
+        )
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise InvalidInput(["body", "file"], "field 'file' is required and must be a file")
+    filename = (file.filename or "upload")[-200:]
+    name = _text_field(form, "name") or _default_name(filename)
+    if len(name) > 100:
+        raise InvalidInput(["body", "name"], f"name has {len(name)} characters, at most 100")
+    return UploadForm(
+        file=file,
+        filename=filename,
+        name=name,
+        options=IngestOptions(
+            label_column=_text_field(form, "label_column"),
+            image_size=_image_size(_text_field(form, "image_size")),
+        ),
+    )
+
+
+def _text_field(form: FormData, field: str) -> str | None:
+    value = form.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(["body", field], f"field {field!r} must be text, not a file")
+    value = value.strip()
+    if len(value) > 200:
+        raise InvalidInput(["body", field], f"{field} has {len(value)} characters, at most 200")
+    return value or None
+
+
+def _default_name(filename: str) -> str:
+    stem = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return stem.strip()[:100] or "dataset"
+
+
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = IMAGE_SIZE.match(text)
+    if match is None:
+        raise InvalidInput(["body", "image_size"], f"image_size={text!r}: expected HxW, e.g. 28x28")
+    height, width = int(match.group(1)), int(match.group(2))
+    if not (1 <= height <= 4096 and 1 <= width <= 4096):
+        message = f"image_size={text!r}: height and width must be 1-4096"
+        raise InvalidInput(["body", "image_size"], message)
+    return height, width
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(session: SessionDep, tenant: CurrentTenant, settings: SettingsDep) -> DatasetList:
+    return DatasetList(items=service.list_datasets(session, tenant, settings))
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=NOT_FOUND)
+def get_dataset(
+    dataset_id: DatasetId, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+) -> DatasetOut:
+    if dataset_id in BUILTIN_DATASETS:
+        return service.describe_builtin(dataset_id, settings)
+    return service.describe_upload(service.get_owned_dataset(session, tenant, dataset_id))
+
+
+def valid_owned_upload(
+    dataset_id: DatasetId, session: SessionDep, tenant: CurrentTenant
+) -> Dataset:
+    if dataset_id in BUILTIN_DATASETS:
+        raise Conflict(f"{dataset_id} is a built-in dataset; only uploads can be deleted")
+    return service.get_owned_dataset(session, tenant, dataset_id)
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, 409: {"description": "built in, or unfinished jobs use it"}},
+)
+def delete_dataset(
+    dataset: Annotated[Dataset, Depends(valid_owned_upload)],
+    session: SessionDep,
+    storage: DatasetStorageDep,
+) -> Response:
+    service.delete_dataset(session, dataset)
+    session.commit()
+    storage.delete(dataset.id)  # after the commit: a failed commit keeps both row and file
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

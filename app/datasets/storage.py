@@ -1,0 +1,104 @@
+"""Where uploaded datasets live: one canonical file per dataset id, written atomically.
+
+Files are named by server-side ids only (``ds_<24 hex>``); nothing the user sends becomes a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from app.errors import PayloadTooLarge
+from app.spec import DATASET_ID_PATTERN
+
+CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StoredDataset:
+    size_bytes: int
+    sha256: str
+
+
+class DatasetStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, dataset_id: str) -> Path:
+        if not DATASET_ID_PATTERN.match(dataset_id):
+            raise ValueError(f"not a dataset id: {dataset_id!r}")
+        return self.root / f"{dataset_id}.safetensors"
+
+    @contextmanager
+    def staged(self, upload: BinaryIO, max_bytes: int) -> Iterator[StagedUpload]:
+        """Copy an upload into a private file while hashing it; the file is gone afterwards,
+        whatever happens."""
+        staging = self.root / ".staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        path = staging / uuid.uuid4().hex
+        try:
+            size, digest = _copy_hashed(upload, path, max_bytes)
+            yield StagedUpload(path=path, size_bytes=size, sha256=digest)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def save(self, dataset_id: str, write: Callable[[Path], None]) -> StoredDataset:
+        """Let ``write`` fill a temporary file, then fsync it and rename it into place."""
+        final = self.path(dataset_id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = self.root / f".{dataset_id}.partial"
+        try:
+            write(temporary)
+            size, digest = _fsync_and_hash(temporary)
+            os.replace(temporary, final)
+            _fsync_dir(self.root)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return StoredDataset(size_bytes=size, sha256=digest)
+
+    def delete(self, dataset_id: str) -> None:
+        self.path(dataset_id).unlink(missing_ok=True)
+
+
+def _copy_hashed(upload: BinaryIO, path: Path, max_bytes: int) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("wb") as file:
+        while chunk := upload.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"upload larger than the limit of {max_bytes} bytes")
+            digest.update(chunk)
+            file.write(chunk)
+    return size, digest.hexdigest()
+
+
+def _fsync_and_hash(path: Path) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb+") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            size += len(chunk)
+            digest.update(chunk)
+        os.fsync(file.fileno())
+    return size, digest.hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry itself is on disk.
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
