@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.config import get_settings
 from app.datasets.models import Dataset
@@ -281,3 +284,92 @@ def test_built_in_jobs_claim_without_a_dataset_to_fetch(
     assert claim["dataset"] is None
     nothing = api.get(f"/internal/v1/jobs/{job['id']}/attempts/1/dataset", headers=worker_auth)
     assert nothing.status_code == 404
+
+
+def _npz(**arrays: object) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _zip(entries: list[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _png(side: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 100).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _class_pngs() -> list[tuple[str | zipfile.ZipInfo, bytes]]:
+    return [(f"{label}/{index}.png", _png()) for label in ("cat", "dog") for index in range(6)]
+
+
+def _symlink() -> zipfile.ZipInfo:
+    link = zipfile.ZipInfo("cat/link.png")
+    link.create_system = 3  # Unix: external_attr holds st_mode
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return link
+
+
+def _pickled() -> bytes:
+    objects = np.empty(12, dtype=object)
+    objects[:] = [{"pixels": index} for index in range(12)]
+    buffer = io.BytesIO()
+    np.savez(buffer, x=objects, y=np.arange(12) % 2, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _zip_bomb() -> bytes:
+    buffer = io.BytesIO()  # 3 MB of zeros deflate to a few kB: a ratio far over the cap of 200
+    np.savez_compressed(buffer, x=np.zeros((12, 250_000), np.uint8), y=np.arange(12) % 2)
+    return buffer.getvalue()
+
+
+LABELS = np.arange(40) % 4
+IMAGES = np.zeros((40, 8, 8), np.uint8)
+CRAFTED = {
+    "mismatched-lengths": ("d.npz", _npz(x=IMAGES, y=LABELS[:39]), 422, "39 labels"),
+    "wrong-shape": ("d.npz", _npz(x=np.zeros((40, 2, 3, 4, 5)), y=LABELS), 422, "x"),
+    "float-labels": ("d.npz", _npz(x=IMAGES, y=LABELS.astype(float)), 422, "integers"),
+    "negative-labels": ("d.npz", _npz(x=IMAGES, y=LABELS - 1), 422, ">= 0"),
+    "nan": ("d.npz", _npz(x=np.full((40, 3), np.nan), y=LABELS), 422, "NaN"),
+    "inf": ("d.npz", _npz(x=np.full((40, 3), np.inf), y=LABELS), 422, "infinite"),
+    "too-few-samples": ("d.npz", _npz(x=IMAGES[:5], y=LABELS[:5]), 422, "at least"),
+    "pickled-objects": ("d.npz", _pickled(), 422, "pickled"),
+    "truncated": ("d.npz", _npz(x=IMAGES, y=LABELS)[:300], 422, "corrupt or truncated"),
+    "zip-slip-dotdot": ("d.zip", _zip([*_class_pngs(), ("../evil.png", _png())]), 422, ".."),
+    "zip-slip-absolute": ("d.zip", _zip([*_class_pngs(), ("/etc/x.png", _png())]), 422, "outside"),
+    "zip-symlink": ("d.zip", _zip([*_class_pngs(), (_symlink(), b"/etc/passwd")]), 422, "link"),
+    "zip-bomb": ("d.npz", _zip_bomb(), 422, "zip bomb"),
+    "image-bomb": ("d.zip", _zip([*_class_pngs(), ("cat/big.png", _png(5000))]), 422, "pixels"),
+    "undecodable-image": (
+        "d.zip",
+        _zip([*_class_pngs(), ("cat/x.png", b"\x89PNG junk")]),
+        422,
+        "image",
+    ),
+    "corrupt-zip": ("d.zip", b"PK\x03\x04" + b"\x00" * 50, 422, "zip"),
+}
+
+
+@pytest.mark.parametrize(("filename", "content", "status", "phrase"), CRAFTED.values(), ids=CRAFTED)
+def test_each_crafted_bad_file_is_refused_over_http_and_leaves_nothing(
+    api: TestClient,
+    auth: dict[str, str],
+    filename: str,
+    content: bytes,
+    status: int,
+    phrase: str,
+) -> None:
+    got, body = upload(api, auth, content, filename)
+
+    assert got == status, body
+    assert phrase in str(body["detail"])
+    assert dataset_rows() == 0
+    assert stored_files() == []
