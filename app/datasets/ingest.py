@@ -814,13 +814,26 @@ def _read_image_zip(
     headers = [_image_header(archive, image.entry, limits) for image in images]
     mode = "L" if all(header.mode in GRAYSCALE_MODES for header in headers) else "RGB"
     size = _target_size(image_size, headers)
-    _check_sample_values((1 if mode == "L" else 3, *size), limits)
+    sample_shape = (1 if mode == "L" else 3, *size)
+    _check_sample_values(sample_shape, limits)
+    _check_decoded_bytes(len(images) * math.prod(sample_shape), limits)
     label_of = {name: label for label, name in enumerate(class_names)}
     train_x, train_y = _decode_split(archive, train, label_of, mode, size, limits)
     test_x, test_y = (
         _decode_split(archive, test, label_of, mode, size, limits) if test else (None, None)
     )
     return CanonicalDataset(train_x, train_y, test_x, test_y, class_names, "zip")
+
+
+def _check_decoded_bytes(decoded: int, limits: IngestLimits) -> None:
+    # Small, flat PNGs can decode to far more than the zip holds: the decoded uint8 pixels are
+    # what the API and every worker keep in memory, so they share the zip's uncompressed cap.
+    if decoded > limits.max_uncompressed_bytes:
+        raise InvalidDataset(
+            413,
+            f"the images decode to {decoded} bytes; "
+            f"at most {limits.max_uncompressed_bytes} are allowed",
+        )
 
 
 def _image_entries(entries: list[zipfile.ZipInfo]) -> list[_ImageEntry]:

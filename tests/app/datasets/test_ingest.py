@@ -5,6 +5,7 @@ All files are built here, tiny; limits are lowered instead of making big files.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import stat
@@ -613,3 +614,13 @@ def test_an_empty_upload_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"")
     error = _refused(path)
     assert (error.status_code, error.message) == (422, "'d.csv' is empty")
+
+
+def test_images_that_decode_to_more_than_the_cap_are_refused(tmp_path: Path) -> None:
+    path = _write_zip(tmp_path / "d.zip", _class_images())  # 12 RGB images of 8x6
+    limits = dataclasses.replace(LIMITS, max_uncompressed_bytes=12 * 3 * 8 * 6 - 1)
+
+    error = _refused(path, limits=limits)
+
+    assert error.status_code == 413
+    assert "decode to 1728 bytes" in error.message
