@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     default_queue: str = "cpu"
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
+    # Checkpoint artifacts kept per job (the latest epochs); a new attempt resumes from the last.
+    keep_checkpoints: int = Field(default=2, ge=1)
+    # How long an Idempotency-Key on POST /v1/jobs is remembered.
+    idempotency_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
 
     max_json_bytes: int = 1_000_000
     max_artifact_bytes: int = 4 * 1024**3

@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from app import models  # noqa: F401  (registers every table on Base.metadata)
 from app.config import get_settings
@@ -61,6 +62,12 @@ def _is_raw_body_error(item: dict[str, Any]) -> bool:
     return bool(item["loc"] == ["body"] and item["type"] == "model_attributes_type")
 
 
+def _client_disconnected(request: Request, _error: Exception) -> Response:
+    # The client went away mid-request (an upload cut off): nothing to answer, nothing broken.
+    logger.info("client disconnected during %s %s", request.method, request.url.path)
+    return Response(status_code=499)
+
+
 def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=error)
     return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
@@ -81,6 +88,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(LimitViolation, _limit_violation)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(
         BodySizeLimit,

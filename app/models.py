@@ -4,7 +4,7 @@ from app.artifacts.models import Artifact
 from app.auth.models import ApiKey, Tenant
 from app.datasets.models import Dataset
 from app.db import Base
-from app.jobs.models import Attempt, Event, Job, MetricPoint
+from app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint
 
 __all__ = [
     "ApiKey",
@@ -13,6 +13,7 @@ __all__ = [
     "Base",
     "Dataset",
     "Event",
+    "IdempotencyKey",
     "Job",
     "MetricPoint",
     "Tenant",

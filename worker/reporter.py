@@ -105,7 +105,26 @@ class ApiReporter:
 
     def download_dataset(self, job_id: str, attempt: int, destination: Path) -> None:
         """Stream the job's uploaded dataset into ``destination`` (the caller verifies it)."""
-        path = f"/{job_id}/attempts/{attempt}/dataset"
+        self._download(f"/{job_id}/attempts/{attempt}/dataset", destination)
+
+    def download_checkpoint(self, job_id: str, attempt: int, destination: Path) -> str | None:
+        """Stream the job's latest checkpoint into ``destination`` and verify it; returns its
+        name, or None when the job has none yet."""
+        path = f"/{job_id}/attempts/{attempt}/checkpoint"
+        try:
+            headers = self._download(path, destination)
+        except ApiRefused as error:
+            if error.status_code == 404:
+                return None
+            raise
+        if sha256_of(destination) != headers.get("x-content-sha256"):
+            destination.unlink(missing_ok=True)
+            raise ValueError(f"checkpoint download from {path} does not match its sha256")
+        return str(headers.get("x-artifact-name", "checkpoint"))
+
+    def _download(self, path: str, destination: Path) -> httpx.Headers:
+        """Stream GET ``path`` into ``destination`` with the retries of every call; returns the
+        response headers."""
         for attempt_number in range(1, self.attempts + 1):
             try:
                 with self.client.stream("GET", path) as response:
@@ -118,7 +137,7 @@ class ApiReporter:
                     with destination.open("wb") as file:
                         for chunk in response.iter_bytes(UPLOAD_CHUNK_BYTES):
                             file.write(chunk)
-                    return
+                    return response.headers
             except httpx.TransportError as error:
                 self._back_off(attempt_number, f"GET {path}: {error!r}")
         raise AssertionError("unreachable: _back_off raises on the last attempt")

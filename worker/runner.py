@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import socket
 import tempfile
 import threading
@@ -17,13 +18,12 @@ from typing import Any
 
 import torch
 
-from app.artifacts.storage import JOB_ID_PATTERN
 from app.config import Settings, get_settings
-from app.spec import JobSpec
+from app.spec import JOB_ID_PATTERN, JobSpec
 from worker.dataset_cache import cached_dataset
 from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt
 from worker.trainer.data import Dataset, DatasetUnavailable, load_canonical, load_dataset
-from worker.trainer.export import write_model_files
+from worker.trainer.export import ExportFailed, artifact_kind, write_model_files
 from worker.trainer.loop import MetricPoint, TrainResult, train
 
 logger = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ class JobContext:
     """What the trainer may do to the outside world: report, log, and ask whether to stop."""
 
     def __init__(
-        self, reporter: ApiReporter, job_id: str, attempt: int, epochs: int, checkpoint: Path
+        self, reporter: ApiReporter, job_id: str, attempt: int, epochs: int, scratch: Path
     ) -> None:
         self.reporter, self.job_id, self.attempt, self.epochs = reporter, job_id, attempt, epochs
-        self.checkpoint = checkpoint  # local file; a later attempt on this worker resumes from it
+        self.scratch = scratch  # this job's local folder for checkpoint files
         self.stop_requested = threading.Event()
         self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
         self.epochs_done = 0
@@ -53,17 +53,33 @@ class JobContext:
         return self.stop_requested.is_set()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Atomically replace the job's checkpoint file (write a temp file, then rename)."""
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.checkpoint.with_suffix(".partial")
+        """Write the checkpoint locally, then upload it: the API's copy is what a new attempt,
+        on any worker, resumes from."""
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        path = self.scratch / f"checkpoint-epoch{int(state['epoch'])}.pt"
+        partial = path.with_suffix(".partial")
         torch.save(state, partial)
-        partial.replace(self.checkpoint)
+        partial.replace(path)
+        self.call_api(self.reporter.upload_artifact, path, "checkpoint")
+        for older in self.scratch.glob("checkpoint-epoch*.pt"):
+            if older != path:
+                older.unlink(missing_ok=True)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        if not self.checkpoint.exists():
+        """The job's latest checkpoint from the API (verified against its sha256), or None."""
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        path = self.scratch / "resume.pt"
+        try:
+            name = self.call_api(self.reporter.download_checkpoint, path)
+            if name is None:
+                return None
+            # weights_only: tensors and plain values, never arbitrary pickled objects.
+            state: dict[str, Any] = torch.load(path, weights_only=True)
+        except (ValueError, RuntimeError, OSError) as error:
+            self.log(f"the last checkpoint is unusable ({error}); starting from scratch")
             return None
-        # weights_only: tensors and plain values, never arbitrary pickled objects.
-        state: dict[str, Any] = torch.load(self.checkpoint, weights_only=True)
+        finally:
+            path.unlink(missing_ok=True)
         return state
 
     def beat(self) -> None:
@@ -123,15 +139,15 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
             logger.info("job %s is not queued any more; nothing to do", job_id)
             return
         spec = JobSpec.model_validate(claim.spec)
-        checkpoint = settings.home.resolve() / "checkpoints" / f"{job_id}.pt"
-        context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs, checkpoint)
+        scratch = settings.home.resolve() / "checkpoints" / job_id
+        context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs, scratch)
         with Heartbeat(context, claim.heartbeat_seconds):
             outcome = _train_and_upload(
                 spec, context, lambda: _load(spec, claim, context, settings)
             )
         if not context.lost.is_set():
             context.call_api(reporter.finish, outcome)
-            checkpoint.unlink(missing_ok=True)  # the job is over: nothing will resume from it
+            shutil.rmtree(scratch, ignore_errors=True)  # over: the API keeps the checkpoints
     finally:
         reporter.close()
 
@@ -167,11 +183,12 @@ def _train_and_upload(
             return {"status": "cancelled", **_result_fields(result)}
         with tempfile.TemporaryDirectory(prefix="taas-model-") as folder:
             for path in write_model_files(result, spec, dataset, Path(folder)):
-                kind = "metadata" if path.suffix == ".json" else "model"
-                context.call_api(context.reporter.upload_artifact, path, kind)
+                context.call_api(context.reporter.upload_artifact, path, artifact_kind(path))
         return {"status": "succeeded", **_result_fields(result)}
     except DatasetUnavailable as error:
         return _failure("user_error", str(error))
+    except ExportFailed as error:
+        return _failure("internal", str(error))
     except torch.OutOfMemoryError:
         return _failure("user_error", "out of memory: lower training.batch_size or the model size")
     except Exception as error:

@@ -32,6 +32,46 @@ def check_sha256(value: str | None) -> str:
     return value
 
 
+# Checkpoints are named by the epoch they follow, so a resumed attempt that redoes an epoch
+# replaces that epoch's checkpoint instead of keeping two.
+CHECKPOINT_NAME = re.compile(r"^checkpoint-epoch(\d{1,6})\.pt$")
+
+
+def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
+    """Delete all but the ``keep`` latest checkpoint rows of the job; returns their storage keys,
+    which the caller deletes once the commit went through."""
+    checkpoints = session.scalars(
+        select(Artifact)
+        .where(Artifact.job_id == job_id, Artifact.kind == "checkpoint")
+        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+    ).all()
+    pruned = sorted(checkpoints, key=_checkpoint_epoch, reverse=True)[keep:]
+    for artifact in pruned:
+        session.delete(artifact)
+    session.flush()
+    return [artifact.storage_key for artifact in pruned]
+
+
+def latest_checkpoint(session: Session, job_id: str) -> Artifact | None:
+    """The checkpoint of the job's latest epoch: where a new attempt resumes."""
+    checkpoints = session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint")
+    ).all()
+    return max(checkpoints, key=_checkpoint_epoch, default=None)
+
+
+def _checkpoint_epoch(artifact: Artifact) -> int:
+    match = CHECKPOINT_NAME.match(artifact.name)
+    return int(match.group(1)) if match else -1
+
+
+def check_checkpoint_name(name: str, kind: str) -> None:
+    if kind == "checkpoint" and not CHECKPOINT_NAME.match(name):
+        raise InvalidInput(
+            ["path", "name"], f"checkpoint {name[:100]!r} must be named checkpoint-epoch<N>.pt"
+        )
+
+
 def record_artifact(
     session: Session,
     job_id: str,

@@ -10,12 +10,21 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.artifacts.dependencies import StorageDep
-from app.artifacts.service import ARTIFACT_KINDS, check_artifact_name, check_sha256, record_artifact
+from app.artifacts.service import (
+    ARTIFACT_KINDS,
+    check_artifact_name,
+    check_checkpoint_name,
+    check_sha256,
+    latest_checkpoint,
+    prune_checkpoints,
+    record_artifact,
+)
 from app.artifacts.storage import StoredObject
 from app.auth.dependencies import SettingsDep, WorkerAuth
+from app.config import Settings
 from app.datasets.dependencies import DatasetStorageDep
 from app.db import SessionDep
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, NotFound, PayloadTooLarge
 from app.internal import service
 from app.internal.schemas import (
     Ack,
@@ -129,31 +138,78 @@ async def upload_artifact(
     expected = check_sha256(x_content_sha256)
     if kind not in ARTIFACT_KINDS:
         raise InvalidInput(["query", "kind"], f"kind={kind!r}: one of {', '.join(ARTIFACT_KINDS)}")
+    check_checkpoint_name(name, kind)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_artifact_bytes:
+        raise PayloadTooLarge(
+            f"artifact larger than the limit of {settings.max_artifact_bytes} bytes"
+        )
     # Refuse a stale attempt before reading any bytes. The session is synchronous: keep its
-    # calls off the event loop.
+    # calls off the event loop. Then give its connection back: the upload may stream for
+    # minutes, and the pool must not run dry while it does.
     await run_in_threadpool(service.current_attempt, session, job_id, attempt)
+    await run_in_threadpool(session.rollback)
     stored = await storage.put_stream(
         job_id, request.stream(), expected, settings.max_artifact_bytes
     )
     try:
-        replaced = await run_in_threadpool(
-            _record_and_commit, session, job_id, attempt, name, kind, stored
+        superseded = await run_in_threadpool(
+            _record_and_commit, session, job_id, attempt, name, kind, stored, settings
         )
     except BaseException:
         storage.delete(stored.key)
         raise
-    if replaced is not None:
-        storage.delete(replaced)
+    for key in superseded:  # only after the commit: a failed commit keeps the old files
+        storage.delete(key)
     return Ack()
 
 
 def _record_and_commit(
-    session: Session, job_id: str, attempt: int, name: str, kind: str, stored: StoredObject
-) -> str | None:
-    service.current_attempt(session, job_id, attempt)  # still current after the upload?
+    session: Session,
+    job_id: str,
+    attempt: int,
+    name: str,
+    kind: str,
+    stored: StoredObject,
+    settings: Settings,
+) -> list[str]:
+    """Record the upload; returns the storage keys of the files it made obsolete (the one of
+    the same name it replaced, and checkpoints beyond the kept number)."""
+    # Still current after the upload? Read fresh and lock the job row (on PostgreSQL), so a
+    # finish cannot slip in between this check and the commit.
+    service.current_attempt(session, job_id, attempt, lock=True)
     replaced = record_artifact(session, job_id, attempt, name, kind, stored)
+    superseded = [replaced] if replaced is not None else []
+    if kind == "checkpoint":
+        superseded += prune_checkpoints(session, job_id, settings.keep_checkpoints)
     session.commit()
-    return replaced
+    return superseded
+
+
+@router.get(
+    "/{job_id}/attempts/{attempt}/checkpoint",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        404: {"description": "no checkpoint yet: start from scratch"},
+    },
+)
+def download_checkpoint(
+    job_id: JobId, attempt: AttemptNumber, session: SessionDep, storage: StorageDep
+) -> Response:
+    """The job's latest checkpoint (from any earlier attempt), for the live attempt to resume."""
+    service.current_attempt(session, job_id, attempt)
+    checkpoint = latest_checkpoint(session, job_id)
+    if checkpoint is None:
+        raise NotFound(f"job {job_id} has no checkpoint yet")
+    path = storage.local_path(checkpoint.storage_key)
+    if not path.is_file():
+        raise NotFound(f"the file of {checkpoint.name} is missing from storage")
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"X-Content-SHA256": checkpoint.sha256, "X-Artifact-Name": checkpoint.name},
+    )
 
 
 @router.post("/{job_id}/attempts/{attempt}/finish", response_model=Ack)

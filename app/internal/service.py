@@ -16,14 +16,19 @@ from app.errors import Conflict, NotFound
 from app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn
 from app.jobs.models import Attempt, Job, MetricPoint
 from app.jobs.service import record_event, transition
-from app.spec import DATASET_ID_PATTERN
+from app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
 
 ACTIVE_STATUSES = ("running", "cancelling")
 REQUIRED_MODEL_FILES = ("model.json", "model.safetensors")
 
 
-def _job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id) if len(job_id) <= 40 else None
+def _job(session: Session, job_id: str, *, lock: bool = False) -> Job:
+    # Not a job id, not a query: PostgreSQL refuses some bytes (NUL) in query parameters.
+    job = (
+        session.get(Job, job_id, populate_existing=lock, with_for_update=lock)
+        if JOB_ID_PATTERN.match(job_id)
+        else None
+    )
     if job is None:
         raise NotFound(f"job {job_id[:64]!r} not found")
     return job
@@ -58,9 +63,12 @@ def uploaded_dataset(session: Session, job: Job) -> Dataset | None:
     return dataset
 
 
-def current_attempt(session: Session, job_id: str, attempt: int) -> tuple[Job, Attempt]:
-    """The job and attempt a worker writes for, if that attempt is still the live one."""
-    job = _job(session, job_id)
+def current_attempt(
+    session: Session, job_id: str, attempt: int, *, lock: bool = False
+) -> tuple[Job, Attempt]:
+    """The job and attempt a worker writes for, if that attempt is still the live one. With
+    ``lock`` the job row is re-read and locked until the commit (SELECT ... FOR UPDATE)."""
+    job = _job(session, job_id, lock=lock)
     if job.attempt != attempt or job.status not in ACTIVE_STATUSES:
         raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
     row = session.scalar(select(Attempt).where(Attempt.job_id == job_id, Attempt.number == attempt))

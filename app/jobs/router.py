@@ -6,13 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
+from sqlalchemy.exc import IntegrityError
 
 from app.artifacts.dependencies import StorageDep
+from app.artifacts.service import check_artifact_name
 from app.auth.dependencies import CurrentTenant, SettingsDep
 from app.broker import enqueue_job
 from app.db import SessionDep
-from app.errors import NotFound
-from app.jobs import service
+from app.errors import InvalidInput, NotFound
+from app.jobs import idempotency, service
 from app.jobs.models import Job
 from app.jobs.schemas import (
     ArtifactList,
@@ -37,17 +39,57 @@ def valid_owned_job(job_id: JobId, session: SessionDep, tenant: CurrentTenant) -
 OwnedJob = Annotated[Job, Depends(valid_owned_job)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobOut,
+    responses={409: {"description": "the Idempotency-Key was used for another body"}},
+)
 def submit_job(
-    spec: JobSpec, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+    spec: JobSpec,
+    session: SessionDep,
+    tenant: CurrentTenant,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=idempotency.MAX_KEY_LENGTH,
+            description="retry-safe submit: the same key and body return the same job",
+        ),
+    ] = None,
 ) -> JobOut:
+    if idempotency_key is not None:
+        replayed = _replayed(session, tenant, spec, idempotency_key, settings)
+        if replayed is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return service.describe_job(session, replayed)
     job = service.submit_job(session, tenant, spec, settings)
-    session.commit()
+    if idempotency_key is not None:
+        idempotency.remember(session, tenant, idempotency_key, idempotency.request_hash(spec), job)
+    try:
+        session.commit()
+    except IntegrityError:
+        # The same key arrived twice at once and the other request won: answer with its job.
+        session.rollback()
+        replayed = _replayed(session, tenant, spec, idempotency_key or "", settings)
+        if replayed is None:
+            raise
+        response.headers["Idempotent-Replayed"] = "true"
+        return service.describe_job(session, replayed)
     # Only after the commit: a worker must never receive an id the database does not have yet.
     if not enqueue_job(job.id, job.queue):
         service.record_event(session, job, "broker unreachable; the job waits in the queue")
         session.commit()
     return service.describe_job(session, job)
+
+
+def _replayed(
+    session: SessionDep, tenant: CurrentTenant, spec: JobSpec, key: str, settings: SettingsDep
+) -> Job | None:
+    idempotency.check_key(key)
+    digest = idempotency.request_hash(spec)
+    return idempotency.replayed_job(session, tenant, key, digest, settings.idempotency_ttl_seconds)
 
 
 @router.get("", response_model=JobList)
@@ -125,8 +167,14 @@ def download_artifact(
     name: Annotated[str, Path(max_length=200)],
     session: SessionDep,
     storage: StorageDep,
-    if_none_match: Annotated[str | None, Header(max_length=200)] = None,
+    # Room for the list of tags a cache holding many versions sends (each of ours is 66 chars).
+    if_none_match: Annotated[str | None, Header(max_length=8192)] = None,
 ) -> Response:
+    try:
+        check_artifact_name(name)
+    except InvalidInput:
+        # No upload can have had this name, so don't look it up: PostgreSQL refuses a NUL byte.
+        raise NotFound(f"job {job.id} has no artifact {name[:100]!r}") from None
     artifact = service.get_artifact(session, job, name)
     etag = f'"{artifact.sha256}"'
     if service.etag_matches(if_none_match, artifact.sha256):

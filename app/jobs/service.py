@@ -29,7 +29,14 @@ from app.jobs.schemas import (
     MetricPointOut,
     Progress,
 )
-from app.spec import JobSpec, check_limits, dataset_info, normalized, parameter_count
+from app.spec import (
+    JOB_ID_PATTERN,
+    JobSpec,
+    check_limits,
+    dataset_info,
+    normalized,
+    parameter_count,
+)
 
 QUEUE_FOR_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 
@@ -93,7 +100,8 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
 
 def get_owned_job(session: Session, tenant: Tenant, job_id: str) -> Job:
     """The tenant's job; another tenant's job is indistinguishable from a missing one."""
-    job = session.get(Job, job_id) if len(job_id) <= 40 else None
+    # Not a job id, not a query: PostgreSQL refuses some bytes (NUL) in query parameters.
+    job = session.get(Job, job_id) if JOB_ID_PATTERN.match(job_id) else None
     if job is None or job.tenant_id != tenant.id:
         raise NotFound(f"job {job_id[:64]!r} not found")
     return job

@@ -72,6 +72,8 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     downloaded = taas(embedded, "download", job_id, "--out", "model", cwd=tmp_path)
     assert downloaded.returncode == 0, downloaded.stderr
     assert {Path(line).name for line in downloaded.stdout.split()} == {
+        "checkpoint-epoch1.pt",  # 2 epochs: a checkpoint after the first
+        "metrics.csv",
         "model.json",
         "model.safetensors",
     }

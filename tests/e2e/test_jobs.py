@@ -62,7 +62,14 @@ def test_reference_job_trains_and_model_reproduces_accuracy(
         assert 0.2 < final["metrics"]["test_accuracy"] < 1.0
 
         listed = {item["name"]: item for item in client.artifacts(job["id"])}
-        assert set(listed) == {"model.json", "model.safetensors"}
+        assert {name for name, item in listed.items() if item["kind"] != "checkpoint"} == {
+            "metrics.csv",
+            "model.json",
+            "model.safetensors",
+        }
+        # A checkpoint after every epoch but the last, the latest two kept.
+        checkpoints = {name for name, item in listed.items() if item["kind"] == "checkpoint"}
+        assert checkpoints == {"checkpoint-epoch1.pt", "checkpoint-epoch2.pt"}
         paths = client.download(job["id"], tmp_path / "model")
     assert {path.name for path in paths} == set(listed)
     _assert_model_reproduces(tmp_path / "model", final)

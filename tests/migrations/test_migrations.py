@@ -22,6 +22,7 @@ TABLES = {
     "events",
     "artifacts",
     "datasets",
+    "idempotency_keys",
 }
 INITIAL_REVISION = "53c64886b8d3"
 

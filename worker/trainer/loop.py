@@ -91,6 +91,8 @@ class TrainResult:
     parameter_count: int
     device: str  # where it trained
     acceleration: dict[str, object]  # what was applied and what was skipped, and why
+    # Every point reported, in epoch order, those from before a resume included.
+    history: list[MetricPoint] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -113,6 +115,7 @@ class _Run:
     context: TrainContext
     deadline: float | None  # time.monotonic() past which training stops
     best: tuple[float, dict[str, torch.Tensor]] | None = None  # kept only with max_seconds
+    history: list[MetricPoint] = dataclasses.field(default_factory=list)  # reported so far
 
 
 def pick_device(requested: str, log: Callable[[str], None] = _log.warning) -> torch.device:
@@ -150,7 +153,8 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
                 # twice.
                 last_point.val_loss = result.test_loss
                 last_point.val_accuracy = result.test_accuracy
-            context.report_metrics(last_point)
+            _report(run, last_point)
+        result.history = run.history
         return result
 
 
@@ -298,12 +302,17 @@ def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricP
         epochs_completed = epoch
         if stopped is None and epoch == settings.epochs:
             return epochs_completed, "completed", point
-        run.context.report_metrics(point)
+        _report(run, point)
         if stopped is not None:
             return epochs_completed, stopped, None
         if epoch % settings.checkpoint_every_epochs == 0:
             run.context.save_checkpoint(_checkpoint_state(run, epoch))
     return epochs_completed, "completed", None
+
+
+def _report(run: _Run, point: MetricPoint) -> None:
+    run.history.append(point)
+    run.context.report_metrics(point)
 
 
 def _validates_on_test(spec: JobSpec) -> bool:
@@ -488,6 +497,7 @@ def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
         "schedule": run.schedule.state_dict(),
         "order_rng": run.order.get_state(),
         "torch_rng": torch.get_rng_state(),
+        "history": [point.to_json() for point in run.history],  # plain dicts: weights_only loads
     }
     if run.ema is not None:
         state["ema"] = run.ema.state_dict()
@@ -509,6 +519,8 @@ def _resume(run: _Run, state: dict[str, Any] | None) -> int:
         run.ema.load_state_dict(state["ema"])
     if "cuda_rng" in state and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+    # Checkpoints written before the history was kept have none.
+    run.history = [MetricPoint(**point) for point in state.get("history", [])]
     epoch = int(state["epoch"])
     run.context.log(f"resumed from the checkpoint after epoch {epoch}")
     return epoch + 1

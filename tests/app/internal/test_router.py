@@ -340,12 +340,12 @@ def test_uploading_the_same_name_again_replaces_the_file(
     api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
 ) -> None:
     job_id = claimed_job(api, auth, worker_auth)
-    first = upload(api, worker_auth, job_id, "checkpoint.pt", b"epoch 1", kind="checkpoint")
+    first = upload(api, worker_auth, job_id, "checkpoint-epoch1.pt", b"epoch 1", kind="checkpoint")
     assert first.status_code == 200, first.text
     (old_file,) = stored_files(job_id)
 
     newer = b"epoch 2, a bigger checkpoint"
-    response = upload(api, worker_auth, job_id, "checkpoint.pt", newer, kind="checkpoint")
+    response = upload(api, worker_auth, job_id, "checkpoint-epoch1.pt", newer, kind="checkpoint")
     assert response.status_code == 200, response.text
     (new_file,) = stored_files(job_id)
     assert not old_file.exists()
@@ -356,7 +356,9 @@ def test_uploading_the_same_name_again_replaces_the_file(
         len(newer),
         hashlib.sha256(newer).hexdigest(),
     )
-    assert api.get(f"/v1/jobs/{job_id}/artifacts/checkpoint.pt", headers=auth).content == newer
+    assert (
+        api.get(f"/v1/jobs/{job_id}/artifacts/checkpoint-epoch1.pt", headers=auth).content == newer
+    )
 
 
 def test_a_succeeded_job_is_terminal(

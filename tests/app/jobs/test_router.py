@@ -28,11 +28,11 @@ def test_submit_returns_normalized_spec_and_queued_job(
     assert job["attempt"] == 0
     assert job["spec"]["model"] == {
         "arch": "cnn",
-        "channels": [24, 48, 96],
+        "channels": [32, 64],
         "pool_every": 1,
         "pooling": "max",
         "padding": "same",
-        "hidden_size": 0,
+        "hidden_size": 128,
         "activation": "relu",
         "dropout": 0.0,
         "batch_norm": False,
@@ -42,9 +42,10 @@ def test_submit_returns_normalized_spec_and_queued_job(
     assert training["optimizer"] == "adamw"
     assert training["augment"] == {"flip": False, "translate": 0}
     assert job["name"] == "cnn-fashion_mnist"
-    # Three conv3x3 with bias (28 -> 14 -> 7 -> 3 after the pools), then one fc.
-    convs = (1 * 24 * 9 + 24) + (24 * 48 * 9 + 48) + (48 * 96 * 9 + 96)
-    assert job["parameter_count"] == convs + 96 * 3 * 3 * 10 + 10 == 60_874
+    # Two conv3x3 with bias (28 -> 14 -> 7 after the pools), a 128-unit fc, then the output.
+    convs = (1 * 32 * 9 + 32) + (32 * 64 * 9 + 64)
+    fcs = (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10)
+    assert job["parameter_count"] == convs + fcs == 421_642
     assert job["progress"] == {"epoch": 0, "epochs": 3, "fraction": 0.0}
     assert job["error"] is None
     assert job["artifacts"] == []

@@ -1,32 +1,72 @@
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime
 import pytest
 import safetensors.torch
 import torch
 
-from app.spec import normalized
+from app.spec import JobSpec, normalized
 from tests.worker.trainer.fakes import RecordingContext, tiny_spec
 from worker.trainer import load_model
 from worker.trainer.data import Dataset, load_dataset
-from worker.trainer.export import write_model_files
-from worker.trainer.loop import TrainResult, evaluate, train
+from worker.trainer.export import (
+    EXAMPLE_BATCH,
+    METRICS_COLUMNS,
+    ExportFailed,
+    artifact_kind,
+    dataset_sha256,
+    write_model_files,
+)
+from worker.trainer.loop import MetricPoint, TrainResult, evaluate, train
 
 MODELS = [
     {"arch": "mlp", "hidden_sizes": [32, 16], "batch_norm": True, "dropout": 0.1},
     {"arch": "cnn", "channels": [8, 16], "hidden_size": 32, "batch_norm": True},
     {"arch": "resnet", "widths": [8, 8, 16], "dropout": 0.1},
 ]
+# What the exports must handle beyond MODELS: avg pools, no batch norm, and activations that ONNX
+# opset 18 has no operator for (gelu, silu) or that take a parameter. Leaky_relu, tanh and sigmoid
+# map to one operator each; a test of each would cost a second.
+MORE_MODELS = [
+    {"arch": "cnn", "channels": [8, 8], "pooling": "avg", "activation": "gelu", "dropout": 0.2},
+    {"arch": "mlp", "hidden_sizes": [16, 16], "activation": "silu"},
+    {"arch": "resnet", "widths": [8, 16], "activation": "elu"},
+]
+# fp32 on both sides; ONNX Runtime may fuse and reorder the float sums.
+TOLERANCE = 1e-4
 
 
-def trained(model: dict[str, Any], **training: Any) -> tuple[TrainResult, Dataset, Any]:
-    spec = tiny_spec(model, **training)
+def with_exports(spec: JobSpec, *formats: str) -> JobSpec:
+    return JobSpec.model_validate({**spec.model_dump(), "exports": ["safetensors", *formats]})
+
+
+def trained(
+    model: dict[str, Any], exports: tuple[str, ...] = (), **training: Any
+) -> tuple[TrainResult, Dataset, JobSpec]:
+    spec = with_exports(tiny_spec(model, **training), *exports)
     dataset = load_dataset(spec, None)
     return train(spec, dataset, RecordingContext()), dataset, spec
+
+
+def torch_logits(result: TrainResult, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(preprocessed test split (N, C, H, W) float32, the trained model's logits (N, classes))."""
+    x = result.preprocess.apply(dataset.test_x)
+    with torch.no_grad():
+        return x, result.model(x)
+
+
+def max_difference(got: np.ndarray[Any, Any] | torch.Tensor, expected: torch.Tensor) -> float:
+    return float(np.abs(np.asarray(got) - expected.numpy()).max())
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -47,13 +87,176 @@ def test_saved_model_reproduces_the_test_metrics_exactly(
     assert not loaded.training
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_onnx_and_pt2_give_the_pytorch_logits_at_any_batch_size(
+    model: dict[str, Any], tmp_path: Path
+) -> None:
+    result, dataset, spec = trained(model, exports=("onnx", "torchscript"))
+    paths = write_model_files(result, spec, dataset, tmp_path)
+    x, expected = torch_logits(result, dataset)  # 128 samples, and 1: neither is EXAMPLE_BATCH
+    assert EXAMPLE_BATCH not in (len(x), 1)
+
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    program = torch.export.load(tmp_path / "model.pt2").module()
+
+    assert [path.name for path in paths] == [
+        "model.safetensors",
+        "model.onnx",
+        "model.pt2",
+        "metrics.csv",
+        "model.json",
+    ]
+    assert [node.name for node in session.get_inputs()] == ["input"]
+    assert [node.name for node in session.get_outputs()] == ["logits"]
+    for count in (len(x), 1):
+        (onnx_logits,) = session.run(["logits"], {"input": x[:count].numpy()})
+        assert onnx_logits.shape == (count, 4)
+        assert max_difference(onnx_logits, expected[:count]) <= TOLERANCE
+        with torch.no_grad():
+            assert max_difference(program(x[:count]), expected[:count]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("model", MORE_MODELS, ids=lambda model: model["activation"])
+def test_onnx_export_handles_every_layer_the_specs_build(
+    model: dict[str, Any], tmp_path: Path
+) -> None:
+    result, dataset, spec = trained(model, exports=("onnx",), epochs=1)
+    write_model_files(result, spec, dataset, tmp_path)
+    x, expected = torch_logits(result, dataset)
+
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+
+    (onnx_logits,) = session.run(["logits"], {"input": x.numpy()})
+    assert max_difference(onnx_logits, expected) <= TOLERANCE
+
+
+# Runs in a fresh interpreter where importing this project fails: the file must stand alone.
+LOAD_PT2_ALONE = """
+import sys
+sys.modules["app"] = sys.modules["worker"] = sys.modules["tests"] = None
+import torch
+folder = sys.argv[1]
+program = torch.export.load(folder + "/model.pt2").module()
+x, expected = torch.load(folder + "/check.pt", weights_only=True)
+with torch.no_grad():
+    print(float((program(x) - expected).abs().max()))
+"""
+
+
+def test_pt2_loads_without_this_project(tmp_path: Path) -> None:
+    result, dataset, spec = trained(MODELS[2], exports=("torchscript",), epochs=1)  # resnet
+    write_model_files(result, spec, dataset, tmp_path)
+    torch.save(torch_logits(result, dataset), tmp_path / "check.pt")
+
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_PT2_ALONE, str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert float(run.stdout) <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("target", "export_format"),
+    [
+        ("torch.onnx.export", "onnx"),
+        # Fails once model.onnx was written to its temporary file: that file must go too.
+        ("onnx.checker.check_model", "onnx"),
+        ("torch.export.export", "torchscript"),
+    ],
+)
+def test_a_failed_export_raises_and_leaves_no_partial_file(
+    target: str, export_format: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, dataset, spec = trained(MODELS[0], exports=(export_format,), epochs=1)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the exporter broke")
+
+    monkeypatch.setattr(target, broken)
+
+    with pytest.raises(ExportFailed, match="the exporter broke") as failure:
+        write_model_files(result, spec, dataset, tmp_path)
+
+    assert failure.value.format == export_format
+    assert repr(export_format) in str(failure.value)
+    # No model.json: a folder without one is known to be incomplete.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def read_metrics(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def as_row(point: MetricPoint) -> dict[str, str]:
+    """What metrics.csv must hold for `point`: the exact value, or nothing for None."""
+    return {key: "" if value is None else repr(value) for key, value in point.to_json().items()}
+
+
+def test_metrics_csv_holds_every_reported_epoch(tmp_path: Path) -> None:
+    spec = tiny_spec(epochs=3)
+    dataset = load_dataset(spec, None)
+    context = RecordingContext()
+    result = train(spec, dataset, context)
+    assert result.history == context.points
+    # One epoch without validation, as when evaluation was skipped: empty cells.
+    result.history[0] = dataclasses.replace(result.history[0], val_loss=None, val_accuracy=None)
+
+    write_model_files(result, spec, dataset, tmp_path)
+
+    header, rows = read_metrics(tmp_path / "metrics.csv")
+    assert header == list(METRICS_COLUMNS)
+    assert header == [
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "epoch_seconds",
+        "samples_per_second",
+    ]
+    assert rows == [as_row(point) for point in result.history]
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    assert (rows[0]["val_loss"], rows[0]["val_accuracy"]) == ("", "")
+    assert float(rows[2]["val_accuracy"]) == result.test_accuracy
+
+
+def test_metrics_csv_after_a_resume_still_has_every_epoch(tmp_path: Path) -> None:
+    spec = tiny_spec(epochs=3)
+    dataset = load_dataset(spec, None)
+    first = RecordingContext()
+    train(spec, dataset, first)
+    resumed = RecordingContext()
+    resumed.resume_from = first.checkpoints[0]  # saved after epoch 1, through weights_only
+
+    result = train(spec, dataset, resumed)
+    write_model_files(result, spec, dataset, tmp_path)
+
+    assert [point.epoch for point in resumed.points] == [2, 3]  # epoch 1 was not trained again
+    assert result.history == [first.points[0], *resumed.points]
+    _, rows = read_metrics(tmp_path / "metrics.csv")
+    assert rows == [as_row(point) for point in [first.points[0], *resumed.points]]
+
+
 def test_model_json_describes_how_to_rebuild_and_use_the_model(tmp_path: Path) -> None:
     result, dataset, spec = trained(MODELS[1])
 
     paths = write_model_files(result, spec, dataset, tmp_path / "artifacts")
 
-    assert [path.name for path in paths] == ["model.safetensors", "model.json"]
-    document = json.loads(paths[1].read_text())
+    assert [path.name for path in paths] == ["model.safetensors", "metrics.csv", "model.json"]
+    document = json.loads(paths[-1].read_text())
     assert document["format_version"] == 1
     assert document["spec"] == normalized(spec)
     assert document["arch"] == "cnn"
@@ -71,7 +274,63 @@ def test_model_json_describes_how_to_rebuild_and_use_the_model(tmp_path: Path) -
     assert set(document["versions"]) == {"taas", "torch", "python", "numpy", "safetensors"}
     assert document["versions"]["torch"] == str(torch.__version__)
     assert datetime.fromisoformat(document["created_at"]).utcoffset() is not None
-    assert sorted(p.name for p in paths[0].parent.iterdir()) == ["model.json", "model.safetensors"]
+    assert document["exports"] == ["model.safetensors", "metrics.csv"]
+    assert sorted(p.name for p in paths[0].parent.iterdir()) == [
+        "metrics.csv",
+        "model.json",
+        "model.safetensors",
+    ]
+
+
+def test_model_json_says_how_to_reproduce_the_run(tmp_path: Path) -> None:
+    result, dataset, spec = trained(MODELS[0], exports=("onnx", "torchscript"), epochs=1, seed=7)
+
+    write_model_files(result, spec, dataset, tmp_path)
+
+    document = json.loads((tmp_path / "model.json").read_text())
+    assert document["seed"] == 7
+    assert document["dataset"] == {
+        "name": "synthetic",
+        "train_size": 256,
+        "test_size": 128,
+        "sha256": dataset_sha256(dataset),
+        "class_names": ["class_0", "class_1", "class_2", "class_3"],
+    }
+    assert document["exports"] == ["model.safetensors", "model.onnx", "model.pt2", "metrics.csv"]
+    assert document["versions"]["onnx"] not in ("", "unknown")
+    assert document["versions"]["onnxscript"] not in ("", "unknown")
+
+
+def test_dataset_sha256_follows_the_data_only() -> None:
+    spec = tiny_spec()
+    first, again = load_dataset(spec, None), load_dataset(spec, None)
+    other = load_dataset(tiny_spec(options={"seed": 4}), None)
+    one_pixel = dataclasses.replace(first, test_x=first.test_x.clone())
+    one_pixel.test_x[0, 0, 0, 0] ^= 1
+    # The same bytes in another shape are other data.
+    reshaped = dataclasses.replace(first, train_x=first.train_x.reshape(-1, 1, 6, 24))
+
+    digest = dataset_sha256(first)
+
+    assert len(digest) == 64
+    assert dataset_sha256(again) == digest
+    assert dataset_sha256(other) != digest
+    assert dataset_sha256(one_pixel) != digest
+    assert dataset_sha256(reshaped) != digest
+
+
+def test_artifact_kind_names_the_api_kind_of_every_file(tmp_path: Path) -> None:
+    names = ["model.safetensors", "model.onnx", "model.pt2", "metrics.csv", "model.json"]
+
+    assert {name: artifact_kind(tmp_path / name) for name in names} == {
+        "model.safetensors": "model",
+        "model.onnx": "export",
+        "model.pt2": "export",
+        "metrics.csv": "log",
+        "model.json": "metadata",
+    }
+    with pytest.raises(ValueError, match=r"'notes\.txt'"):
+        artifact_kind(tmp_path / "notes.txt")
 
 
 def test_weights_file_holds_the_state_dict(tmp_path: Path) -> None:
@@ -94,7 +353,12 @@ def test_writing_again_replaces_the_files(tmp_path: Path) -> None:
 
     _, _, document = load_model(tmp_path)
     assert document["metrics"]["epochs_completed"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+    assert len(read_metrics(tmp_path / "metrics.csv")[1]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "metrics.csv",
+        "model.json",
+        "model.safetensors",
+    ]
 
 
 def test_load_refuses_weights_that_do_not_match_the_network(tmp_path: Path) -> None:

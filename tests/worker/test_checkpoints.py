@@ -1,0 +1,99 @@
+"""Checkpoints travel through the API: each save is uploaded as a `checkpoint` artifact, older
+ones are pruned, and a new attempt resumes from the latest, verified against its sha256."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.artifacts.models import Artifact
+from app.config import get_settings
+from app.db import session_scope
+from tests.conftest import TINY_SYNTHETIC, WORKER_TOKEN
+from worker.reporter import ApiReporter
+from worker.runner import JobContext
+
+
+@pytest.fixture
+def reporter(api: TestClient) -> Iterator[ApiReporter]:
+    """The worker's real reporter, talking to the in-process API."""
+    reporter = ApiReporter("http://testserver", WORKER_TOKEN, attempts=1)
+    reporter.client.close()
+    reporter.client = TestClient(
+        api.app,
+        base_url="http://testserver/internal/v1/jobs",
+        headers={"Authorization": f"Bearer {WORKER_TOKEN}"},
+    )
+    yield reporter
+    reporter.close()
+
+
+def running_job(api: TestClient, auth: dict[str, str], reporter: ApiReporter) -> str:
+    job_id = str(api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"])
+    assert reporter.claim(job_id, "test-worker") is not None
+    return job_id
+
+
+def state(epoch: int) -> dict[str, object]:
+    return {"epoch": epoch, "model": {"weight": torch.full((3,), float(epoch))}}
+
+
+def checkpoint_names(job_id: str) -> list[str]:
+    with session_scope() as session:
+        rows = session.query(Artifact).filter_by(job_id=job_id, kind="checkpoint").all()
+        return sorted(row.name for row in rows)
+
+
+def test_saves_are_uploaded_pruned_and_the_latest_is_resumed(
+    api: TestClient, auth: dict[str, str], reporter: ApiReporter, tmp_path: Path
+) -> None:
+    job_id = running_job(api, auth, reporter)
+    context = JobContext(reporter, job_id, 1, 5, tmp_path / "scratch")
+    assert context.load_checkpoint() is None  # nothing saved yet
+
+    for epoch in (1, 2, 3):
+        context.save_checkpoint(state(epoch))
+
+    assert checkpoint_names(job_id) == ["checkpoint-epoch2.pt", "checkpoint-epoch3.pt"]
+    artifact_dir = get_settings().resolved_artifact_dir / job_id
+    assert len(list(artifact_dir.iterdir())) == 2  # the pruned file is gone too
+    fresh = JobContext(reporter, job_id, 1, 5, tmp_path / "elsewhere")  # another worker
+    resumed = fresh.load_checkpoint()
+    assert resumed is not None
+    assert resumed["epoch"] == 3
+    assert torch.equal(resumed["model"]["weight"], torch.full((3,), 3.0))
+
+
+def test_a_corrupted_checkpoint_is_not_loaded(
+    api: TestClient, auth: dict[str, str], reporter: ApiReporter, tmp_path: Path
+) -> None:
+    job_id = running_job(api, auth, reporter)
+    context = JobContext(reporter, job_id, 1, 5, tmp_path / "scratch")
+    context.save_checkpoint(state(1))
+    [stored] = (get_settings().resolved_artifact_dir / job_id).iterdir()
+    stored.write_bytes(stored.read_bytes()[:-10] + b"corrupted!")
+
+    assert context.load_checkpoint() is None
+    events = api.get(f"/v1/jobs/{job_id}/events", headers=auth).json()["items"]
+    assert any("unusable" in event["message"] for event in events)
+
+
+def test_checkpoints_must_be_named_by_their_epoch(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"]
+    api.post(f"/internal/v1/jobs/{job_id}/claim", json={"worker": "w"}, headers=worker_auth)
+
+    response = api.put(
+        f"/internal/v1/jobs/{job_id}/attempts/1/artifacts/state.pt",
+        params={"kind": "checkpoint"},
+        headers={**worker_auth, "X-Content-SHA256": "0" * 64},
+        content=b"x",
+    )
+
+    assert response.status_code == 422
+    assert "checkpoint-epoch" in response.text
