@@ -52,6 +52,12 @@ def make_celery_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # A training job holds a whole device: never reserve a second one while the first runs.
         worker_prefetch_multiplier=1,
+        # A last resort past the spec limits (a job stops itself at training.max_seconds, and no
+        # spec may ask for more than max_job_seconds): a task still running an hour later is
+        # stuck, and the hard limit kills it so the reconciler can run it again or fail it.
+        # Celery enforces it in prefork children (--concurrency > 1); the solo pool of one job
+        # per process relies on the trainer's own checks.
+        task_time_limit=int(settings.max_job_seconds + 3600),
         # Fail an enqueue fast when the broker is down instead of hanging the HTTP request.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
         broker_connection_timeout=3,

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     default_queue: str = "cpu"
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
+    # A job whose worker stops heartbeating is run again, at most this many attempts in all.
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    # The reconciler's period, and how long a queued job waits for a claim before it is sent to
+    # the broker again (doubling each time, up to 32x).
+    reconcile_seconds: float = Field(default=5.0, gt=0)
+    requeue_after_seconds: float = Field(default=60.0, gt=0)
     # Checkpoint artifacts kept per job (the latest epochs); a new attempt resumes from the last.
     keep_checkpoints: int = Field(default=2, ge=1)
     # How long an Idempotency-Key on POST /v1/jobs is remembered.

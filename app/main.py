@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +20,7 @@ from app.health import router as health_router
 from app.internal.router import router as internal_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
+from app.reconciler import Reconciler
 from app.spec import LimitViolation
 
 logger = logging.getLogger(__name__)
@@ -73,6 +76,17 @@ def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
 
 
+@asynccontextmanager
+async def _reconciling(app: FastAPI) -> AsyncIterator[None]:
+    """Each API process reconciles the database with the broker and the workers while it runs."""
+    reconciler = Reconciler(get_settings())
+    reconciler.start()
+    try:
+        yield
+    finally:
+        reconciler.stop()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     settings.check_production_safety()
@@ -80,6 +94,7 @@ def create_app() -> FastAPI:
         title="taas",
         version="1",
         description="Training as a service: submit a training job, watch it, download the model.",
+        lifespan=_reconciling,
     )
     app.include_router(health_router)
     app.include_router(jobs_router)

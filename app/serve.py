@@ -11,7 +11,10 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -21,6 +24,7 @@ from app.config import get_settings
 from app.db import reset_engine_cache, session_scope
 
 WORKER_STOP_SECONDS = 10.0
+EMBEDDED_LEASE_SECONDS = 15.0
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -87,6 +91,64 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
             continue
 
 
+class WorkerSupervisor:
+    """Keeps the local worker alive: when it exits for any reason (a crash, kill -9, out of
+    memory) it is started again, and its interrupted job resumes from its last checkpoint once
+    the reconciler sees the lease expire. A worker that dies right after starting is restarted
+    after a growing pause, so a broken setup does not spin."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.worker = start_worker()
+        self.restarts = 0
+        self.thread = threading.Thread(target=self._watch, name="taas-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=WORKER_STOP_SECONDS)
+        stop_worker(self.worker)
+
+    def _watch(self) -> None:
+        pause, started = 1.0, time.monotonic()
+        while not self.stopping.wait(0.5):
+            code = self.worker.poll()
+            if code is None:
+                continue
+            # A worker that ran for a while earns a quick restart; one that keeps dying waits.
+            pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+            print(f"taas: the worker exited ({code}); restarting it in {pause:.0f} s", flush=True)
+            if self.stopping.wait(pause):
+                return
+            self.worker, started = start_worker(), time.monotonic()
+            self.restarts += 1
+
+
+class _WorkerFirstServer(uvicorn.Server):
+    """On Ctrl-C or SIGTERM, stop the worker while the API still answers: the worker gives its
+    running job back to the queue over HTTP, so the job resumes on the next start instead of
+    waiting for its lease to expire. A second signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, supervisor: WorkerSupervisor) -> None:
+        super().__init__(config)
+        self.supervisor = supervisor
+        self.exiting = False
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.exiting:
+            super().handle_exit(sig, frame)
+            return
+        self.exiting = True
+        # Not in the signal handler itself: the event loop must keep serving the worker's calls.
+        threading.Thread(target=self._stop_worker_then_exit, args=(sig, frame)).start()
+
+    def _stop_worker_then_exit(self, sig: int, frame: Any) -> None:
+        self.supervisor.stop()
+        super().handle_exit(sig, frame)
+
+
 def connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
 
@@ -98,15 +160,19 @@ def serve(host: str, port: int) -> None:
     os.environ["TAAS_HOME"] = str(home)
     os.environ.setdefault("TAAS_WORKER_TOKEN", ensure_worker_token(home))
     os.environ.setdefault("TAAS_API_URL", f"http://{connect_host(host)}:{port}")
+    # One machine, one worker: a lost worker is noticed sooner than a cluster's default allows.
+    os.environ.setdefault("TAAS_LEASE_SECONDS", str(EMBEDDED_LEASE_SECONDS))
     get_settings.cache_clear()
     reset_engine_cache()
     migrate.upgrade()
     ensure_api_key(home)
     print(f"taas: API on http://{host}:{port}, data in {home}", flush=True)
-    worker = start_worker()
+    supervisor = WorkerSupervisor()
+    supervisor.start()
     try:
         from app.main import create_app
 
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+        config = uvicorn.Config(create_app(), host=host, port=port, log_level="info")
+        _WorkerFirstServer(config, supervisor).run()
     finally:
-        stop_worker(worker)
+        supervisor.stop()

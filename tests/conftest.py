@@ -39,6 +39,8 @@ def taas_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TAAS_HOME", str(home))
     monkeypatch.setenv("TAAS_WORKER_TOKEN", WORKER_TOKEN)
+    # In-process apps reconcile only when a test asks (tests call reconcile() themselves).
+    monkeypatch.setenv("TAAS_RECONCILE_SECONDS", "3600")
     clear_caches()
     migrate.upgrade()
     yield home

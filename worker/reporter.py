@@ -142,6 +142,10 @@ class ApiReporter:
                 self._back_off(attempt_number, f"GET {path}: {error!r}")
         raise AssertionError("unreachable: _back_off raises on the last attempt")
 
+    def release(self, job_id: str, attempt: int, reason: str) -> None:
+        """Give the job back to the queue (this worker is shutting down)."""
+        self._call("POST", f"/{job_id}/attempts/{attempt}/release", json={"reason": reason})
+
     def finish(self, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
         self._call("POST", f"/{job_id}/attempts/{attempt}/finish", json=outcome)
 

@@ -28,6 +28,10 @@ from worker.trainer.loop import MetricPoint, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
+# Set when this worker process is asked to shut down (SIGTERM: a preemption, a deploy): the job
+# stops within a batch and goes back to the queue, to resume from its last checkpoint elsewhere.
+SHUTTING_DOWN = threading.Event()
+
 
 class JobContext:
     """What the trainer may do to the outside world: report, log, and ask whether to stop."""
@@ -50,7 +54,7 @@ class JobContext:
         self.call_api(self.reporter.post_event, message)
 
     def should_stop(self) -> bool:
-        return self.stop_requested.is_set()
+        return self.stop_requested.is_set() or SHUTTING_DOWN.is_set()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write the checkpoint locally, then upload it: the API's copy is what a new attempt,
@@ -145,11 +149,24 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
             outcome = _train_and_upload(
                 spec, context, lambda: _load(spec, claim, context, settings)
             )
-        if not context.lost.is_set():
+        if context.lost.is_set():
+            pass  # another attempt owns the job now: report nothing
+        elif _preempted(context, outcome):
+            context.call_api(reporter.release, "the worker is shutting down")
+        else:
             context.call_api(reporter.finish, outcome)
             shutil.rmtree(scratch, ignore_errors=True)  # over: the API keeps the checkpoints
     finally:
         reporter.close()
+
+
+def _preempted(context: JobContext, outcome: dict[str, Any]) -> bool:
+    """Stopped by this worker's shutdown rather than by the user's cancel or the job's end."""
+    return (
+        SHUTTING_DOWN.is_set()
+        and outcome["status"] == "cancelled"
+        and not context.stop_requested.is_set()
+    )
 
 
 def _load(spec: JobSpec, claim: Claim, context: JobContext, settings: Settings) -> Dataset:

@@ -21,6 +21,7 @@ from app.artifacts.service import (
 )
 from app.artifacts.storage import StoredObject
 from app.auth.dependencies import SettingsDep, WorkerAuth
+from app.broker import enqueue_job
 from app.config import Settings
 from app.datasets.dependencies import DatasetStorageDep
 from app.db import SessionDep
@@ -36,6 +37,7 @@ from app.internal.schemas import (
     HeartbeatRequest,
     HeartbeatResponse,
     MetricPointIn,
+    ReleaseRequest,
 )
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"], dependencies=[WorkerAuth])
@@ -210,6 +212,19 @@ def download_checkpoint(
         media_type="application/octet-stream",
         headers={"X-Content-SHA256": checkpoint.sha256, "X-Artifact-Name": checkpoint.name},
     )
+
+
+@router.post("/{job_id}/attempts/{attempt}/release", response_model=Ack)
+def release(
+    job_id: JobId, attempt: AttemptNumber, body: ReleaseRequest, session: SessionDep
+) -> Ack:
+    """The worker is shutting down (SIGTERM): the job goes back to the queue, to resume from
+    its last checkpoint."""
+    queue = service.release_attempt(session, job_id, attempt, body.reason)
+    session.commit()
+    if queue is not None:
+        enqueue_job(job_id, queue)  # should the broker be down, the reconciler sends it later
+    return Ack()
 
 
 @router.post("/{job_id}/attempts/{attempt}/finish", response_model=Ack)

@@ -66,5 +66,9 @@ class FinishRequest(WorkerMessage):
     error_message: str | None = Field(default=None, max_length=4000)
 
 
+class ReleaseRequest(WorkerMessage):
+    reason: str = Field(default="the worker is shutting down", min_length=1, max_length=500)
+
+
 class Ack(BaseModel):
     ok: bool = True

@@ -137,6 +137,31 @@ def finish_attempt(session: Session, job_id: str, attempt: int, result: FinishRe
     return job
 
 
+def release_attempt(session: Session, job_id: str, attempt: int, reason: str) -> str | None:
+    """The worker gives the job back (it is shutting down): the attempt ends as ``released`` and
+    the job is queued again, to resume from its last checkpoint on any worker. A job being
+    cancelled ends cancelled instead. Returns the queue to send the job to, if any."""
+    job, row = current_attempt(session, job_id, attempt)
+    now = utcnow()
+    row.status, row.finished_at = "released", now
+    if transition(
+        session, job, ["cancelling"], "cancelled", finished_at=now, stop_reason="cancelled"
+    ):
+        record_event(session, job, f"cancelled ({reason})", status="cancelled", attempt=attempt)
+        return None
+    if not transition(session, job, ["running"], "queued", enqueued_at=now, enqueue_count=0):
+        raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
+    record_event(
+        session,
+        job,
+        f"attempt {attempt} gave the job back: {reason}; queued again",
+        status="queued",
+        attempt=attempt,
+    )
+    session.flush()
+    return job.queue
+
+
 def _require_model_files(session: Session, job_id: str, attempt: int) -> None:
     names = set(
         session.scalars(

@@ -38,6 +38,10 @@ class Job(Base):
     error_type: Mapped[str | None] = mapped_column(String(32), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the job id was last sent to the broker, and how often: the reconciler re-sends
+    # unclaimed jobs with a growing delay.
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 

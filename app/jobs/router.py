@@ -79,6 +79,7 @@ def submit_job(
         return service.describe_job(session, replayed)
     # Only after the commit: a worker must never receive an id the database does not have yet.
     if not enqueue_job(job.id, job.queue):
+        job.enqueued_at = None  # the reconciler sends it as soon as the broker answers
         service.record_event(session, job, "broker unreachable; the job waits in the queue")
         session.commit()
     return service.describe_job(session, job)

@@ -1,0 +1,159 @@
+"""The reconciler: the database is the source of truth, the broker only a hint that may be lost.
+
+A thread in each API process, every ``reconcile_seconds``:
+- running attempts whose lease expired (no heartbeat for ``lease_seconds``: the worker died, was
+  killed, or lost its network) end as ``lost``, and their job goes back to ``queued`` to resume
+  from its last checkpoint, or becomes ``failed`` after ``max_attempts``;
+- queued jobs that no worker claimed are sent to the broker again, with a growing delay, so a
+  broker that lost its messages (a Redis restart) delays jobs but never loses them, and a long
+  queue does not fill with copies.
+
+Every change is a compare-and-set on the job's status and attempt, so several API processes can
+reconcile at once: one wins, the others change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.broker import enqueue_job
+from app.config import Settings
+from app.db import session_scope, utcnow
+from app.jobs.models import Attempt, Job
+from app.jobs.service import record_event, transition
+
+logger = logging.getLogger(__name__)
+
+# A re-enqueue waits requeue_after_seconds * 2**n after the n-th, at most this many times longer.
+MAX_REQUEUE_BACKOFF = 32
+
+
+@dataclass
+class Reconciled:
+    """What one pass changed, by job id."""
+
+    requeued: list[str] = field(default_factory=list)  # lease expired, back in the queue
+    failed: list[str] = field(default_factory=list)  # lease expired on the last attempt
+    cancelled: list[str] = field(default_factory=list)  # lease expired while cancelling
+    re_enqueued: list[str] = field(default_factory=list)  # queued, sent to the broker again
+
+
+def reconcile(settings: Settings) -> Reconciled:
+    """One pass: expire lost attempts, then re-send unclaimed jobs to the broker."""
+    done = Reconciled()
+    with session_scope() as session:
+        for job, attempt in _expired_attempts(session, settings.lease_seconds):
+            _expire(session, job, attempt, settings, done)
+            session.commit()
+    with session_scope() as session:
+        for job in _unclaimed_jobs(session, settings.requeue_after_seconds):
+            if _note_enqueue(session, job):
+                session.commit()
+                if enqueue_job(job.id, job.queue):
+                    done.re_enqueued.append(job.id)
+    return done
+
+
+def _expired_attempts(session: Session, lease_seconds: float) -> list[tuple[Job, Attempt]]:
+    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    rows = session.execute(
+        select(Job, Attempt)
+        .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
+        .where(Job.status.in_(("running", "cancelling")), Attempt.heartbeat_at < cutoff)
+    ).all()
+    return [(job, attempt) for job, attempt in rows]
+
+
+def _expire(
+    session: Session, job: Job, attempt: Attempt, settings: Settings, done: Reconciled
+) -> None:
+    silent = (utcnow() - attempt.heartbeat_at).total_seconds()
+    reason = (
+        f"attempt {attempt.number} lost its worker ({attempt.worker}): "
+        f"no heartbeat for {silent:.0f} s"
+    )
+    now = utcnow()
+    if job.status == "cancelling":
+        if transition(
+            session, job, ["cancelling"], "cancelled", finished_at=now, stop_reason="cancelled"
+        ):
+            _end_attempt(session, job, attempt, reason, "cancelled")
+            done.cancelled.append(job.id)
+        return
+    if job.attempt >= settings.max_attempts:
+        message = f"{reason}; that was the last of {settings.max_attempts} attempts"
+        if transition(
+            session,
+            job,
+            ["running"],
+            "failed",
+            finished_at=now,
+            error_type="infra",
+            error_message=message,
+        ):
+            _end_attempt(session, job, attempt, message, "failed")
+            done.failed.append(job.id)
+        return
+    if transition(session, job, ["running"], "queued", enqueued_at=None, enqueue_count=0):
+        _end_attempt(session, job, attempt, f"{reason}; queued again", "queued")
+        done.requeued.append(job.id)
+
+
+def _end_attempt(session: Session, job: Job, attempt: Attempt, message: str, status: str) -> None:
+    attempt.status, attempt.finished_at = "lost", utcnow()
+    record_event(session, job, message, status=status, attempt=attempt.number)
+    logger.warning("job %s: %s", job.id, message)
+
+
+def _unclaimed_jobs(session: Session, requeue_after_seconds: float) -> list[Job]:
+    """Queued jobs whose last enqueue is older than their (growing) delay."""
+    now = utcnow()
+    queued = session.scalars(select(Job).where(Job.status == "queued")).all()
+    due = []
+    for job in queued:
+        backoff = min(2**job.enqueue_count, MAX_REQUEUE_BACKOFF)
+        last = job.enqueued_at
+        if last is None or (now - last).total_seconds() >= requeue_after_seconds * backoff:
+            due.append(job)
+    return due
+
+
+def _note_enqueue(session: Session, job: Job) -> bool:
+    """Claim this re-enqueue: a compare-and-set on the enqueue count, so that when several API
+    processes reconcile at once only one sends the job again."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == "queued", Job.enqueue_count == job.enqueue_count)
+        .values(enqueued_at=utcnow(), enqueue_count=job.enqueue_count + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+class Reconciler:
+    """Runs ``reconcile`` every ``reconcile_seconds`` in a daemon thread until stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="taas-reconciler", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.settings.reconcile_seconds):
+            try:
+                reconcile(self.settings)
+            except Exception:  # a database hiccup must not end reconciling for good
+                logger.exception("reconcile pass failed; trying again next period")

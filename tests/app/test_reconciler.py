@@ -1,0 +1,173 @@
+"""The reconciler against a real database and broker: lost attempts are re-queued or failed,
+unclaimed jobs are sent again with a growing delay, and a lost attempt's writes are refused."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from app.config import Settings, get_settings
+from app.db import session_scope, utcnow
+from app.jobs.models import Attempt, Job
+from app.reconciler import reconcile
+from tests.conftest import TINY_SYNTHETIC
+
+
+def settings(**overrides: object) -> Settings:
+    return get_settings().model_copy(update=overrides)
+
+
+def submit_and_claim(api: TestClient, auth: dict[str, str], worker: dict[str, str]) -> str:
+    job_id = str(api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"])
+    claim(api, worker, job_id)
+    return job_id
+
+
+def claim(api: TestClient, worker: dict[str, str], job_id: str) -> int:
+    response = api.post(f"/internal/v1/jobs/{job_id}/claim", json={"worker": "w"}, headers=worker)
+    assert response.status_code == 200, response.text
+    return int(response.json()["attempt"])
+
+
+def silence(job_id: str, seconds: float) -> None:
+    """Pretend the live attempt's worker stopped heartbeating ``seconds`` ago."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        for attempt in session.query(Attempt).filter_by(job_id=job_id, number=job.attempt):
+            attempt.heartbeat_at = utcnow() - timedelta(seconds=seconds)
+
+
+def job(api: TestClient, auth: dict[str, str], job_id: str) -> dict[str, object]:
+    body: dict[str, object] = api.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    return body
+
+
+def messages(api: TestClient, auth: dict[str, str], job_id: str) -> list[str]:
+    events = api.get(f"/v1/jobs/{job_id}/events", headers=auth).json()["items"]
+    return [str(event["message"]) for event in events]
+
+
+def test_a_lost_attempt_is_requeued_and_its_writes_are_refused(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    silence(job_id, 120)
+
+    done = reconcile(settings(lease_seconds=60))
+
+    assert done.requeued == [job_id]
+    assert job(api, auth, job_id)["status"] == "queued"
+    assert any("no heartbeat for 120 s" in message for message in messages(api, auth, job_id))
+    assert claim(api, worker_auth, job_id) == 2
+    stale = api.post(
+        f"/internal/v1/jobs/{job_id}/attempts/1/metrics",
+        json={"epoch": 1, "train_loss": 1.0},
+        headers=worker_auth,
+    )
+    assert stale.status_code == 409
+    finish = api.post(
+        f"/internal/v1/jobs/{job_id}/attempts/1/finish",
+        json={"status": "failed"},
+        headers=worker_auth,
+    )
+    assert finish.status_code == 409
+    assert job(api, auth, job_id)["status"] == "running"
+
+
+def test_a_live_attempt_is_left_alone(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    silence(job_id, 10)
+
+    done = reconcile(settings(lease_seconds=60))
+
+    assert done.requeued == []
+    assert job(api, auth, job_id)["status"] == "running"
+
+
+def test_the_last_attempt_lost_fails_the_job_with_every_reason(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    silence(job_id, 120)
+    reconcile(settings(max_attempts=2))
+    claim(api, worker_auth, job_id)
+    silence(job_id, 120)
+
+    done = reconcile(settings(max_attempts=2))
+
+    assert done.failed == [job_id]
+    final = job(api, auth, job_id)
+    assert final["status"] == "failed"
+    assert final["attempt"] == 2
+    assert final["error"] == {
+        "type": "infra",
+        "message": final["error"]["message"],  # type: ignore[index]
+    }
+    assert "last of 2 attempts" in str(final["error"])
+    lost = [message for message in messages(api, auth, job_id) if "lost its worker" in message]
+    assert len(lost) == 2
+    # Terminal: nothing claims it again, however often the reconciler runs.
+    assert reconcile(settings(max_attempts=2)).re_enqueued == []
+    refused = api.post(
+        f"/internal/v1/jobs/{job_id}/claim", json={"worker": "w"}, headers=worker_auth
+    )
+    assert refused.status_code == 409
+
+
+def test_a_lost_attempt_of_a_cancelling_job_ends_cancelled(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()["status"] == "cancelling"
+    silence(job_id, 120)
+
+    assert reconcile(settings()).cancelled == [job_id]
+    assert job(api, auth, job_id)["status"] == "cancelled"
+
+
+def test_unclaimed_jobs_are_sent_again_with_a_growing_delay(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    job_id = api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"]
+    assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == []  # just sent
+
+    with session_scope() as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        row.enqueued_at = utcnow() - timedelta(seconds=61)
+    assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == [job_id]
+    # Sent once more: the next try waits twice as long.
+    with session_scope() as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        assert row.enqueue_count == 1
+        row.enqueued_at = utcnow() - timedelta(seconds=61)
+    assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == []
+    with session_scope() as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        row.enqueued_at = utcnow() - timedelta(seconds=121)
+    assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == [job_id]
+
+
+def test_a_released_job_is_queued_again(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+
+    response = api.post(
+        f"/internal/v1/jobs/{job_id}/attempts/1/release",
+        json={"reason": "the worker is shutting down"},
+        headers=worker_auth,
+    )
+
+    assert response.status_code == 200
+    assert job(api, auth, job_id)["status"] == "queued"
+    assert any("gave the job back" in message for message in messages(api, auth, job_id))
+    again = api.post(f"/internal/v1/jobs/{job_id}/attempts/1/release", json={}, headers=worker_auth)
+    assert again.status_code == 409
+    assert claim(api, worker_auth, job_id) == 2
