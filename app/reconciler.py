@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -44,19 +45,26 @@ class Reconciled:
     re_enqueued: list[str] = field(default_factory=list)  # queued, sent to the broker again
 
 
-def reconcile(settings: Settings) -> Reconciled:
-    """One pass: expire lost attempts, then re-send unclaimed jobs to the broker."""
+def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
+    """One pass: expire lost attempts (unless told not to), then re-send unclaimed jobs."""
     done = Reconciled()
-    with session_scope() as session:
-        for job, attempt in _expired_attempts(session, settings.lease_seconds):
-            _expire(session, job, attempt, settings, done)
-            session.commit()
+    if expire_leases:
+        with session_scope() as session:
+            for job, attempt in _expired_attempts(session, settings.lease_seconds):
+                _expire(session, job, attempt, settings, done)
+                session.commit()
     with session_scope() as session:
         for job in _unclaimed_jobs(session, settings.requeue_after_seconds):
-            if _note_enqueue(session, job):
+            count = job.enqueue_count
+            if not _note_enqueue(session, job):
+                continue  # another API process is sending it
+            session.commit()
+            if not enqueue_job(job.id, job.queue):
+                # The broker is down: this send does not count, and the next pass tries again.
+                _forget_enqueue(session, job.id, count)
                 session.commit()
-                if enqueue_job(job.id, job.queue):
-                    done.re_enqueued.append(job.id)
+                break
+            done.re_enqueued.append(job.id)
     return done
 
 
@@ -136,6 +144,15 @@ def _note_enqueue(session: Session, job: Job) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def _forget_enqueue(session: Session, job_id: str, count: int) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(enqueued_at=None, enqueue_count=count)
+        .execution_options(synchronize_session=False)
+    )
+
+
 class Reconciler:
     """Runs ``reconcile`` every ``reconcile_seconds`` in a daemon thread until stopped."""
 
@@ -152,8 +169,12 @@ class Reconciler:
         self.thread.join(timeout=10)
 
     def _loop(self) -> None:
+        # Workers could not heartbeat while this process (or its database) was away: give them
+        # a whole lease to get through again before calling any of them lost.
+        trusted_from = time.monotonic() + self.settings.lease_seconds
         while not self.stopped.wait(self.settings.reconcile_seconds):
             try:
-                reconcile(self.settings)
+                reconcile(self.settings, expire_leases=time.monotonic() >= trusted_from)
             except Exception:  # a database hiccup must not end reconciling for good
                 logger.exception("reconcile pass failed; trying again next period")
+                trusted_from = time.monotonic() + self.settings.lease_seconds

@@ -206,6 +206,10 @@ def _train_and_upload(
         return _failure("user_error", str(error))
     except ExportFailed as error:
         return _failure("internal", str(error))
+    except ConnectionError:
+        # The API stayed unreachable through every retry: leave the attempt to expire, so the
+        # job resumes from its checkpoint instead of failing for an outage.
+        raise
     except torch.OutOfMemoryError:
         return _failure("user_error", "out of memory: lower training.batch_size or the model size")
     except Exception as error:

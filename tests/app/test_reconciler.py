@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings, get_settings
@@ -171,3 +172,33 @@ def test_a_released_job_is_queued_again(
     again = api.post(f"/internal/v1/jobs/{job_id}/attempts/1/release", json={}, headers=worker_auth)
     assert again.status_code == 409
     assert claim(api, worker_auth, job_id) == 2
+
+
+def test_leases_are_not_expired_before_workers_could_reach_a_new_api(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    silence(job_id, 120)
+
+    done = reconcile(settings(), expire_leases=False)
+
+    assert done.requeued == []
+    assert job(api, auth, job_id)["status"] == "running"
+
+
+def test_a_send_that_fails_does_not_count(
+    api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"]
+    with session_scope() as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        row.enqueued_at = None
+    monkeypatch.setattr("app.reconciler.enqueue_job", lambda job_id, queue: False)  # broker down
+
+    assert reconcile(settings()).re_enqueued == []
+
+    with session_scope() as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        assert (row.enqueue_count, row.enqueued_at) == (0, None)  # due again next pass

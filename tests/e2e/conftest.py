@@ -31,15 +31,41 @@ class Deployment:
         output = Process("keys", command, self.env, self.home.parent).run()
         return output.strip().splitlines()[-1]
 
+    @property
+    def port(self) -> int:
+        return int(self.api_url.rsplit(":", 1)[1])
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {process.name}\n{process.log()[-6000:]}" for process in self.processes
         )
 
+    def start_api(self, name: str = "api") -> Process:
+        """`taas api` on this deployment's port (again, after it was killed)."""
+        command = taas_command("api", "--port", str(self.port))
+        return self._start(Process(name, command, self.env, self.home.parent))
 
-def start_embedded(workdir: Path) -> Deployment:
+    def start_worker(self, name: str = "worker") -> Process:
+        command = taas_command("worker", "--queues", "cpu,gpu")
+        return self._start(Process(name, command, self.env, self.home.parent))
+
+    def _start(self, process: Process) -> Process:
+        self.processes.append(process)  # stopped with the deployment
+        return process.start()
+
+    def stop(self) -> None:
+        """Workers first, while the API still answers: a worker stopped mid-job gives it back."""
+        workers_first = sorted(
+            reversed(self.processes), key=lambda process: not process.name.startswith("worker")
+        )
+        for process in workers_first:
+            process.stop()
+
+
+def start_embedded(workdir: Path, **extra_env: str) -> Deployment:
+    """`taas serve`; ``extra_env`` adds or overrides TAAS_ settings (short leases, say)."""
     home, port = workdir / "home", free_port()
-    env = base_env(home, TAAS_HEARTBEAT_SECONDS="0.5")
+    env = base_env(home, **{"TAAS_HEARTBEAT_SECONDS": "0.5", **extra_env})
     serve = Process("serve", taas_command("serve", "--port", str(port)), env, workdir).start()
     api_url = f"http://127.0.0.1:{port}"
     wait_until_healthy(api_url, [serve])
@@ -47,27 +73,39 @@ def start_embedded(workdir: Path) -> Deployment:
     return Deployment("embedded", api_url, home, env, [serve])
 
 
-def start_production(workdir: Path, database_url: str) -> Deployment:
+def start_production(
+    workdir: Path,
+    database_url: str,
+    *,
+    broker_url: str | None = None,
+    workers: int = 1,
+    **extra_env: str,
+) -> Deployment:
+    """`taas migrate`, `taas api` and ``workers`` `taas worker` processes. Without
+    ``broker_url``, a Redis database of the shared server, emptied first."""
     home, port = workdir / "home", free_port()
     home.mkdir(parents=True)
-    database = secrets.randbelow(14) + 1  # a Redis database of our own, emptied first
-    broker_url = f"{REDIS_URL}/{database}"
-    redis.Redis.from_url(broker_url).flushdb()
+    if broker_url is None:
+        database = secrets.randbelow(14) + 1
+        broker_url = f"{REDIS_URL}/{database}"
+        redis.Redis.from_url(broker_url).flushdb()
     api_url = f"http://127.0.0.1:{port}"
-    env = base_env(
-        home,
-        TAAS_ENVIRONMENT="production",
-        TAAS_DATABASE_URL=database_url,
-        TAAS_BROKER_URL=broker_url,
-        TAAS_WORKER_TOKEN=secrets.token_urlsafe(32),
-        TAAS_API_URL=api_url,
-        TAAS_HEARTBEAT_SECONDS="0.5",
-    )
+    settings = {
+        "TAAS_ENVIRONMENT": "production",
+        "TAAS_DATABASE_URL": database_url,
+        "TAAS_BROKER_URL": broker_url,
+        "TAAS_WORKER_TOKEN": secrets.token_urlsafe(32),
+        "TAAS_API_URL": api_url,
+        "TAAS_HEARTBEAT_SECONDS": "0.5",
+    }
+    env = base_env(home, **{**settings, **extra_env})
     Process("migrate", taas_command("migrate"), env, workdir).run()
-    api = Process("api", taas_command("api", "--port", str(port)), env, workdir).start()
-    worker = Process("worker", taas_command("worker", "--queues", "cpu,gpu"), env, workdir).start()
-    wait_until_healthy(api_url, [api, worker])
-    return Deployment("production", api_url, home, env, [api, worker])
+    deployment = Deployment("production", api_url, home, env, [])
+    deployment.start_api()
+    for number in range(1, workers + 1):
+        deployment.start_worker("worker" if number == 1 else f"worker-{number}")
+    wait_until_healthy(api_url, deployment.processes)
+    return deployment
 
 
 @pytest.fixture(params=["embedded", "production"])
@@ -77,8 +115,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
     else:
         started = start_production(tmp_path, request.getfixturevalue("postgres_url"))
     yield started
-    for process in reversed(started.processes):
-        process.stop()
+    started.stop()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print(started.logs())
 

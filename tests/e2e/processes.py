@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 STARTUP_SECONDS = 60.0
 
@@ -36,6 +37,19 @@ def child_pids(pid: int) -> list[int]:
         text = (task / "children").read_text() if (task / "children").exists() else ""
         children += [int(item) for item in text.split()]
     return children
+
+
+def children_running(pid: int, word: str) -> list[int]:
+    """Direct children of a process whose command line contains ``word`` (Linux)."""
+    found = []
+    for child in child_pids(pid):
+        try:
+            arguments = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it just exited
+        if is_alive(child) and any(word.encode() in argument for argument in arguments):
+            found.append(child)
+    return found
 
 
 def is_alive(pid: int) -> bool:
@@ -83,6 +97,12 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def kill(self) -> None:
+        """SIGKILL, as the out-of-memory killer or a lost machine would: no cleanup at all."""
+        assert self.popen is not None, f"{self.name} was never started"
+        self.popen.kill()
+        self.popen.wait(timeout=10)
+
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int | None:
         if self.popen is None or self.popen.poll() is not None:
             return self.popen.returncode if self.popen else None
@@ -115,3 +135,22 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TAAS_")}
     env.update({"TAAS_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra})
     return env
+
+
+def start_redis(workdir: Path, port: int) -> Process:
+    """A private Redis on ``port`` that keeps nothing on disk: once killed and started again
+    it is empty, as a broker that lost its messages is. Returns when it answers PING."""
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    command += ["--save", "", "--appendonly", "no"]
+    server = Process(f"redis-{port}", command, dict(os.environ), workdir).start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(port=port, socket_timeout=1).ping():
+                return server
+        except redis.ConnectionError:
+            assert server.popen is not None
+            if server.popen.poll() is not None:
+                raise RuntimeError(f"redis-server exited early:\n{server.log()}") from None
+        time.sleep(0.1)
+    raise RuntimeError(f"redis-server on port {port} not answering:\n{server.log()}")
