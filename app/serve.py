@@ -6,6 +6,7 @@ only the URLs differ (SQLite and a filesystem broker under TAAS_HOME).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -173,6 +174,9 @@ def serve(host: str, port: int) -> None:
         from app.main import create_app
 
         config = uvicorn.Config(create_app(), host=host, port=port, log_level="info")
-        _WorkerFirstServer(config, supervisor).run()
+        # uvicorn re-raises the Ctrl-C it handled once it has shut down; uvicorn.run() swallows
+        # it, and so does this.
+        with contextlib.suppress(KeyboardInterrupt):
+            _WorkerFirstServer(config, supervisor).run()
     finally:
         supervisor.stop()
