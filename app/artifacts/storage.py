@@ -120,10 +120,10 @@ def _flush_to_disk(file: BinaryIO) -> None:
 
 def _move_into_place(temporary: Path, final: Path) -> None:
     os.replace(temporary, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     # The rename is durable only once the directory entry itself is on disk.
     descriptor = os.open(directory, os.O_RDONLY)
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from app.artifacts.storage import fsync_dir
 from app.errors import PayloadTooLarge
 from app.spec import DATASET_ID_PATTERN
 
@@ -64,7 +65,7 @@ class DatasetStorage:
             write(temporary)
             size, digest = _fsync_and_hash(temporary)
             os.replace(temporary, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         finally:
             temporary.unlink(missing_ok=True)
         return StoredDataset(size_bytes=size, sha256=digest)
@@ -93,12 +94,3 @@ def _fsync_and_hash(path: Path) -> tuple[int, str]:
             digest.update(chunk)
         os.fsync(file.fileno())
     return size, digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry itself is on disk.
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
