@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.broker import enqueue_job
@@ -122,7 +122,13 @@ def _end_attempt(session: Session, job: Job, attempt: Attempt, message: str, sta
 def _unclaimed_jobs(session: Session, requeue_after_seconds: float) -> list[Job]:
     """Queued jobs whose last enqueue is older than their (growing) delay."""
     now = utcnow()
-    queued = session.scalars(select(Job).where(Job.status == "queued")).all()
+    # Only jobs past the shortest delay leave the database; the growing delay is checked below.
+    oldest = now - timedelta(seconds=requeue_after_seconds)
+    queued = session.scalars(
+        select(Job).where(
+            Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at <= oldest)
+        )
+    ).all()
     due = []
     for job in queued:
         backoff = min(2**job.enqueue_count, MAX_REQUEUE_BACKOFF)
