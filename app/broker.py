@@ -6,6 +6,7 @@ The broker carries job ids only (never specs or tensors); the database stays the
 from __future__ import annotations
 
 import logging
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -52,11 +53,9 @@ def make_celery_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # A training job holds a whole device: never reserve a second one while the first runs.
         worker_prefetch_multiplier=1,
-        # A last resort past the spec limits (a job stops itself at training.max_seconds, and no
-        # spec may ask for more than max_job_seconds): a task still running an hour later is
-        # stuck, and the hard limit kills it so the reconciler can run it again or fail it.
-        # Celery enforces it in prefork children (--concurrency > 1); the solo pool of one job
-        # per process relies on the trainer's own checks.
+        # Each message carries its job's own hard limit (enqueue_job); this default only covers a
+        # message sent without one. Celery enforces it in prefork children (--concurrency > 1);
+        # the solo pool relies on the worker's own watchdog (worker/runner.py).
         task_time_limit=int(settings.max_job_seconds + 3600),
         # Fail an enqueue fast when the broker is down instead of hanging the HTTP request.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
@@ -71,10 +70,16 @@ def get_celery_app() -> Celery:
     return make_celery_app(get_settings())
 
 
-def enqueue_job(job_id: str, queue: str) -> bool:
-    """Send the job id to its queue; False (and a log line) when the broker is unreachable."""
+def enqueue_job(job_id: str, queue: str, time_limit_seconds: float) -> bool:
+    """Send the job id to its queue; False (and a log line) when the broker is unreachable.
+
+    ``time_limit_seconds`` is the attempt's limit (app/time_limits.py). Celery's hard limit comes
+    last, two leases later: after the worker's own stop at the limit and the reconciler's timeout
+    a lease after it, so it only ends a prefork child whose training ignored both.
+    """
+    hard_limit = math.ceil(time_limit_seconds + 2 * get_settings().lease_seconds)
     try:
-        get_celery_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        get_celery_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue, time_limit=hard_limit)
     except Exception:  # kombu raises many types; the job stays queued in the database either way
         logger.exception("could not enqueue %s on %s", job_id, queue)
         return False

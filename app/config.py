@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     default_queue: str = "cpu"
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
+    # Each attempt may run for training.max_seconds (or max_job_seconds when the spec sets none)
+    # plus this grace, for loading data, the final evaluation and exports; past it the worker
+    # stops the job and it fails as `timeout`.
+    time_limit_grace_seconds: float = Field(default=600.0, ge=0)
     # A job whose worker stops heartbeating is run again, at most this many attempts in all.
     max_attempts: int = Field(default=3, ge=1, le=100)
     # The reconciler's period, and how long a queued job waits for a claim before it is sent to

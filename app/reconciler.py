@@ -1,6 +1,9 @@
 """The reconciler: the database is the source of truth, the broker only a hint that may be lost.
 
 A thread in each API process, every ``reconcile_seconds``:
+- running attempts past their time limit by more than a lease (their worker neither stopped them
+  at the limit nor reported) end as ``timed_out``, and their job fails as ``timeout``: running it
+  again would only run out of time again;
 - running attempts whose lease expired (no heartbeat for ``lease_seconds``: the worker died, was
   killed, or lost its network) end as ``lost``, and their job goes back to ``queued`` to resume
   from its last checkpoint, or becomes ``failed`` after ``max_attempts``;
@@ -27,7 +30,8 @@ from app.broker import enqueue_job
 from app.config import Settings
 from app.db import session_scope, utcnow
 from app.jobs.models import Attempt, Job
-from app.jobs.service import record_event, transition
+from app.jobs.service import cancelled, record_event, transition
+from app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ MAX_REQUEUE_BACKOFF = 32
 class Reconciled:
     """What one pass changed, by job id."""
 
+    timed_out: list[str] = field(default_factory=list)  # past its time limit: failed
     requeued: list[str] = field(default_factory=list)  # lease expired, back in the queue
     failed: list[str] = field(default_factory=list)  # lease expired on the last attempt
     cancelled: list[str] = field(default_factory=list)  # lease expired while cancelling
@@ -46,10 +51,15 @@ class Reconciled:
 
 
 def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
-    """One pass: expire lost attempts (unless told not to), then re-send unclaimed jobs."""
+    """One pass: end overdue and lost attempts (unless told not to), then re-send unclaimed
+    jobs."""
     done = Reconciled()
     if expire_leases:
         with session_scope() as session:
+            # Time limits first: an attempt that is both overdue and silent ran out of time.
+            for job, attempt in _overdue_attempts(session, settings.lease_seconds):
+                _time_out(session, job, attempt, settings, done)
+                session.commit()
             for job, attempt in _expired_attempts(session, settings.lease_seconds):
                 _expire(session, job, attempt, settings, done)
                 session.commit()
@@ -59,7 +69,7 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
             if not _note_enqueue(session, job):
                 continue  # another API process is sending it
             session.commit()
-            if not enqueue_job(job.id, job.queue):
+            if not enqueue_job(job.id, job.queue, attempt_time_limit(job.spec, settings)):
                 # The broker is down: this send does not count, and the next pass tries again.
                 _forget_enqueue(session, job.id, count)
                 session.commit()
@@ -78,6 +88,45 @@ def _expired_attempts(session: Session, lease_seconds: float) -> list[tuple[Job,
     return [(job, attempt) for job, attempt in rows]
 
 
+def _overdue_attempts(session: Session, lease_seconds: float) -> list[tuple[Job, Attempt]]:
+    """Current attempts a lease past their deadline: the worker had that long to stop at the
+    limit and report the timeout itself."""
+    cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    rows = session.execute(
+        select(Job, Attempt)
+        .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
+        .where(Job.status.in_(("running", "cancelling")), Attempt.deadline_at < cutoff)
+    ).all()
+    return [(job, attempt) for job, attempt in rows]
+
+
+def _time_out(
+    session: Session, job: Job, attempt: Attempt, settings: Settings, done: Reconciled
+) -> None:
+    reason = (
+        f"attempt {attempt.number} ran past its time limit of "
+        f"{describe_time_limit(job.spec, settings)}, and its worker ({attempt.worker}) did not "
+        "stop it"
+    )
+    if job.status == "cancelling":
+        message = f"cancelled by the user; {reason}"
+        if transition(session, job, ["cancelling"], "cancelled", **cancelled(message)):
+            _end_attempt(session, job, attempt, message, "cancelled", attempt_status="timed_out")
+            done.cancelled.append(job.id)
+        return
+    if transition(
+        session,
+        job,
+        ["running"],
+        "failed",
+        finished_at=utcnow(),
+        error_type="timeout",
+        error_message=reason,
+    ):
+        _end_attempt(session, job, attempt, reason, "failed", attempt_status="timed_out")
+        done.timed_out.append(job.id)
+
+
 def _expire(
     session: Session, job: Job, attempt: Attempt, settings: Settings, done: Reconciled
 ) -> None:
@@ -88,10 +137,9 @@ def _expire(
     )
     now = utcnow()
     if job.status == "cancelling":
-        if transition(
-            session, job, ["cancelling"], "cancelled", finished_at=now, stop_reason="cancelled"
-        ):
-            _end_attempt(session, job, attempt, reason, "cancelled")
+        message = f"cancelled by the user; {reason}"
+        if transition(session, job, ["cancelling"], "cancelled", **cancelled(message)):
+            _end_attempt(session, job, attempt, message, "cancelled")
             done.cancelled.append(job.id)
         return
     if job.attempt >= settings.max_attempts:
@@ -113,8 +161,16 @@ def _expire(
         done.requeued.append(job.id)
 
 
-def _end_attempt(session: Session, job: Job, attempt: Attempt, message: str, status: str) -> None:
-    attempt.status, attempt.finished_at = "lost", utcnow()
+def _end_attempt(
+    session: Session,
+    job: Job,
+    attempt: Attempt,
+    message: str,
+    status: str,
+    *,
+    attempt_status: str = "lost",
+) -> None:
+    attempt.status, attempt.finished_at = attempt_status, utcnow()
     record_event(session, job, message, status=status, attempt=attempt.number)
     logger.warning("job %s: %s", job.id, message)
 

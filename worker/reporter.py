@@ -49,6 +49,8 @@ class Claim:
     spec: dict[str, Any]
     heartbeat_seconds: float
     dataset: DatasetRef | None  # None: a built-in dataset, loaded locally
+    time_limit_seconds: float | None = None  # from the claim on; None from an API without limits
+    time_limit: str = ""  # the limit and where it comes from, in words
 
 
 class ApiReporter:
@@ -78,6 +80,8 @@ class ApiReporter:
             body["spec"],
             body["heartbeat_seconds"],
             None if dataset is None else DatasetRef(**dataset),
+            body.get("time_limit_seconds"),
+            body.get("time_limit", ""),
         )
 
     def heartbeat(self, job_id: str, attempt: int, epoch: int, fraction: float) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import socket
 import tempfile
@@ -28,6 +29,10 @@ from worker.trainer.loop import MetricPoint, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
+# A job still running this long after its time limit is stuck (see Watchdog): exit with this code.
+WEDGED_EXIT_AFTER_SECONDS = 300.0
+WEDGED_EXIT_CODE = 70  # EX_SOFTWARE
+
 # Set when this worker process is asked to shut down (SIGTERM: a preemption, a deploy): the job
 # stops within a batch and goes back to the queue, to resume from its last checkpoint elsewhere.
 SHUTTING_DOWN = threading.Event()
@@ -43,6 +48,7 @@ class JobContext:
         self.scratch = scratch  # this job's local folder for checkpoint files
         self.stop_requested = threading.Event()
         self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
+        self.timed_out = threading.Event()  # the attempt reached its time limit (Watchdog)
         self.epochs_done = 0
 
     def report_metrics(self, point: MetricPoint) -> None:
@@ -127,6 +133,61 @@ class Heartbeat:
                 logger.exception("heartbeat failed")
 
 
+class Watchdog:
+    """The attempt's time limit, enforced in this process whatever the Celery pool.
+
+    At the limit, training is asked to stop (within a batch) and the job fails as ``timeout``.
+    A job still running ``exit_after`` seconds later is stuck where it never asks (a hung
+    device call): the process exits, so that its supervisor (``taas serve``, the container's
+    restart policy, Celery's prefork parent) starts a fresh one instead of a worker that holds
+    its device forever. The reconciler fails the job as ``timeout`` either way.
+    """
+
+    def __init__(
+        self,
+        context: JobContext,
+        limit_seconds: float | None,
+        *,
+        exit_after: float = WEDGED_EXIT_AFTER_SECONDS,
+        exit_process: Callable[[int], object] = os._exit,
+    ) -> None:
+        self.context, self.exit_process = context, exit_process
+        self.timers = (
+            []
+            if limit_seconds is None
+            else [
+                threading.Timer(limit_seconds, self._time_up),
+                threading.Timer(limit_seconds + exit_after, self._wedged),
+            ]
+        )
+        for timer in self.timers:
+            timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        for timer in self.timers:
+            timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for timer in self.timers:
+            timer.cancel()
+
+    def _time_up(self) -> None:
+        self.context.timed_out.set()
+        self.context.stop_requested.set()
+        logger.warning("job %s reached its time limit; stopping it", self.context.job_id)
+
+    def _wedged(self) -> None:
+        logger.critical(
+            "job %s is still running past its time limit and does not stop; exiting this worker "
+            "process so that a fresh one replaces it",
+            self.context.job_id,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()  # os._exit skips the usual flush at exit
+        self.exit_process(WEDGED_EXIT_CODE)
+
+
 def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     if not settings.worker_token:
@@ -145,10 +206,15 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         spec = JobSpec.model_validate(claim.spec)
         scratch = settings.home.resolve() / "checkpoints" / job_id
         context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs, scratch)
-        with Heartbeat(context, claim.heartbeat_seconds):
+        with (
+            Heartbeat(context, claim.heartbeat_seconds),
+            Watchdog(context, claim.time_limit_seconds),
+        ):
             outcome = _train_and_upload(
                 spec, context, lambda: _load(spec, claim, context, settings)
             )
+            if context.timed_out.is_set() and outcome["status"] == "cancelled":
+                outcome = _failure("timeout", _timeout_message(claim, context))
         if context.lost.is_set():
             pass  # another attempt owns the job now: report nothing
         elif _preempted(context, outcome):
@@ -158,6 +224,14 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
             shutil.rmtree(scratch, ignore_errors=True)  # over: the API keeps the checkpoints
     finally:
         reporter.close()
+
+
+def _timeout_message(claim: Claim, context: JobContext) -> str:
+    return (
+        f"stopped at its time limit of {claim.time_limit} after epoch {context.epochs_done}; "
+        "to finish within it, ask for fewer epochs, or set training.max_seconds lower: the "
+        "trainer then stops by itself in time and keeps its best model"
+    )
 
 
 def _preempted(context: JobContext, outcome: dict[str, Any]) -> bool:

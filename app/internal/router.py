@@ -39,6 +39,7 @@ from app.internal.schemas import (
     MetricPointIn,
     ReleaseRequest,
 )
+from app.time_limits import attempt_time_limit, describe_time_limit
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"], dependencies=[WorkerAuth])
 JobId = Annotated[str, Path(max_length=40)]
@@ -49,7 +50,7 @@ AttemptNumber = Annotated[int, Path(ge=1, le=1_000_000)]
 def claim(
     job_id: JobId, body: ClaimRequest, session: SessionDep, settings: SettingsDep
 ) -> ClaimResponse:
-    job = service.claim_job(session, job_id, body.worker)
+    job = service.claim_job(session, job_id, body.worker, settings)
     session.commit()
     uploaded = service.uploaded_dataset(session, job)
     return ClaimResponse(
@@ -57,6 +58,8 @@ def claim(
         attempt=job.attempt,
         spec=job.spec,
         heartbeat_seconds=settings.heartbeat_seconds,
+        time_limit_seconds=attempt_time_limit(job.spec, settings),
+        time_limit=describe_time_limit(job.spec, settings),
         dataset=None
         if uploaded is None
         else DatasetRef(id=uploaded.id, sha256=uploaded.sha256, size_bytes=uploaded.size_bytes),
@@ -216,14 +219,19 @@ def download_checkpoint(
 
 @router.post("/{job_id}/attempts/{attempt}/release", response_model=Ack)
 def release(
-    job_id: JobId, attempt: AttemptNumber, body: ReleaseRequest, session: SessionDep
+    job_id: JobId,
+    attempt: AttemptNumber,
+    body: ReleaseRequest,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Ack:
     """The worker is shutting down (SIGTERM): the job goes back to the queue, to resume from
     its last checkpoint."""
-    queue = service.release_attempt(session, job_id, attempt, body.reason)
+    job = service.release_attempt(session, job_id, attempt, body.reason)
     session.commit()
-    if queue is not None:
-        enqueue_job(job_id, queue)  # should the broker be down, the reconciler sends it later
+    if job is not None:
+        # Should the broker be down, the reconciler sends it later.
+        enqueue_job(job.id, job.queue, attempt_time_limit(job.spec, settings))
     return Ack()
 
 

@@ -28,6 +28,8 @@ class ClaimResponse(BaseModel):
     attempt: int
     spec: dict[str, Any]
     heartbeat_seconds: float
+    time_limit_seconds: float = Field(description="stop and fail as timeout this long after now")
+    time_limit: str = Field(description="the time limit and where it comes from, in words")
     dataset: DatasetRef | None = Field(default=None, description="null for built-in datasets")
 
 

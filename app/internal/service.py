@@ -6,17 +6,22 @@ running attempt is refused (fencing), so a worker that lost its job cannot overw
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
+from app.config import Settings
 from app.datasets.models import Dataset
 from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn
 from app.jobs.models import Attempt, Job, MetricPoint
-from app.jobs.service import record_event, transition
+from app.jobs.service import cancelled, record_event, transition
 from app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
+from app.time_limits import attempt_time_limit, describe_time_limit
 
 ACTIVE_STATUSES = ("running", "cancelling")
 REQUIRED_MODEL_FILES = ("model.json", "model.safetensors")
@@ -34,18 +39,20 @@ def _job(session: Session, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
-def claim_job(session: Session, job_id: str, worker: str) -> Job:
-    """Move a queued job to running as attempt n+1. Compare-and-set, so only one worker wins."""
+def claim_job(session: Session, job_id: str, worker: str, settings: Settings) -> Job:
+    """Move a queued job to running as attempt n+1. Compare-and-set, so only one worker wins.
+    The attempt must end within the job's time limit, counted from now."""
     job = _job(session, job_id)
-    if not transition(
-        session, job, ["queued"], "running", attempt=job.attempt + 1, started_at=utcnow()
-    ):
+    now = utcnow()
+    if not transition(session, job, ["queued"], "running", attempt=job.attempt + 1, started_at=now):
         raise Conflict(f"job {job_id} is {job.status}, not queued")
-    session.add(Attempt(job_id=job.id, number=job.attempt, worker=worker))
+    deadline = now + timedelta(seconds=attempt_time_limit(job.spec, settings))
+    session.add(Attempt(job_id=job.id, number=job.attempt, worker=worker, deadline_at=deadline))
     record_event(
         session,
         job,
-        f"attempt {job.attempt} started on {worker}",
+        f"attempt {job.attempt} started on {worker}; "
+        f"time limit {describe_time_limit(job.spec, settings)}",
         status="running",
         attempt=job.attempt,
     )
@@ -113,7 +120,6 @@ def finish_attempt(session: Session, job_id: str, attempt: int, result: FinishRe
     if result.status == "succeeded":
         _require_model_files(session, job_id, attempt)
     now = utcnow()
-    failed = result.status == "failed"
     finished = transition(
         session,
         job,
@@ -125,29 +131,46 @@ def finish_attempt(session: Session, job_id: str, attempt: int, result: FinishRe
         stop_reason=result.stop_reason,
         device=result.device,
         acceleration=result.acceleration,
-        error_type=(result.error_type or "internal") if failed else None,
-        error_message=(result.error_message or "the worker reported a failure") if failed else None,
+        **_error_columns(job, result),
     )
     if not finished:
         raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
     row.status, row.finished_at = result.status, now
-    message = f"failed ({job.error_type}): {job.error_message}" if failed else result.status
+    message = (
+        f"{result.status} ({job.error_type}): {job.error_message}"
+        if result.status == "failed"
+        else (job.error_message or result.status)
+    )
     record_event(session, job, message, status=result.status, attempt=attempt)
     session.flush()
     return job
 
 
-def release_attempt(session: Session, job_id: str, attempt: int, reason: str) -> str | None:
+def _error_columns(job: Job, result: FinishRequest) -> dict[str, Any]:
+    """What the job's error says: the worker's failure, the user's cancel, or nothing."""
+    if result.status == "failed":
+        return {
+            "error_type": result.error_type or "internal",
+            "error_message": result.error_message or "the worker reported a failure",
+        }
+    if result.status == "cancelled":
+        return {
+            "error_type": "cancelled",
+            "error_message": f"cancelled by the user; it stopped after epoch {job.progress_epoch}",
+        }
+    return {"error_type": None, "error_message": None}
+
+
+def release_attempt(session: Session, job_id: str, attempt: int, reason: str) -> Job | None:
     """The worker gives the job back (it is shutting down): the attempt ends as ``released`` and
     the job is queued again, to resume from its last checkpoint on any worker. A job being
-    cancelled ends cancelled instead. Returns the queue to send the job to, if any."""
+    cancelled ends cancelled instead. Returns the job when it is to be sent to the broker."""
     job, row = current_attempt(session, job_id, attempt)
     now = utcnow()
     row.status, row.finished_at = "released", now
-    if transition(
-        session, job, ["cancelling"], "cancelled", finished_at=now, stop_reason="cancelled"
-    ):
-        record_event(session, job, f"cancelled ({reason})", status="cancelled", attempt=attempt)
+    message = f"cancelled by the user; its worker stopped early ({reason})"
+    if transition(session, job, ["cancelling"], "cancelled", **cancelled(message)):
+        record_event(session, job, message, status="cancelled", attempt=attempt)
         return None
     if not transition(session, job, ["running"], "queued", enqueued_at=now, enqueue_count=0):
         raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
@@ -159,7 +182,7 @@ def release_attempt(session: Session, job_id: str, attempt: int, reason: str) ->
         attempt=attempt,
     )
     session.flush()
-    return job.queue
+    return job
 
 
 def _require_model_files(session: Session, job_id: str, attempt: int) -> None:

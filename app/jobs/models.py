@@ -71,6 +71,9 @@ class Attempt(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Past this the attempt has run out of time (app/time_limits.py); null on attempts claimed
+    # before time limits were recorded.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     job: Mapped[Job] = relationship(back_populates="attempts")

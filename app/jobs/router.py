@@ -25,6 +25,7 @@ from app.jobs.schemas import (
     MetricList,
 )
 from app.spec import JobSpec
+from app.time_limits import attempt_time_limit
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job for this tenant"}}
@@ -78,7 +79,7 @@ def submit_job(
         response.headers["Idempotent-Replayed"] = "true"
         return service.describe_job(session, replayed)
     # Only after the commit: a worker must never receive an id the database does not have yet.
-    if not enqueue_job(job.id, job.queue):
+    if not enqueue_job(job.id, job.queue, attempt_time_limit(job.spec, settings)):
         job.enqueued_at = None  # the reconciler sends it as soon as the broker answers
         service.record_event(session, job, "broker unreachable; the job waits in the queue")
         session.commit()

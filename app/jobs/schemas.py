@@ -36,7 +36,7 @@ class JobMetrics(BaseModel):
 
 
 class JobError(BaseModel):
-    type: str = Field(description="user_error, infra, timeout or internal")
+    type: str = Field(description="user_error, infra, timeout, cancelled or internal")
     message: str
 
 

@@ -72,6 +72,16 @@ def transition(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def cancelled(message: str) -> dict[str, Any]:
+    """The columns of a job that ends cancelled: the user's cancel is its error class."""
+    return {
+        "finished_at": utcnow(),
+        "stop_reason": "cancelled",
+        "error_type": "cancelled",
+        "error_message": message,
+    }
+
+
 def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settings) -> Job:
     """Validate against the configured limits and store the job as ``queued``.
 
@@ -149,9 +159,9 @@ def list_jobs(
 
 def cancel_job(session: Session, job: Job) -> Job:
     """A queued job is cancelled at once; a running one is asked to stop (``cancelling``)."""
-    now = utcnow()
-    if transition(session, job, ["queued"], "cancelled", finished_at=now, stop_reason="cancelled"):
-        record_event(session, job, "cancelled before it started", status="cancelled")
+    message = "cancelled by the user before it started"
+    if transition(session, job, ["queued"], "cancelled", **cancelled(message)):
+        record_event(session, job, message, status="cancelled")
     elif transition(session, job, ["running"], "cancelling"):
         record_event(session, job, "cancel requested; stopping", status="cancelling")
     elif job.is_terminal:

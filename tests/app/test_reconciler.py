@@ -127,7 +127,12 @@ def test_a_lost_attempt_of_a_cancelling_job_ends_cancelled(
     silence(job_id, 120)
 
     assert reconcile(settings()).cancelled == [job_id]
-    assert job(api, auth, job_id)["status"] == "cancelled"
+    final = job(api, auth, job_id)
+    assert final["status"] == "cancelled"
+    error = final["error"]
+    assert isinstance(error, dict)
+    assert error["type"] == "cancelled"
+    assert error["message"].startswith("cancelled by the user; attempt 1 lost its worker")
 
 
 def test_unclaimed_jobs_are_sent_again_with_a_growing_delay(
@@ -194,7 +199,9 @@ def test_a_send_that_fails_does_not_count(
         row = session.get(Job, job_id)
         assert row is not None
         row.enqueued_at = None
-    monkeypatch.setattr("app.reconciler.enqueue_job", lambda job_id, queue: False)  # broker down
+    monkeypatch.setattr(
+        "app.reconciler.enqueue_job", lambda job_id, queue, time_limit: False
+    )  # broker down
 
     assert reconcile(settings()).re_enqueued == []
 
@@ -202,3 +209,24 @@ def test_a_send_that_fails_does_not_count(
         row = session.get(Job, job_id)
         assert row is not None
         assert (row.enqueue_count, row.enqueued_at) == (0, None)  # due again next pass
+
+
+def test_a_cancelling_job_given_back_ends_cancelled(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    api.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+
+    response = api.post(
+        f"/internal/v1/jobs/{job_id}/attempts/1/release",
+        json={"reason": "the worker is shutting down"},
+        headers=worker_auth,
+    )
+
+    assert response.status_code == 200
+    final = job(api, auth, job_id)
+    assert final["status"] == "cancelled"
+    assert final["error"] == {
+        "type": "cancelled",
+        "message": "cancelled by the user; its worker stopped early (the worker is shutting down)",
+    }

@@ -322,3 +322,25 @@ def test_sigterm_gives_the_job_back_and_another_worker_resumes_it(
         # within a batch: at least the last reported epoch's checkpoint is there.
         [after] = resumed_after(client, job_id)
         assert after >= reported
+
+
+def test_a_job_past_its_time_limit_is_stopped_by_its_worker_and_fails_as_timeout(
+    production: Callable[..., Deployment],
+) -> None:
+    # No training.max_seconds and no grace: each attempt may run 3 s, and this job needs more.
+    deployment = production(TAAS_MAX_JOB_SECONDS="3", TAAS_TIME_LIMIT_GRACE_SECONDS="0")
+    worker = deployment.processes[1]
+    with client_for(deployment) as client:
+        job_id = client.submit(RESUMABLE_JOB)["id"]
+        final = client.wait(job_id, timeout=60, poll_seconds=0.3)
+
+        assert final["status"] == "failed", (final, deployment.logs())
+        assert final["error"]["type"] == "timeout"
+        # The worker stopped it within a batch and said so (the reconciler's message differs).
+        assert final["error"]["message"].startswith("stopped at its time limit of 3 s"), final
+        assert final["attempt"] == 1
+        assert final["progress"]["epoch"] < EPOCHS
+        assert worker.popen is not None
+        assert worker.popen.poll() is None  # the worker is still up, ready for the next job
+        time.sleep(2)  # a few reconcile periods: a timeout is final, never run again
+        assert client.job(job_id)["attempt"] == 1

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
 import pytest
 
 from app.config import Settings
-from worker.runner import run_job_by_id
+from worker.reporter import ApiReporter
+from worker.runner import WEDGED_EXIT_CODE, JobContext, Watchdog, run_job_by_id
 
 
 @pytest.mark.parametrize("job_id", ["../../etc/passwd", "job_" + "x" * 24, "", "job_12/../.."])
@@ -20,3 +23,41 @@ def test_a_malformed_job_id_is_ignored_before_any_call(
     with caplog.at_level(logging.ERROR, logger="worker.runner"):
         run_job_by_id(job_id, settings)
     assert "malformed job id" in caplog.text
+
+
+def idle_context(tmp_path: Path) -> JobContext:
+    """A context whose reporter points nowhere: the watchdog itself makes no call."""
+    reporter = ApiReporter("http://127.0.0.1:9", "t" * 30, attempts=1)
+    return JobContext(reporter, "job_" + "a" * 24, 1, 5, tmp_path)
+
+
+def test_the_watchdog_stops_training_at_the_limit_then_exits_a_wedged_process(
+    tmp_path: Path,
+) -> None:
+    context = idle_context(tmp_path)
+    exits: list[int] = []
+    with Watchdog(context, 0.05, exit_after=0.2, exit_process=exits.append):
+        assert context.timed_out.wait(5)
+        assert context.should_stop()
+        assert exits == []  # training is given time to stop first
+        deadline = time.monotonic() + 5
+        while not exits and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert exits == [WEDGED_EXIT_CODE]
+
+
+def test_a_job_that_ends_in_time_is_not_stopped(tmp_path: Path) -> None:
+    context = idle_context(tmp_path)
+    exits: list[int] = []
+    with Watchdog(context, 0.3, exit_after=0.0, exit_process=exits.append):
+        pass  # the job ended before its limit
+    time.sleep(0.5)
+    assert not context.timed_out.is_set()
+    assert not context.should_stop()
+    assert exits == []
+
+
+def test_without_a_limit_there_is_no_watchdog(tmp_path: Path) -> None:
+    context = idle_context(tmp_path)
+    with Watchdog(context, None, exit_after=0.0) as watchdog:
+        assert watchdog.timers == []

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import get_settings
+from app.time_limits import attempt_time_limit, describe_time_limit
 from tests.conftest import TINY_SYNTHETIC
 
 INTERNAL = "/internal/v1/jobs"
@@ -144,6 +145,8 @@ def test_claim_starts_attempt_1_and_only_one_worker_wins(
         "attempt": 1,
         "spec": spec,
         "heartbeat_seconds": get_settings().heartbeat_seconds,
+        "time_limit_seconds": attempt_time_limit(spec, get_settings()),
+        "time_limit": describe_time_limit(spec, get_settings()),
         "dataset": None,  # a built-in: nothing to fetch
     }
     running = job(api, auth, job_id)
@@ -194,6 +197,10 @@ def test_heartbeat_records_progress_and_carries_the_users_cancel(
     final = job(api, auth, job_id)
     assert (final["status"], final["stop_reason"]) == ("cancelled", "cancelled")
     assert final["finished_at"] is not None
+    assert final["error"] == {
+        "type": "cancelled",
+        "message": "cancelled by the user; it stopped after epoch 1",
+    }
 
 
 def test_metrics_are_stored_once_per_epoch(

@@ -111,6 +111,10 @@ def test_cancel_queued_job_is_immediate_and_final(api: TestClient, auth: dict[st
     assert response.status_code == 202
     assert response.json()["status"] == "cancelled"
     assert response.json()["finished_at"] is not None
+    assert response.json()["error"] == {
+        "type": "cancelled",
+        "message": "cancelled by the user before it started",
+    }
     again = api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
     assert again.status_code == 409
     assert "already cancelled" in again.json()["detail"]
