@@ -39,6 +39,12 @@ class InvalidInput(DomainError):
         return [{"loc": self.loc, "msg": self.message, "type": "value_error"}]
 
 
+class MalformedHeader(DomainError):
+    """A request header that does not parse (400, with the header named in the message)."""
+
+    status_code = 400
+
+
 class PayloadTooLarge(DomainError):
     status_code = 413
 

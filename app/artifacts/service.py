@@ -9,10 +9,12 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
 from app.artifacts.storage import StoredObject
-from app.errors import InvalidInput
+from app.errors import InvalidInput, MalformedHeader
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# RFC 9110 14.1.2: "bytes=" then comma-separated FIRST-LAST, FIRST- or -SUFFIX byte ranges.
+BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 ARTIFACT_KINDS = ("model", "metadata", "checkpoint", "export", "log")
 
 
@@ -24,6 +26,29 @@ def check_artifact_name(name: str) -> str:
             f"artifact name {name[:100]!r} is not allowed: use letters, digits, '.', '_', '-'",
         )
     return name
+
+
+def check_range_header(value: str | None) -> None:
+    """Refuse a Range header that is not ``bytes=`` byte ranges, naming what is wrong; ranges
+    beyond the file are left to the 416 of the file response."""
+    if value is None:
+        return
+    unit, separator, ranges = value.partition("=")
+    if not separator or unit.strip().lower() != "bytes":
+        raise MalformedHeader(
+            f"malformed Range header {value[:100]!r}: only bytes=... is supported"
+        )
+    parts = [part for part in ranges.split(",") if part.strip()]  # empty elements are allowed
+    if not parts:
+        raise MalformedHeader(f"malformed Range header {value[:100]!r}: no byte range in it")
+    for part in parts:
+        match = BYTE_RANGE.match(part)
+        first, last = match.groups() if match else ("", "")
+        if not (first or last) or (first and last and int(first) > int(last)):
+            raise MalformedHeader(
+                f"malformed Range header {value[:100]!r}: {part.strip()[:40]!r} is not "
+                "FIRST-LAST, FIRST- or -SUFFIX with FIRST <= LAST"
+            )
 
 
 def check_sha256(value: str | None) -> str:

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
 
 from app.artifacts.dependencies import StorageDep
-from app.artifacts.service import check_artifact_name
+from app.artifacts.service import check_artifact_name, check_range_header
 from app.auth.dependencies import CurrentTenant, SettingsDep
 from app.broker import enqueue_job
 from app.db import SessionDep
@@ -171,7 +171,9 @@ def download_artifact(
     storage: StorageDep,
     # Room for the list of tags a cache holding many versions sends (each of ours is 66 chars).
     if_none_match: Annotated[str | None, Header(max_length=8192)] = None,
+    range_header: Annotated[str | None, Header(alias="range", max_length=1000)] = None,
 ) -> Response:
+    check_range_header(range_header)  # FileResponse would answer a malformed one in plain text
     try:
         check_artifact_name(name)
     except InvalidInput:

@@ -319,3 +319,38 @@ def test_a_nul_in_the_name_is_4xx_on_postgresql_too(
         )
         assert refused.status_code == 422, refused.text
     assert artifact_rows(postgres_api, auth, job_id) == []
+
+
+MALFORMED_RANGES = [
+    "bytes",
+    "items=0-9",
+    "bytes=",
+    "bytes=-",
+    "bytes=abc",
+    "bytes=5-3",
+    "bytes=0-9,x-y",
+    "bytes=1-2-3",
+    "bytes=0x10-20",
+]
+
+
+@pytest.mark.parametrize("range_header", MALFORMED_RANGES)
+def test_a_malformed_range_is_a_json_400_naming_the_header(
+    api: TestClient, auth: dict[str, str], stored: Stored, range_header: str
+) -> None:
+    response = api.get(stored.url, headers={**auth, "Range": range_header})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["detail"].startswith("malformed Range header")
+    assert DATA[:100] not in response.content
+
+
+@pytest.mark.parametrize(
+    "range_header",
+    ["bytes=0-9, 20-29", "BYTES = 0-9", "bytes=0-9,,20-29", "bytes= -500"],
+)
+def test_lenient_but_valid_ranges_are_served(
+    api: TestClient, auth: dict[str, str], stored: Stored, range_header: str
+) -> None:
+    response = api.get(stored.url, headers={**auth, "Range": range_header})
+    assert response.status_code == 206, response.text[:300]
