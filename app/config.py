@@ -61,6 +61,9 @@ class Settings(BaseSettings):
 
     # Built-in datasets missing from the data dir are downloaded only when this is true.
     allow_download: bool = False
+    # A worker keeps the uploaded datasets it fetched up to this size, evicting the least
+    # recently used.
+    dataset_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
     # Dataset uploads: the body cap is enforced while it streams in, the rest once it is on disk.
     max_upload_bytes: int = 1024**3
     max_dataset_samples: int = 2_000_000

@@ -259,8 +259,14 @@ def _load(spec: JobSpec, claim: Claim, context: JobContext, settings: Settings) 
         except ApiRefused as error:
             raise DatasetUnavailable(f"cannot fetch dataset {spec.dataset}: {error}") from error
 
-    path = cached_dataset(claim.dataset, settings.dataset_cache_dir, download, context.log)
-    return load_canonical(path, spec.dataset)
+    with cached_dataset(
+        claim.dataset,
+        settings.dataset_cache_dir,
+        download,
+        context.log,
+        max_bytes=settings.dataset_cache_bytes,
+    ) as path:
+        return load_canonical(path, spec.dataset)
 
 
 def _train_and_upload(
