@@ -28,6 +28,7 @@ from app.datasets.storage import DatasetStorage, StagedUpload
 from app.errors import Conflict, DomainError, NotFound
 from app.jobs.models import Job
 from app.spec import BUILTIN_DATASETS, DATASET_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
+from worker import dataset_files
 
 ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")
 
@@ -96,12 +97,9 @@ def describe_builtin(name: str, settings: Settings) -> DatasetOut:
 def builtin_availability(
     name: str, data_dir: Path | None, allow_download: bool
 ) -> tuple[bool, str]:
-    """Asked of the trainer's own loader, so the answer is what a local worker will find."""
-    # Imported here: the trainer brings torch, which only this listing (not every API
-    # process start) needs.
-    from worker.trainer.data import available
-
-    return available(name, data_dir, allow_download=allow_download)
+    """Asked of the file lookup the trainer's loader uses, so the answer is what a local worker
+    will find; that lookup lives outside the trainer, so answering imports no torch."""
+    return dataset_files.available(name, data_dir, allow_download=allow_download)
 
 
 def describe_upload(dataset: Dataset) -> DatasetOut:

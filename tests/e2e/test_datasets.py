@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.client import TaasClient
 from tests.e2e.conftest import Deployment, start_embedded
-from worker.trainer.data import SYSTEM_FASHION_MNIST
+from worker.dataset_files import SYSTEM_FASHION_MNIST
 
 SMALL_MLP: dict[str, Any] = {
     "model": {"arch": "mlp", "hidden_sizes": [32]},

@@ -26,34 +26,23 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from app.spec import BUILTIN_DATASETS, DatasetInfo, JobSpec, SyntheticOptions, dataset_info
+from worker.dataset_files import (
+    CIFAR_BIN_FOLDER,
+    DOWNLOADABLE,
+    IDX_FILES,
+    cifar_batch_paths,
+    download_hint,
+    find_folder,
+    idx_path,
+)
 
-# Debian's dataset-fashion-mnist package installs the IDX files here.
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Re-exported: the worker and the tests import these from the trainer's data module.
+from worker.dataset_files import DatasetUnavailable as DatasetUnavailable
+from worker.dataset_files import available as available
 
-# torchvision's folder names under the data dir: <data_dir>/<folder>/raw/<idx files>.
-TORCHVISION_FOLDERS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST"}
-
-# The four IDX files of an MNIST-style dataset, each with and without ".gz".
-IDX_FILES = {
-    "train_x": "train-images-idx3-ubyte",
-    "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte",
-    "test_y": "t10k-labels-idx1-ubyte",
-}
 IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only one MNIST-style files use
-
-# CIFAR-10's two distributions, as extracted under the data dir: (folder, batch file suffix).
-# The binary one comes first: reading it needs no unpickling at all.
-CIFAR_BIN_FOLDER = "cifar-10-batches-bin"
-CIFAR_PY_FOLDER = "cifar-10-batches-py"
-CIFAR_LAYOUTS = ((CIFAR_BIN_FOLDER, ".bin"), (CIFAR_PY_FOLDER, ""))
-CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
-CIFAR_TEST_BATCH = "test_batch"
 CIFAR_PIXELS = 3 * 32 * 32  # per image: 1024 red, then 1024 green, then 1024 blue, row-major
 CIFAR_RECORD = 1 + CIFAR_PIXELS  # a binary record: one label byte, then the pixels
-
-# Built-ins that can be downloaded, by the name of their torchvision.datasets class.
-DOWNLOADABLE = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10"}
 
 # The canonical file the API writes for an uploaded dataset: format version and tensor names.
 CANONICAL_VERSION = "1"
@@ -67,10 +56,6 @@ FLOAT_CHUNK_VALUES = 1 << 22
 
 Uint8Array = npt.NDArray[np.uint8]
 Int64Array = npt.NDArray[np.int64]
-
-
-class DatasetUnavailable(Exception):
-    """The dataset cannot be loaded on this server; the message says what to do about it."""
 
 
 @dataclass
@@ -197,47 +182,18 @@ def load_dataset(spec: JobSpec, data_dir: Path | None, allow_download: bool = Fa
     return _load_idx_dataset(info, folder)
 
 
-def available(name: str, data_dir: Path | None, allow_download: bool = False) -> tuple[bool, str]:
-    """Whether load_dataset can load the built-in dataset `name`, and why (not)."""
-    if name == "synthetic":
-        return True, "generated from the job's dataset_options"
-    if name not in DOWNLOADABLE:
-        return False, f"dataset {name!r} is not built in; try one of {', '.join(BUILTIN_DATASETS)}"
-    try:
-        folder = _find_folder(name, data_dir)
-    except DatasetUnavailable as missing:
-        if allow_download and data_dir is not None:
-            return True, f"downloaded into {data_dir} on first use"
-        return False, f"{missing}{_download_hint(data_dir)}"
-    kind = "CIFAR-10 batches" if name == "cifar10" else "IDX files"
-    return True, f"{kind} in {folder}"
-
-
-def _find_folder(name: str, data_dir: Path | None) -> Path:
-    """The folder holding all of `name`'s files, or DatasetUnavailable saying where to put them."""
-    if name == "cifar10":
-        return _find_cifar_folder(data_dir)
-    return _find_idx_folder(name, data_dir)
-
-
 def _find_or_download(name: str, data_dir: Path | None, allow_download: bool) -> Path:
     try:
-        return _find_folder(name, data_dir)
+        return find_folder(name, data_dir)
     except DatasetUnavailable as missing:
         if not allow_download or data_dir is None:
-            raise DatasetUnavailable(f"{missing}{_download_hint(data_dir)}") from None
+            raise DatasetUnavailable(f"{missing}{download_hint(data_dir)}") from None
     download_builtin(name, data_dir)
-    return _find_folder(name, data_dir)
-
-
-def _download_hint(data_dir: Path | None) -> str:
-    if data_dir is None:
-        return "; or set TAAS_DATA_DIR and TAAS_ALLOW_DOWNLOAD=true to have it downloaded there"
-    return f"; or set TAAS_ALLOW_DOWNLOAD=true to have it downloaded into {data_dir}"
+    return find_folder(name, data_dir)
 
 
 def download_builtin(name: str, data_dir: Path) -> None:
-    """Download `name` into data_dir with torchvision, which writes the layout _find_folder reads.
+    """Download `name` into data_dir with torchvision, which writes the layout find_folder reads.
 
     A lock file serializes workers sharing the data dir: one downloads, the others then find it.
     """
@@ -255,7 +211,7 @@ def download_builtin(name: str, data_dir: Path) -> None:
 
 def _has_files(name: str, data_dir: Path) -> bool:
     try:
-        _find_folder(name, data_dir)
+        find_folder(name, data_dir)
     except DatasetUnavailable:
         return False
     return True
@@ -308,42 +264,8 @@ def _noisy_samples(
 # --- IDX files (MNIST, Fashion-MNIST) ----------------------------------------------------------
 
 
-def _idx_folders(name: str, data_dir: Path | None) -> list[Path]:
-    """Where to look for `name`'s IDX files, in order of preference."""
-    folders = []
-    if data_dir is not None:
-        folders.append(data_dir / TORCHVISION_FOLDERS[name] / "raw")
-    if name == "fashion_mnist":
-        folders.append(SYSTEM_FASHION_MNIST)
-    return folders
-
-
-def _idx_path(folder: Path, stem: str) -> Path | None:
-    # torchvision keeps both the .gz and its extracted copy; the extracted one reads faster.
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _find_idx_folder(name: str, data_dir: Path | None) -> Path:
-    """The first folder that holds all four IDX files of `name`."""
-    folders = _idx_folders(name, data_dir)
-    for folder in folders:
-        if all(_idx_path(folder, stem) is not None for stem in IDX_FILES.values()):
-            return folder
-    looked = ", ".join(str(folder) for folder in folders) or "nowhere (no data dir is configured)"
-    hint = f"put {', '.join(f'{stem}.gz' for stem in IDX_FILES.values())} in one of them"
-    if data_dir is None:
-        subfolder = TORCHVISION_FOLDERS[name]
-        hint += f", after setting TAAS_DATA_DIR (they go in <data dir>/{subfolder}/raw)"
-    if name == "fashion_mnist":
-        hint += ", or install Debian's dataset-fashion-mnist package"
-    raise DatasetUnavailable(f"{name} IDX files not found; looked in {looked}; {hint}")
-
-
 def _load_idx_dataset(info: DatasetInfo, folder: Path) -> Dataset:
-    paths = {key: _idx_path(folder, stem) or folder / stem for key, stem in IDX_FILES.items()}
+    paths = {key: idx_path(folder, stem) or folder / stem for key, stem in IDX_FILES.items()}
     train_x, train_y = _images_and_labels(paths["train_x"], paths["train_y"], info)
     test_x, test_y = _images_and_labels(paths["test_x"], paths["test_y"], info)
     sized = info.model_copy(update={"train_size": len(train_y), "test_size": len(test_y)})
@@ -399,35 +321,10 @@ def _parse_idx(raw: bytes, path: Path, ndim: int) -> Uint8Array:
 # --- CIFAR-10 batches (binary and Python versions) ---------------------------------------------
 
 
-def _cifar_batch_paths(folder: Path, suffix: str) -> list[Path]:
-    """The five training batches, then the test batch."""
-    return [folder / f"{stem}{suffix}" for stem in (*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH)]
-
-
-def _find_cifar_folder(data_dir: Path | None) -> Path:
-    """The first of CIFAR_LAYOUTS under data_dir that holds all six batch files."""
-    if data_dir is None:
-        raise DatasetUnavailable(
-            "cifar10 batches not found: no data dir is configured; set TAAS_DATA_DIR and put "
-            f"{CIFAR_BIN_FOLDER}/ or {CIFAR_PY_FOLDER}/ (as extracted from CIFAR-10's archives) "
-            "in it"
-        )
-    for folder_name, suffix in CIFAR_LAYOUTS:
-        folder = data_dir / folder_name
-        if all(path.is_file() for path in _cifar_batch_paths(folder, suffix)):
-            return folder
-    binary, python = (data_dir / folder_name for folder_name, _ in CIFAR_LAYOUTS)
-    raise DatasetUnavailable(
-        f"cifar10 batches not found; looked in {binary} and {python}; put "
-        "data_batch_1.bin ... data_batch_5.bin and test_batch.bin (the binary version) in the "
-        "first, or data_batch_1 ... data_batch_5 and test_batch (the Python version) in the second"
-    )
-
-
 def _load_cifar_dataset(info: DatasetInfo, folder: Path) -> Dataset:
     binary = folder.name == CIFAR_BIN_FOLDER
     read = _read_cifar_binary if binary else _read_cifar_pickle
-    paths = _cifar_batch_paths(folder, ".bin" if binary else "")
+    paths = cifar_batch_paths(folder, ".bin" if binary else "")
     batches = [_checked_cifar_batch(path, *read(path), info.num_classes) for path in paths]
     train_x, train_y = _stack_cifar(batches[:-1])
     test_x, test_y = _stack_cifar(batches[-1:])

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from app.spec import FASHION_MNIST_CLASSES, DatasetInfo, JobSpec
 from tests.worker.trainer.fakes import tiny_spec
+from worker import dataset_files
 from worker.trainer import data
 from worker.trainer.data import (
     DatasetUnavailable,
@@ -229,7 +230,7 @@ def test_corrupt_fashion_mnist_in_data_dir_is_reported_not_skipped(
 ) -> None:
     fallback = tmp_path / "system"
     write_mnist(fallback, gz=True)
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", fallback)
+    monkeypatch.setattr(dataset_files, "SYSTEM_FASHION_MNIST", fallback)
     raw = tmp_path / "data" / "FashionMNIST" / "raw"
     write_mnist(raw)
     corrupt_truncated(raw)
@@ -250,7 +251,8 @@ def test_unknown_datasets_are_not_built_in() -> None:
 
 
 @pytest.mark.skipif(
-    not data.SYSTEM_FASHION_MNIST.is_dir(), reason="/usr/share/datasets/fashion-mnist is absent"
+    not dataset_files.SYSTEM_FASHION_MNIST.is_dir(),
+    reason="/usr/share/datasets/fashion-mnist is absent",
 )
 def test_fashion_mnist_loads_the_full_system_copy() -> None:
     dataset = load_dataset(JobSpec(dataset="fashion_mnist"), None)
@@ -264,7 +266,10 @@ def test_fashion_mnist_loads_the_full_system_copy() -> None:
     preprocess = preprocess_for(dataset)
     assert preprocess.mean == [pytest.approx(0.2860, abs=1e-4)]  # the published statistics
     assert preprocess.std == [pytest.approx(0.3530, abs=1e-4)]
-    assert available("fashion_mnist", None) == (True, f"IDX files in {data.SYSTEM_FASHION_MNIST}")
+    assert available("fashion_mnist", None) == (
+        True,
+        f"IDX files in {dataset_files.SYSTEM_FASHION_MNIST}",
+    )
 
 
 # --- CIFAR-10 --------------------------------------------------------------------------------
@@ -526,14 +531,14 @@ class FakeDownload:
         if name == "cifar10":
             write_cifar_py(data_dir)  # torchvision extracts the Python version
         else:
-            write_mnist(data_dir / data.TORCHVISION_FOLDERS[name] / "raw", gz=True)
+            write_mnist(data_dir / dataset_files.TORCHVISION_FOLDERS[name] / "raw", gz=True)
 
 
 @pytest.fixture
 def download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeDownload:
     fake = FakeDownload()
     monkeypatch.setattr(data, "_torchvision_download", fake)
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", tmp_path / "no-system-copy")
+    monkeypatch.setattr(dataset_files, "SYSTEM_FASHION_MNIST", tmp_path / "no-system-copy")
     return fake
 
 
