@@ -11,6 +11,8 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from kombu import Queue
+from kombu.exceptions import ChannelError
 
 from app.config import Settings, get_settings
 
@@ -84,6 +86,23 @@ def enqueue_job(job_id: str, queue: str, time_limit_seconds: float) -> bool:
         logger.exception("could not enqueue %s on %s", job_id, queue)
         return False
     return True
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in ``queue`` (not counting those workers hold), or None when the broker
+    does not answer."""
+    try:
+        with get_celery_app().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+            bound = Queue(queue).bind(connection.default_channel)
+            # Typed as the queue's name, but kombu returns the broker's declare-ok reply.
+            declared: Any = bound.queue_declare(passive=True)
+            return int(declared.message_count)
+    except ChannelError:
+        return 0  # Redis drops an empty queue's key: the queue is not there, so nothing waits
+    except Exception:
+        logger.warning("could not ask the broker how many messages wait in %s", queue)
+        return None
 
 
 def broker_answers(timeout: int = 2) -> bool:

@@ -7,9 +7,10 @@ A thread in each API process, every ``reconcile_seconds``:
 - running attempts whose lease expired (no heartbeat for ``lease_seconds``: the worker died, was
   killed, or lost its network) end as ``lost``, and their job goes back to ``queued`` to resume
   from its last checkpoint, or becomes ``failed`` after ``max_attempts``;
-- queued jobs that no worker claimed are sent to the broker again, with a growing delay, so a
-  broker that lost its messages (a Redis restart) delays jobs but never loses them, and a long
-  queue does not fill with copies.
+- queued jobs that no worker claimed are sent to the broker again, with a growing delay and
+  only while their queue holds fewer messages than queued jobs, so a broker that lost its
+  messages (a Redis restart) delays jobs but never loses them, and a long queue does not fill
+  with copies.
 
 Every change is a compare-and-set on the job's status and attempt, so several API processes can
 reconcile at once: one wins, the others change nothing.
@@ -23,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.broker import enqueue_job
+from app.broker import enqueue_job, queue_depth
 from app.config import Settings
 from app.db import session_scope, utcnow
 from app.jobs.models import Attempt, Job
@@ -64,7 +65,8 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 _expire(session, job, attempt, settings, done)
                 session.commit()
     with session_scope() as session:
-        for job in _unclaimed_jobs(session, settings.requeue_after_seconds):
+        due = _unclaimed_jobs(session, settings.requeue_after_seconds)
+        for job in _needing_a_send(session, due):
             count = job.enqueue_count
             if not _note_enqueue(session, job):
                 continue  # another API process is sending it
@@ -192,6 +194,28 @@ def _unclaimed_jobs(session: Session, requeue_after_seconds: float) -> list[Job]
         if last is None or (now - last).total_seconds() >= requeue_after_seconds * backoff:
             due.append(job)
     return due
+
+
+def _needing_a_send(session: Session, due: list[Job]) -> list[Job]:
+    """The due jobs to send to the broker. A job with no message yet (the broker was down, or
+    its attempt was lost) always goes. The others go only when their queue holds fewer messages
+    than it has queued jobs, that is when some queued job may have lost its message: a broker
+    that lost its messages gets them back, while a long queue of jobs merely waiting for a free
+    worker does not fill up with copies."""
+    needing = [job for job in due if job.enqueued_at is None]
+    resends = [job for job in due if job.enqueued_at is not None]
+    for queue in sorted({job.queue for job in resends}):
+        waiting = queue_depth(queue)  # None: the broker does not answer; the send will tell
+        if waiting is None or waiting < _queued_count(session, queue):
+            needing += [job for job in resends if job.queue == queue]
+    return needing
+
+
+def _queued_count(session: Session, queue: str) -> int:
+    count = session.scalar(
+        select(func.count()).select_from(Job).where(Job.status == "queued", Job.queue == queue)
+    )
+    return int(count or 0)
 
 
 def _note_enqueue(session: Session, job: Job) -> bool:

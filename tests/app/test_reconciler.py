@@ -4,6 +4,7 @@ unclaimed jobs are sent again with a growing delay, and a lost attempt's writes 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -135,29 +136,58 @@ def test_a_lost_attempt_of_a_cancelling_job_ends_cancelled(
     assert error["message"].startswith("cancelled by the user; attempt 1 lost its worker")
 
 
+def waiting_messages() -> list[Path]:
+    """The messages in the embedded (filesystem) broker's queue folder."""
+    return sorted((get_settings().broker_folder / "queue").iterdir())
+
+
+def lose_messages() -> None:
+    """What a broker restart without persistence does: every waiting message is gone."""
+    for message in waiting_messages():
+        message.unlink()
+
+
+def sent_ago(job_id: str, seconds: float) -> None:
+    with session_scope() as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        row.enqueued_at = utcnow() - timedelta(seconds=seconds)
+
+
 def test_unclaimed_jobs_are_sent_again_with_a_growing_delay(
     api: TestClient, auth: dict[str, str]
 ) -> None:
     job_id = api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"]
+    lose_messages()
     assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == []  # just sent
 
-    with session_scope() as session:
-        row = session.get(Job, job_id)
-        assert row is not None
-        row.enqueued_at = utcnow() - timedelta(seconds=61)
+    sent_ago(job_id, 61)
     assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == [job_id]
+    assert len(waiting_messages()) == 1
     # Sent once more: the next try waits twice as long.
+    lose_messages()
     with session_scope() as session:
         row = session.get(Job, job_id)
         assert row is not None
         assert row.enqueue_count == 1
-        row.enqueued_at = utcnow() - timedelta(seconds=61)
+    sent_ago(job_id, 61)
     assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == []
-    with session_scope() as session:
-        row = session.get(Job, job_id)
-        assert row is not None
-        row.enqueued_at = utcnow() - timedelta(seconds=121)
+    sent_ago(job_id, 121)
     assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == [job_id]
+
+
+def test_jobs_waiting_behind_their_own_messages_are_not_sent_again(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    jobs = [api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"] for _ in "ab"]
+    for job_id in jobs:
+        sent_ago(job_id, 600)  # long due: a busy worker has not reached them yet
+
+    assert reconcile(settings(requeue_after_seconds=60)).re_enqueued == []
+    assert len(waiting_messages()) == 2  # no copies
+
+    waiting_messages()[0].unlink()  # one message lost: fewer messages than queued jobs
+    assert sorted(reconcile(settings(requeue_after_seconds=60)).re_enqueued) == sorted(jobs)
 
 
 def test_a_released_job_is_queued_again(
