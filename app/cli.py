@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,8 +48,14 @@ def api(
 def worker(
     queues: Annotated[str, typer.Option(help="comma-separated queues: cpu, gpu")] = "cpu,gpu",
     concurrency: Annotated[int, typer.Option(help="jobs at once: one per device")] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="GPU ids, one job process each (e.g. 0,1,2,3); sets the concurrency"),
+    ] = None,
 ) -> None:
     """Run a Celery worker that trains jobs from the given queues."""
+    if gpus is not None:
+        concurrency = _one_process_per_gpu(gpus, concurrency)
     from worker.celery_app import celery_app
 
     # One job per process: the solo pool runs it in this process; more means prefork children.
@@ -65,6 +72,25 @@ def worker(
             *pool,
         ]
     )
+
+
+def _one_process_per_gpu(gpus: str, concurrency: int) -> int:
+    """Hand the GPU list to the pool processes (each takes its own); returns the concurrency."""
+    from worker.devices import GPUS_ENV, parse_gpus, pin_gpu
+
+    try:
+        listed = parse_gpus(gpus)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--gpus") from None
+    if concurrency not in (1, len(listed)):
+        raise typer.BadParameter(
+            f"{concurrency} processes for {len(listed)} GPUs: one job per device",
+            param_hint="--concurrency",
+        )
+    os.environ[GPUS_ENV] = ",".join(listed)
+    if len(listed) == 1:
+        pin_gpu(0)  # the solo pool trains in this process
+    return len(listed)
 
 
 @cli.command()

@@ -22,6 +22,7 @@ import torch
 from app.config import Settings, get_settings
 from app.spec import JOB_ID_PATTERN, JobSpec
 from worker.dataset_cache import cached_dataset
+from worker.devices import device_label
 from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt
 from worker.trainer.data import Dataset, DatasetUnavailable, load_canonical, load_dataset
 from worker.trainer.export import ExportFailed, artifact_kind, write_model_files
@@ -317,4 +318,4 @@ def _failure(error_type: str, message: str) -> dict[str, Any]:
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{threading.get_native_id()}"
+    return f"{socket.gethostname()}:{threading.get_native_id()}{device_label()}"

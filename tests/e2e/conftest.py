@@ -45,8 +45,8 @@ class Deployment:
         command = taas_command("api", "--port", str(self.port))
         return self._start(Process(name, command, self.env, self.home.parent))
 
-    def start_worker(self, name: str = "worker") -> Process:
-        command = taas_command("worker", "--queues", "cpu,gpu")
+    def start_worker(self, name: str = "worker", *options: str) -> Process:
+        command = taas_command("worker", "--queues", "cpu,gpu", *options)
         return self._start(Process(name, command, self.env, self.home.parent))
 
     def _start(self, process: Process) -> Process:

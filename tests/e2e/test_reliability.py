@@ -344,3 +344,22 @@ def test_a_job_past_its_time_limit_is_stopped_by_its_worker_and_fails_as_timeout
         assert worker.popen.poll() is None  # the worker is still up, ready for the next job
         time.sleep(2)  # a few reconcile periods: a timeout is final, never run again
         assert client.job(job_id)["attempt"] == 1
+
+
+def test_a_multi_gpu_worker_runs_one_job_per_gpu(production: Callable[..., Deployment]) -> None:
+    # Two pool processes, one per listed GPU (here they find no GPU and train on the CPU).
+    deployment = production(workers=0)
+    deployment.start_worker("worker", "--gpus", "0,1")
+    with client_for(deployment) as client:
+        jobs = [client.submit(RESUMABLE_JOB)["id"] for _ in range(2)]
+        finals = [client.wait(job_id, timeout=120, poll_seconds=0.3) for job_id in jobs]
+
+        assert [final["status"] for final in finals] == ["succeeded"] * 2, deployment.logs()
+        started = [
+            message
+            for job_id in jobs
+            for message in messages(client, job_id)
+            if message.startswith("attempt 1 started on")
+        ]
+        devices = sorted(message.split(";")[0].rsplit("/", 1)[-1] for message in started)
+        assert devices == ["gpu0", "gpu1"], started
