@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +55,13 @@ class Claim:
 
 class ApiReporter:
     def __init__(
-        self, api_url: str, worker_token: str, *, attempts: int = 8, timeout: float = 30.0
+        self,
+        api_url: str,
+        worker_token: str,
+        *,
+        attempts: int = 8,
+        timeout: float = 30.0,
+        give_up: threading.Event | None = None,
     ) -> None:
         self.client = httpx.Client(
             base_url=api_url.rstrip("/") + "/internal/v1/jobs",
@@ -63,6 +69,10 @@ class ApiReporter:
             timeout=timeout,
         )
         self.attempts = attempts
+        # Once set (the worker is shutting down), a failed call is not retried: a worker that
+        # must exit does not sit out a minute of back-off first. The job is not lost: its
+        # attempt expires and resumes elsewhere.
+        self.give_up = give_up or threading.Event()
 
     def close(self) -> None:
         self.client.close()
@@ -177,10 +187,13 @@ class ApiReporter:
     def _back_off(self, attempt: int, what: str) -> None:
         if attempt >= self.attempts:
             raise ConnectionError(f"API unreachable after {attempt} tries: {what}")
+        if self.give_up.is_set():
+            raise ConnectionError(f"API unreachable, and this worker is shutting down: {what}")
         # Full jitter: workers that lost the API together must not all come back in lockstep.
         delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
         logger.warning("retrying in %.1fs (try %d): %s", delay, attempt, what)
-        time.sleep(delay)
+        if self.give_up.wait(delay):
+            raise ConnectionError(f"API unreachable, and this worker is shutting down: {what}")
 
 
 def _checked(response: httpx.Response) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         # broker message.
         logger.error("ignoring a message with a malformed job id %r", job_id[:100])
         return
-    reporter = ApiReporter(settings.api_url, settings.worker_token)
+    reporter = ApiReporter(settings.api_url, settings.worker_token, give_up=SHUTTING_DOWN)
     try:
         claim = reporter.claim(job_id, worker_name())
         if claim is None:

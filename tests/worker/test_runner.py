@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -61,3 +62,17 @@ def test_without_a_limit_there_is_no_watchdog(tmp_path: Path) -> None:
     context = idle_context(tmp_path)
     with Watchdog(context, None, exit_after=0.0) as watchdog:
         assert watchdog.timers == []
+
+
+def test_a_worker_shutting_down_stops_retrying_an_unreachable_api() -> None:
+    # Eight tries against a closed port would back off for about 45 s in all.
+    give_up = threading.Event()
+    reporter = ApiReporter("http://127.0.0.1:9", "t" * 30, give_up=give_up)
+    threading.Timer(0.5, give_up.set).start()  # SIGTERM arrives while it retries
+    started = time.monotonic()
+
+    with pytest.raises(ConnectionError, match="API unreachable"):
+        reporter.claim("job_" + "a" * 24, "test-worker")
+
+    assert time.monotonic() - started < 5
+    reporter.close()
