@@ -230,8 +230,8 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
 def _timeout_message(claim: Claim, context: JobContext) -> str:
     return (
         f"stopped at its time limit of {claim.time_limit} after epoch {context.epochs_done}; "
-        "to finish within it, ask for fewer epochs, or set training.max_seconds lower: the "
-        "trainer then stops by itself in time and keeps its best model"
+        "to finish within it, ask for fewer epochs, or set training.max_seconds below the "
+        "limit: the trainer then stops by itself in time and keeps its best model"
     )
 
 
