@@ -281,7 +281,26 @@ def bench(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    cli()
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        cli()
+    except DBAPIError as error:
+        # One line an operator can act on, instead of a driver traceback: the database is
+        # unreachable, or its schema was never made.
+        typer.echo(
+            f"database error ({_database_shown()}): {str(error.orig).strip()}; check "
+            "TAAS_DATABASE_URL, and run `taas migrate` once before the first start",
+            err=True,
+        )
+        raise SystemExit(1) from None
+
+
+def _database_shown() -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(get_settings().resolved_database_url)
+    return url.render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 
 from app.config import get_settings
+from app.db import ensure_sqlite_folder
 
 
 def script_location() -> str:
@@ -28,6 +29,7 @@ def alembic_config(database_url: str | None = None) -> Config:
 
 
 def upgrade(database_url: str | None = None, revision: str = "head") -> None:
+    ensure_sqlite_folder(database_url or get_settings().resolved_database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 
