@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key on POST /v1/jobs is remembered.
     idempotency_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
 
+    # Jobs one tenant may have queued or running at once: a runaway script cannot bury the
+    # queue that other tenants share.
+    max_active_jobs_per_tenant: int = Field(default=1000, ge=1)
+
     max_json_bytes: int = 1_000_000
     max_artifact_bytes: int = 4 * 1024**3
     max_epochs: int = 200

@@ -49,6 +49,12 @@ class PayloadTooLarge(DomainError):
     status_code = 413
 
 
+class TooManyRequests(DomainError):
+    """A tenant's quota is used up for now; the message says which and how to free it."""
+
+    status_code = 429
+
+
 class UnsupportedMediaType(DomainError):
     status_code = 415
 

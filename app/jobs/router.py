@@ -44,7 +44,10 @@ OwnedJob = Annotated[Job, Depends(valid_owned_job)]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobOut,
-    responses={409: {"description": "the Idempotency-Key was used for another body"}},
+    responses={
+        409: {"description": "the Idempotency-Key was used for another body"},
+        429: {"description": "the tenant has the most jobs queued or running it may have"},
+    },
 )
 def submit_job(
     spec: JobSpec,

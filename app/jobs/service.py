@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
@@ -18,7 +18,7 @@ from app.auth.models import Tenant
 from app.config import Settings
 from app.datasets.service import info_for_job
 from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from app.jobs.models import Event, Job, MetricPoint
 from app.jobs.schemas import (
     ArtifactOut,
@@ -39,6 +39,7 @@ from app.spec import (
 )
 
 QUEUE_FOR_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
+ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")
 
 
 def new_job_id() -> str:
@@ -89,6 +90,7 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
     upload is as unknown as a made-up name."""
     uploaded = info_for_job(session, tenant, spec.dataset)
     check_limits(spec, settings.limits, uploaded)
+    _check_active_jobs(session, tenant, settings.max_active_jobs_per_tenant)
     info = uploaded or dataset_info(spec)
     stored_spec = normalized(spec)
     job = Job(
@@ -107,6 +109,21 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
     session.flush()
     record_event(session, job, "job accepted and queued", status="queued")
     return job
+
+
+def _check_active_jobs(session: Session, tenant: Tenant, most: int) -> None:
+    """Refuse a new job while the tenant has ``most`` queued or running. Two submissions racing
+    at the cap may both pass: the bound is for runaway scripts, not an exact quota."""
+    active = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == tenant.id, Job.status.in_(ACTIVE_JOB_STATUSES))
+    )
+    if (active or 0) >= most:
+        raise TooManyRequests(
+            f"this tenant already has {active} jobs queued or running, the most allowed "
+            "(TAAS_MAX_ACTIVE_JOBS_PER_TENANT); wait for some to end or cancel some"
+        )
 
 
 def get_owned_job(session: Session, tenant: Tenant, job_id: str) -> Job:

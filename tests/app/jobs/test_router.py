@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
+from app.config import get_settings
 from tests.conftest import TINY_SYNTHETIC
 
 
@@ -166,3 +167,26 @@ def test_health_and_readiness(api: TestClient) -> None:
     ready = api.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_a_tenant_at_its_active_job_cap_gets_429_until_one_ends(
+    api: TestClient,
+    auth: dict[str, str],
+    make_key: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TAAS_MAX_ACTIVE_JOBS_PER_TENANT", "2")
+    get_settings.cache_clear()
+    first, _ = submit(api, auth), submit(api, auth)
+
+    refused = api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth)
+
+    assert refused.status_code == 429
+    assert "2 jobs queued or running" in refused.json()["detail"]
+    assert len(api.get("/v1/jobs", headers=auth).json()["items"]) == 2  # nothing stored
+    # Another tenant has a cap of its own.
+    other = {"Authorization": f"Bearer {make_key('globex')}"}
+    assert api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=other).status_code == 201
+    # An ended job frees its place.
+    api.post(f"/v1/jobs/{first['id']}/cancel", headers=auth)
+    assert api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).status_code == 201
