@@ -6,6 +6,8 @@ Flushes, never commits; raises domain errors, never HTTPException.
 from __future__ import annotations
 
 import secrets
+import threading
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import select
@@ -39,6 +41,11 @@ class UploadRefused(DomainError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+# A conversion holds the decoded dataset in memory (up to TAAS_MAX_UNCOMPRESSED_BYTES): one at a
+# time per API process, so that concurrent uploads wait instead of multiplying that peak.
+_ONE_CONVERSION_AT_A_TIME = threading.Lock()
 
 
 def new_dataset_id() -> str:
@@ -170,13 +177,15 @@ def create_from_upload(
     existing = _same_upload(session, tenant, upload.sha256)
     if existing is not None:
         return existing, False
-    try:
-        canonical = ingest(upload.path, filename, options, limits)
-    except InvalidDataset as error:
-        raise UploadRefused(error.status_code, error.message) from error
     dataset_id = new_dataset_id()
-    stored = storage.save(dataset_id, lambda path: write_canonical(canonical, path))
-    dataset = _dataset_row(dataset_id, tenant, name, upload, canonical)
+    with _ONE_CONVERSION_AT_A_TIME:
+        try:
+            canonical = ingest(upload.path, filename, options, limits)
+        except InvalidDataset as error:
+            raise UploadRefused(error.status_code, error.message) from error
+        stored = storage.save(dataset_id, partial(write_canonical, canonical))
+        dataset = _dataset_row(dataset_id, tenant, name, upload, canonical)
+        del canonical  # the decoded tensors go before the next conversion starts
     dataset.sha256, dataset.size_bytes = stored.sha256, stored.size_bytes
     try:
         with session.begin_nested():

@@ -6,9 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import stat
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -373,3 +377,33 @@ def test_each_crafted_bad_file_is_refused_over_http_and_leaves_nothing(
     assert phrase in str(body["detail"])
     assert dataset_rows() == 0
     assert stored_files() == []
+
+
+def test_concurrent_uploads_are_converted_one_at_a_time(
+    api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each conversion may hold a whole decoded dataset in memory: they must not add up."""
+    from app.datasets import service
+
+    real_ingest, lock = service.ingest, threading.Lock()
+    converting, most_at_once = 0, 0
+
+    def watched_ingest(*args: Any, **kwargs: Any) -> Any:
+        nonlocal converting, most_at_once
+        with lock:
+            converting += 1
+            most_at_once = max(most_at_once, converting)
+        try:
+            time.sleep(0.2)  # long enough for the other uploads to arrive meanwhile
+            return real_ingest(*args, **kwargs)
+        finally:
+            with lock:
+                converting -= 1
+
+    monkeypatch.setattr(service, "ingest", watched_ingest)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda seed: upload(api, auth, npz_bytes(seed=seed)), range(4)))
+
+    assert [status for status, _ in results] == [201] * 4
+    assert most_at_once == 1
+    assert dataset_rows() == 4
