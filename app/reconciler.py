@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.broker import enqueue_job, queue_depth
@@ -82,10 +82,17 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
 
 def _expired_attempts(session: Session, lease_seconds: float) -> list[tuple[Job, Attempt]]:
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
+    return _live_attempts_where(session, Attempt.heartbeat_at < cutoff)
+
+
+def _live_attempts_where(
+    session: Session, condition: ColumnElement[bool]
+) -> list[tuple[Job, Attempt]]:
+    """Running or cancelling jobs, with their current attempt, where ``condition`` holds."""
     rows = session.execute(
         select(Job, Attempt)
         .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
-        .where(Job.status.in_(("running", "cancelling")), Attempt.heartbeat_at < cutoff)
+        .where(Job.status.in_(("running", "cancelling")), condition)
     ).all()
     return [(job, attempt) for job, attempt in rows]
 
@@ -94,12 +101,7 @@ def _overdue_attempts(session: Session, lease_seconds: float) -> list[tuple[Job,
     """Current attempts a lease past their deadline: the worker had that long to stop at the
     limit and report the timeout itself."""
     cutoff = utcnow() - timedelta(seconds=lease_seconds)
-    rows = session.execute(
-        select(Job, Attempt)
-        .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt))
-        .where(Job.status.in_(("running", "cancelling")), Attempt.deadline_at < cutoff)
-    ).all()
-    return [(job, attempt) for job, attempt in rows]
+    return _live_attempts_where(session, Attempt.deadline_at < cutoff)
 
 
 def _time_out(
