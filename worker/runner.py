@@ -63,6 +63,11 @@ class JobContext:
     def should_stop(self) -> bool:
         return self.stop_requested.is_set() or SHUTTING_DOWN.is_set()
 
+    def checkpoint_on_stop(self) -> bool:
+        """A preemption (this worker shuts down) keeps the progress; a cancel or a timeout
+        does not need it."""
+        return SHUTTING_DOWN.is_set() and not self.stop_requested.is_set()
+
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Write the checkpoint locally, then upload it: the API's copy is what a new attempt,
         on any worker, resumes from."""

@@ -57,8 +57,9 @@ def check_sha256(value: str | None) -> str:
     return value
 
 
-# Checkpoints are named by the epoch they follow, so a resumed attempt that redoes an epoch
-# replaces that epoch's checkpoint instead of keeping two.
+# Checkpoints are named by the last epoch they complete, so a resumed attempt that redoes an
+# epoch replaces that epoch's checkpoint instead of keeping two; one saved when a worker was
+# preempted mid-epoch holds its position in the next epoch and replaces its epoch's too.
 CHECKPOINT_NAME = re.compile(r"^checkpoint-epoch(\d{1,6})\.pt$")
 
 

@@ -318,10 +318,14 @@ def test_sigterm_gives_the_job_back_and_another_worker_resumes_it(
         final = client.wait(job_id, timeout=120, poll_seconds=0.3)
         assert_succeeded_once(client, final, deployment)
         assert final["attempt"] == 2
-        # A checkpoint is uploaded right after each epoch's report, and the worker stops
-        # within a batch: at least the last reported epoch's checkpoint is there.
+        # The worker checkpointed where it stopped, within a batch: the new attempt goes on
+        # from that batch of the epoch after the last reported one (or a later one).
         [after] = resumed_after(client, job_id)
         assert after >= reported
+        assert any(
+            re.search(rf"after epoch {after}, \d+ batches into epoch {after + 1}", text)
+            for text in messages(client, job_id)
+        ), messages(client, job_id)
 
 
 def test_a_job_past_its_time_limit_is_stopped_by_its_worker_and_fails_as_timeout(

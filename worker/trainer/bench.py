@@ -301,6 +301,9 @@ class BenchContext:
     def should_stop(self) -> bool:
         return False
 
+    def checkpoint_on_stop(self) -> bool:
+        return False
+
     def log(self, message: str) -> None:
         self.echo(f"      trainer: {message}")
 

@@ -13,6 +13,7 @@ run continues the same sequence.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -92,8 +93,10 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def epoch(self) -> Iterator[Batch]:
-        for x, y in self.loader:
+    def epoch(self, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from the ``start``-th on (the order is drawn as for a whole one;
+        the skipped batches are still loaded: this is the plain baseline's loader)."""
+        for x, y in itertools.islice(self.loader, start, None):
             yield x.to(self.device), y.to(self.device)
 
 
@@ -136,7 +139,9 @@ class DeviceBatches:
     def __len__(self) -> int:
         return self.batches
 
-    def epoch(self) -> Iterator[Batch]:
+    def epoch(self, start: int = 0) -> Iterator[Batch]:
+        """The epoch's batches from the ``start``-th on; the order and augmentation are drawn
+        for the whole epoch either way, so a resumed epoch goes on exactly where it stopped."""
         count, size = len(self.y), self.batch_size
         # One host->device copy per epoch for the order and the augmentation draws.
         order = torch.randperm(count, generator=self.generator).to(self.x.device)
@@ -144,7 +149,7 @@ class DeviceBatches:
         shift = self.augment.translate
         shifts = torch.randint(-shift, shift + 1, (count, 2), generator=self.generator)
         shifts = shifts.to(self.x.device)
-        for index in range(self.batches):
+        for index in range(start, self.batches):
             chosen = order[index * size : (index + 1) * size]  # (B,)
             x = self.x[chosen]  # (B, C, H, W) as stored
             if self.augment.flip:

@@ -55,6 +55,11 @@ class TrainContext(Protocol):
     def should_stop(self) -> bool:
         """Called before every batch: True stops training (cancelled) within one batch."""
 
+    def checkpoint_on_stop(self) -> bool:
+        """Asked when should_stop stopped training: True (a preemption, not a cancel) saves the
+        state at that batch, so the next attempt goes on from there instead of from the last
+        epoch's checkpoint."""
+
     def log(self, message: str) -> None:
         """A line for the job's event log."""
 
@@ -116,6 +121,29 @@ class _Run:
     deadline: float | None  # time.monotonic() past which training stops
     best: tuple[float, dict[str, torch.Tensor]] | None = None  # kept only with max_seconds
     history: list[MetricPoint] = dataclasses.field(default_factory=list)  # reported so far
+    # Where a preempted attempt stopped inside an epoch: the resumed run goes on from there.
+    within_epoch: _EpochProgress | None = None
+
+
+@dataclass
+class _EpochProgress:
+    """An epoch part-way: the batches done and what its metric point has gathered so far."""
+
+    batches_done: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    lr: float = 0.0
+    train_seconds: float = 0.0
+    val: tuple[float, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> _EpochProgress:
+        val = values.get("val")
+        return cls(**{**values, "val": None if val is None else (float(val[0]), float(val[1]))})
 
 
 def pick_device(requested: str, log: Callable[[str], None] = _log.warning) -> torch.device:
@@ -296,7 +324,8 @@ def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricP
     epochs_completed = first_epoch - 1
     for epoch in range(first_epoch, settings.epochs + 1):
         last = epoch == settings.epochs and _validates_on_test(run.spec)
-        point, stopped = _train_one_epoch(run, epoch, skip_last_evaluation=last)
+        progress, run.within_epoch = run.within_epoch or _EpochProgress(), None
+        point, stopped = _train_one_epoch(run, epoch, progress, skip_last_evaluation=last)
         if point is None:  # stopped before the epoch finished: it does not count
             return epochs_completed, stopped or "cancelled", None
         epochs_completed = epoch
@@ -320,27 +349,37 @@ def _validates_on_test(spec: JobSpec) -> bool:
 
 
 def _train_one_epoch(
-    run: _Run, epoch: int, skip_last_evaluation: bool
+    run: _Run, epoch: int, progress: _EpochProgress, skip_last_evaluation: bool
 ) -> tuple[MetricPoint | None, StopReason | None]:
-    """One pass over the training split, evaluating ``evals_per_epoch`` times on the way (the
-    last epoch's final evaluation is left to the final test evaluation).
+    """One pass over the training split (or its rest, after ``progress.batches_done``),
+    evaluating ``evals_per_epoch`` times on the way (the last epoch's final evaluation is left
+    to the final test evaluation).
 
     Returns the epoch's metric point (None when stopped before its end) and why training must
     stop now (None to go on).
     """
     settings = run.spec.training
     run.model.train()
+    order_at_start = run.order.get_state()  # the epoch's order is drawn from here
     started = time.perf_counter()
     evaluate_after = _evaluation_steps(len(run.feed), settings.evals_per_epoch)
     if skip_last_evaluation:
         evaluate_after.discard(len(run.feed))
-    loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)  # on device: no sync
-    correct = torch.zeros((), dtype=torch.int64, device=run.device)
-    seen, lr, train_seconds = 0, 0.0, 0.0
-    val: tuple[float, float] | None = None
-    for step, (x, y) in enumerate(run.feed.epoch(), start=1):
+    # Sums kept on the device: reading them would sync every step.
+    loss_sum = torch.tensor(progress.loss_sum, dtype=torch.float32, device=run.device)
+    correct = torch.tensor(progress.correct, dtype=torch.int64, device=run.device)
+    seen, lr, train_seconds, val = progress.seen, progress.lr, progress.train_seconds, progress.val
+    done = progress.batches_done
+    for step, (x, y) in enumerate(run.feed.epoch(start=done), start=done + 1):
         stopped = _stop_requested(run)
         if stopped is not None:
+            if stopped == "cancelled" and run.context.checkpoint_on_stop():
+                train_seconds += time.perf_counter() - started
+                so_far = _EpochProgress(
+                    step - 1, loss_sum.item(), int(correct.item()), seen, lr, train_seconds, val
+                )
+                state = _checkpoint_state(run, epoch - 1, order_rng=order_at_start)
+                run.context.save_checkpoint({**state, "within_epoch": so_far.to_json()})
             return None, stopped
         lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step uses
         loss, hits = _train_step(run, x, y)
@@ -488,14 +527,18 @@ def _finish(
     )
 
 
-def _checkpoint_state(run: _Run, epoch: int) -> dict[str, Any]:
-    """All a resumed run needs to continue exactly: tensors and plain values only."""
+def _checkpoint_state(
+    run: _Run, epoch: int, order_rng: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """All a resumed run needs to continue exactly after ``epoch``: tensors and plain values
+    only. ``order_rng`` is the order generator's state the next epoch draws from (by default
+    its state now)."""
     state: dict[str, Any] = {
         "epoch": epoch,
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "schedule": run.schedule.state_dict(),
-        "order_rng": run.order.get_state(),
+        "order_rng": run.order.get_state() if order_rng is None else order_rng,
         "torch_rng": torch.get_rng_state(),
         "history": [point.to_json() for point in run.history],  # plain dicts: weights_only loads
     }
@@ -522,7 +565,11 @@ def _resume(run: _Run, state: dict[str, Any] | None) -> int:
     # Checkpoints written before the history was kept have none.
     run.history = [MetricPoint(**point) for point in state.get("history", [])]
     epoch = int(state["epoch"])
-    run.context.log(f"resumed from the checkpoint after epoch {epoch}")
+    message = f"resumed from the checkpoint after epoch {epoch}"
+    if "within_epoch" in state:  # saved when the last attempt was preempted mid-epoch
+        run.within_epoch = _EpochProgress.from_json(state["within_epoch"])
+        message += f", {run.within_epoch.batches_done} batches into epoch {epoch + 1}"
+    run.context.log(message)
     return epoch + 1
 
 

@@ -42,10 +42,12 @@ def tiny_spec(
 
 
 class RecordingContext:
-    """A TrainContext that records what the trainer reports; stops after `stop_after` checks."""
+    """A TrainContext that records what the trainer reports; stops after `stop_after` checks
+    (as a preemption, which checkpoints where it stopped, when `preempted`)."""
 
-    def __init__(self, stop_after: int | None = None) -> None:
+    def __init__(self, stop_after: int | None = None, preempted: bool = False) -> None:
         self.stop_after = stop_after
+        self.preempted = preempted  # the stop is a preemption: checkpoint where it stopped
         self.stop_checks = 0
         self.points: list[MetricPoint] = []
         self.messages: list[str] = []
@@ -58,6 +60,9 @@ class RecordingContext:
     def should_stop(self) -> bool:
         self.stop_checks += 1
         return self.stop_after is not None and self.stop_checks >= self.stop_after
+
+    def checkpoint_on_stop(self) -> bool:
+        return self.preempted
 
     def log(self, message: str) -> None:
         self.messages.append(message)

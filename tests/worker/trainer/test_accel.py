@@ -71,6 +71,56 @@ def test_resume_from_a_mid_run_checkpoint_gives_the_same_final_weights() -> None
     assert second.test_accuracy == whole.test_accuracy
 
 
+@pytest.mark.parametrize("acceleration", ["off", "auto"])
+def test_a_run_preempted_mid_epoch_goes_on_from_that_batch_with_the_same_result(
+    acceleration: str,
+) -> None:
+    # Dropout, EMA, augmentation and an evaluation half-way: all must carry over exactly.
+    settings: dict[str, Any] = {
+        "model": {**BN_CNN, "dropout": 0.2},
+        "acceleration": acceleration,
+        "epochs": 3,
+        "evals_per_epoch": 2,
+        "ema_decay": 0.9,
+        "augment": {"flip": True, "translate": 1},
+    }
+    uninterrupted = RecordingContext()
+    whole = run_spec(uninterrupted, **settings)
+
+    # Preempted before the 6th of epoch 2's 8 batches, after its half-way evaluation.
+    interrupted = RecordingContext(stop_after=8 + 6, preempted=True)
+    assert run_spec(interrupted, **settings).stop_reason == "cancelled"
+    saved = interrupted.checkpoints[-1]
+    assert (saved["epoch"], saved["within_epoch"]["batches_done"]) == (1, 5)
+    assert saved["within_epoch"]["val"] is not None
+
+    resumed = RecordingContext()
+    resumed.resume_from = saved
+    second = run_spec(resumed, **settings)
+
+    assert any("5 batches into epoch 2" in message for message in resumed.messages)
+    assert [point.epoch for point in resumed.points] == [2, 3]
+    final, expected = second.model.state_dict(), whole.model.state_dict()
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
+    assert second.test_accuracy == whole.test_accuracy
+    epoch_2, expected_2 = resumed.points[0], uninterrupted.points[1]
+    assert epoch_2.train_loss == pytest.approx(expected_2.train_loss, rel=1e-6)
+    assert epoch_2.train_accuracy == expected_2.train_accuracy
+    assert (epoch_2.val_loss, epoch_2.val_accuracy) == (
+        expected_2.val_loss,
+        expected_2.val_accuracy,
+    )
+
+
+def test_a_cancel_does_not_checkpoint_where_it_stopped() -> None:
+    cancelled = RecordingContext(stop_after=8 + 6)  # the user's cancel, not a preemption
+
+    run_spec(cancelled, model=CNN, epochs=3)
+
+    assert [state["epoch"] for state in cancelled.checkpoints] == [1]
+    assert "within_epoch" not in cancelled.checkpoints[0]
+
+
 def test_checkpoints_hold_everything_a_resume_needs() -> None:
     context = RecordingContext()
     run_spec(context, model=CNN, epochs=2, ema_decay=0.9)
