@@ -24,7 +24,7 @@ from app.auth.service import create_api_key
 from app.config import get_settings
 from app.db import reset_engine_cache, session_scope
 
-WORKER_STOP_SECONDS = 10.0
+WORKER_STOP_SECONDS = 20.0
 EMBEDDED_LEASE_SECONDS = 15.0
 
 
@@ -80,13 +80,19 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     `running` until its lease expires and it is re-queued)."""
     if worker.poll() is not None:
         return
-    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGKILL):
+    # SIGTERM: the job stops within a batch, checkpoints there and is given back, which may
+    # take a checkpoint upload; the harder signals get less time.
+    for sig, wait in (
+        (signal.SIGTERM, WORKER_STOP_SECONDS),
+        (signal.SIGQUIT, WORKER_STOP_SECONDS / 4),
+        (signal.SIGKILL, WORKER_STOP_SECONDS / 4),
+    ):
         try:
             os.killpg(worker.pid, sig)
         except ProcessLookupError:
             return
         try:
-            worker.wait(timeout=WORKER_STOP_SECONDS / 2)
+            worker.wait(timeout=wait)
             return
         except subprocess.TimeoutExpired:
             continue

@@ -26,7 +26,7 @@ from worker.devices import device_label
 from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt
 from worker.trainer.data import Dataset, DatasetUnavailable, load_canonical, load_dataset
 from worker.trainer.export import ExportFailed, artifact_kind, write_model_files
-from worker.trainer.loop import MetricPoint, TrainResult, train
+from worker.trainer.loop import MetricPoint, TrainingPreempted, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ WEDGED_EXIT_CODE = 70  # EX_SOFTWARE
 # Set when this worker process is asked to shut down (SIGTERM: a preemption, a deploy): the job
 # stops within a batch and goes back to the queue, to resume from its last checkpoint elsewhere.
 SHUTTING_DOWN = threading.Event()
+# The outcome of a job this worker stopped because it is going away: released, not finished.
+PREEMPTED: dict[str, Any] = {"status": "preempted"}
 
 
 class JobContext:
@@ -223,7 +225,7 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
                 outcome = _failure("timeout", _timeout_message(claim, context))
         if context.lost.is_set():
             pass  # another attempt owns the job now: report nothing
-        elif _preempted(context, outcome):
+        elif outcome["status"] == "preempted":
             context.call_api(reporter.release, "the worker is shutting down")
         else:
             context.call_api(reporter.finish, outcome)
@@ -237,15 +239,6 @@ def _timeout_message(claim: Claim, context: JobContext) -> str:
         f"stopped at its time limit of {claim.time_limit} after epoch {context.epochs_done}; "
         "to finish within it, ask for fewer epochs, or set training.max_seconds below the "
         "limit: the trainer then stops by itself in time and keeps its best model"
-    )
-
-
-def _preempted(context: JobContext, outcome: dict[str, Any]) -> bool:
-    """Stopped by this worker's shutdown rather than by the user's cancel or the job's end."""
-    return (
-        SHUTTING_DOWN.is_set()
-        and outcome["status"] == "cancelled"
-        and not context.stop_requested.is_set()
     )
 
 
@@ -288,6 +281,8 @@ def _train_and_upload(
             for path in write_model_files(result, spec, dataset, Path(folder)):
                 context.call_api(context.reporter.upload_artifact, path, artifact_kind(path))
         return {"status": "succeeded", **_result_fields(result)}
+    except TrainingPreempted:
+        return PREEMPTED  # checkpointed where it stopped: give the job back
     except DatasetUnavailable as error:
         return _failure("user_error", str(error))
     except ExportFailed as error:
@@ -299,6 +294,11 @@ def _train_and_upload(
     except torch.OutOfMemoryError:
         return _failure("user_error", "out of memory: lower training.batch_size or the model size")
     except Exception as error:
+        if SHUTTING_DOWN.is_set():
+            # Raised by the shutdown itself (Celery's cold shutdown interrupts the task), not by
+            # the job: give it back rather than fail it.
+            logger.warning("job %s interrupted by the worker's shutdown: %r", context.job_id, error)
+            return PREEMPTED
         logger.exception("job %s failed", context.job_id)
         return _failure("internal", f"{type(error).__name__}: {error}")
 

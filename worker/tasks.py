@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from celery.exceptions import Reject
+
 from app.broker import RUN_JOB_TASK
 from worker.celery_app import celery_app
-from worker.runner import run_job_by_id
+from worker.runner import SHUTTING_DOWN, run_job_by_id
 
 
 @celery_app.task(name=RUN_JOB_TASK)
 def run_job(job_id: str) -> None:
+    if SHUTTING_DOWN.is_set():
+        # A message taken while this worker stops (a job it just gave back, say): back to the
+        # broker for another worker, before any claim.
+        raise Reject("this worker is shutting down", requeue=True)
     run_job_by_id(job_id)

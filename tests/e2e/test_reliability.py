@@ -367,3 +367,29 @@ def test_a_multi_gpu_worker_runs_one_job_per_gpu(production: Callable[..., Deplo
         ]
         devices = sorted(message.split(";")[0].rsplit("/", 1)[-1] for message in started)
         assert devices == ["gpu0", "gpu1"], started
+
+
+def test_ctrl_c_under_serve_gives_the_job_back_and_the_next_start_goes_on_mid_epoch(
+    embedded: Deployment,
+) -> None:
+    serve = embedded.processes[0]
+    assert serve.popen is not None
+    with client_for(embedded) as client:
+        job_id = client.submit(RESUMABLE_JOB)["id"]
+        reported = wait_for_epoch(client, job_id, 2, embedded)
+
+        serve.popen.send_signal(signal.SIGINT)
+        assert serve.popen.wait(timeout=60) == 0, embedded.logs()
+
+    serve.start()  # same home, same port
+    wait_until_healthy(embedded.api_url, [serve])
+    with client_for(embedded) as client:
+        final = client.wait(job_id, timeout=120, poll_seconds=0.3)
+
+        assert_succeeded_once(client, final, embedded)
+        assert final["attempt"] == 2  # the worker that was stopping claimed nothing more
+        texts = messages(client, job_id)
+        assert any("attempt 1 gave the job back" in text for text in texts), texts
+        [after] = resumed_after(client, job_id)
+        assert after >= reported
+        assert any(f"batches into epoch {after + 1}" in text for text in texts), texts

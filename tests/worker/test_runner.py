@@ -5,13 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from celery.exceptions import Reject
 
 from app.config import Settings
+from tests.worker.trainer.fakes import tiny_spec
 from worker.reporter import ApiReporter
-from worker.runner import WEDGED_EXIT_CODE, JobContext, Watchdog, run_job_by_id
+from worker.runner import (
+    PREEMPTED,
+    SHUTTING_DOWN,
+    WEDGED_EXIT_CODE,
+    JobContext,
+    Watchdog,
+    _train_and_upload,
+    run_job_by_id,
+)
+from worker.tasks import run_job
 
 
 @pytest.mark.parametrize("job_id", ["../../etc/passwd", "job_" + "x" * 24, "", "job_12/../.."])
@@ -76,3 +89,39 @@ def test_a_worker_shutting_down_stops_retrying_an_unreachable_api() -> None:
 
     assert time.monotonic() - started < 5
     reporter.close()
+
+
+@pytest.fixture
+def shutting_down() -> Iterator[None]:
+    SHUTTING_DOWN.set()
+    try:
+        yield
+    finally:
+        SHUTTING_DOWN.clear()
+
+
+@pytest.mark.usefixtures("shutting_down")
+def test_a_stopping_worker_puts_a_new_message_back_before_claiming() -> None:
+    # The API URL points nowhere: a claim would fail after retries instead of this at once.
+    with pytest.raises(Reject):
+        run_job.run("job_" + "a" * 24)
+
+
+@pytest.mark.usefixtures("shutting_down")
+def test_an_error_raised_by_the_shutdown_gives_the_job_back(tmp_path: Path) -> None:
+    def interrupted_load() -> Any:
+        raise NotImplementedError("the solo pool does not implement kill_job")  # as Celery does
+
+    outcome = _train_and_upload(tiny_spec(), idle_context(tmp_path), interrupted_load)
+
+    assert outcome == PREEMPTED
+
+
+def test_the_same_error_without_a_shutdown_fails_the_job(tmp_path: Path) -> None:
+    def broken_load() -> Any:
+        raise NotImplementedError("a bug")
+
+    outcome = _train_and_upload(tiny_spec(), idle_context(tmp_path), broken_load)
+
+    assert outcome["status"] == "failed"
+    assert outcome["error_type"] == "internal"

@@ -48,6 +48,11 @@ StopReason = Literal["completed", "cancelled", "target_reached", "max_seconds"]
 _log = logging.getLogger(__name__)
 
 
+class TrainingPreempted(Exception):
+    """Training stopped because its worker is going away, after checkpointing where it was: the
+    job is to be given back, not finished."""
+
+
 class TrainContext(Protocol):
     def report_metrics(self, point: MetricPoint) -> None:
         """Called once per completed epoch (and for the epoch a target was reached in)."""
@@ -58,7 +63,7 @@ class TrainContext(Protocol):
     def checkpoint_on_stop(self) -> bool:
         """Asked when should_stop stopped training: True (a preemption, not a cancel) saves the
         state at that batch, so the next attempt goes on from there instead of from the last
-        epoch's checkpoint."""
+        epoch's checkpoint, and raises TrainingPreempted."""
 
     def log(self, message: str) -> None:
         """A line for the job's event log."""
@@ -380,6 +385,8 @@ def _train_one_epoch(
                 )
                 state = _checkpoint_state(run, epoch - 1, order_rng=order_at_start)
                 run.context.save_checkpoint({**state, "within_epoch": so_far.to_json()})
+                # No final evaluation or export: the next attempt finishes the job.
+                raise TrainingPreempted(f"stopped after {step - 1} batches of epoch {epoch}")
             return None, stopped
         lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step uses
         loss, hits = _train_step(run, x, y)

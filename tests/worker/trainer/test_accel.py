@@ -13,7 +13,7 @@ from tests.worker.trainer.fakes import RecordingContext, tiny_spec
 from worker.trainer.accel import free_cores, plan_acceleration
 from worker.trainer.data import load_dataset
 from worker.trainer.feed import translate
-from worker.trainer.loop import TrainResult, train
+from worker.trainer.loop import TrainingPreempted, TrainResult, train
 
 CNN: dict[str, Any] = {"arch": "cnn", "channels": [8, 16], "hidden_size": 32}
 # BatchNorm's running statistics need more steps than the tiny set has to settle.
@@ -89,7 +89,8 @@ def test_a_run_preempted_mid_epoch_goes_on_from_that_batch_with_the_same_result(
 
     # Preempted before the 6th of epoch 2's 8 batches, after its half-way evaluation.
     interrupted = RecordingContext(stop_after=8 + 6, preempted=True)
-    assert run_spec(interrupted, **settings).stop_reason == "cancelled"
+    with pytest.raises(TrainingPreempted, match="after 5 batches of epoch 2"):
+        run_spec(interrupted, **settings)  # no final evaluation: the job is given back
     saved = interrupted.checkpoints[-1]
     assert (saved["epoch"], saved["within_epoch"]["batches_done"]) == (1, 5)
     assert saved["within_epoch"]["val"] is not None
