@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,11 +18,17 @@ from app.auth.service import create_api_key
 from app.broker import get_celery_app
 from app.config import get_settings
 from app.db import reset_engine_cache, session_scope
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TAAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+from tests.private_servers import (
+    PrivatePostgres,
+    PrivateRedis,
+    PrivateServer,
+    postgres_answers,
+    private_folder,
+    redis_answers,
 )
-REDIS_URL = os.environ.get("TAAS_TEST_REDIS", "redis://127.0.0.1:6379")
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 WORKER_TOKEN = "test-worker-token-" + "x" * 16
 
 
@@ -76,15 +84,98 @@ def worker_auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {WORKER_TOKEN}"}
 
 
+class SessionServers:
+    """The PostgreSQL and Redis the tests use, chosen when a test first needs one:
+
+    - the server named by TAAS_TEST_POSTGRES / TAAS_TEST_REDIS (an error if it does not answer);
+    - else the one on the default local port, if it answers (as on CI machines);
+    - else a private server started from a wheel, stopped when the session ends.
+    """
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.started: list[PrivateServer] = []
+        self.chosen: dict[str, str] = {}  # what each service is, for the session's summary
+        self._postgres: str | None = None
+        self._redis: str | None = None
+
+    def postgres_admin_url(self) -> str:
+        if self._postgres is None:
+            self._postgres = self._choose(
+                "PostgreSQL", "TAAS_TEST_POSTGRES", DEFAULT_POSTGRES_URL, postgres_answers
+            )
+        return self._postgres
+
+    def redis_url(self) -> str:
+        if self._redis is None:
+            self._redis = self._choose("Redis", "TAAS_TEST_REDIS", DEFAULT_REDIS_URL, redis_answers)
+        return self._redis
+
+    def _choose(
+        self, service: str, variable: str, default: str, answers: Callable[[str], bool]
+    ) -> str:
+        configured = os.environ.get(variable)
+        if configured:
+            if not answers(configured):
+                raise RuntimeError(f"{variable}={configured!r}: no {service} answers there")
+            self.chosen[service] = f"{configured} ({variable})"
+            return configured
+        if answers(default):
+            self.chosen[service] = f"{default} (already running)"
+            return default
+        server = self._start_private(PrivatePostgres if service == "PostgreSQL" else PrivateRedis)
+        url = server.url
+        self.chosen[service] = f"{url} (private, started from a wheel: none answered at {default})"
+        return url
+
+    def _start_private(self, kind: type[PrivateServer]) -> PrivateServer:
+        if self.folder is None:
+            self.folder = private_folder()
+        server = kind(self.folder)
+        server.start()
+        self.started.append(server)
+        return server
+
+    def stop(self) -> None:
+        for server in reversed(self.started):
+            server.stop()
+        self.started.clear()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+SERVERS = SessionServers()
+atexit.register(SERVERS.stop)  # also after an interrupted session (see private_servers for kill)
+
+
+def postgres_admin_url() -> str:
+    return SERVERS.postgres_admin_url()
+
+
+def redis_url() -> str:
+    return SERVERS.redis_url()
+
+
+def pytest_sessionfinish() -> None:
+    SERVERS.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for service, what in SERVERS.chosen.items():
+        terminalreporter.write_line(f"test {service}: {what}")
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    admin_url = postgres_admin_url()
     name = f"taas_test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     yield f"{base}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

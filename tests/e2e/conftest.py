@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL
+from tests.conftest import redis_url
 from tests.e2e.processes import Process, base_env, free_port, taas_command, wait_until_healthy
 
 
@@ -87,7 +87,7 @@ def start_production(
     home.mkdir(parents=True)
     if broker_url is None:
         database = secrets.randbelow(14) + 1
-        broker_url = f"{REDIS_URL}/{database}"
+        broker_url = f"{redis_url()}/{database}"
         redis.Redis.from_url(broker_url).flushdb()
     api_url = f"http://127.0.0.1:{port}"
     settings = {

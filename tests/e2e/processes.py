@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import redis
+
+from tests.private_servers import die_with_this_thread, free_port
+
+__all__ = ["Process", "base_env", "free_port", "taas_command", "wait_until_healthy"]
 
 STARTUP_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def taas_command(*args: str) -> list[str]:
@@ -77,7 +72,13 @@ class Process:
     def start(self) -> Process:
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.popen = subprocess.Popen(
-                list(self.command), cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                list(self.command),
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # An interrupted test session leaves no server or worker behind.
+                preexec_fn=die_with_this_thread(signal.SIGTERM),
             )
         return self
 
@@ -135,22 +136,3 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TAAS_")}
     env.update({"TAAS_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra})
     return env
-
-
-def start_redis(workdir: Path, port: int) -> Process:
-    """A private Redis on ``port`` that keeps nothing on disk: once killed and started again
-    it is empty, as a broker that lost its messages is. Returns when it answers PING."""
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    command += ["--save", "", "--appendonly", "no"]
-    server = Process(f"redis-{port}", command, dict(os.environ), workdir).start()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis(port=port, socket_timeout=1).ping():
-                return server
-        except redis.ConnectionError:
-            assert server.popen is not None
-            if server.popen.poll() is not None:
-                raise RuntimeError(f"redis-server exited early:\n{server.log()}") from None
-        time.sleep(0.1)
-    raise RuntimeError(f"redis-server on port {port} not answering:\n{server.log()}")

@@ -12,7 +12,6 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,10 @@ import pytest
 from app.client import TaasClient
 from tests.e2e.conftest import Deployment, start_embedded, start_production
 from tests.e2e.processes import (
-    Process,
     children_running,
-    free_port,
-    start_redis,
     wait_until_healthy,
 )
+from tests.private_servers import PrivateRedis
 
 # A lost worker is noticed 4 s after its last heartbeat (instead of 60), a queued job nobody
 # claimed is sent to the broker again after 2 s (instead of 60).
@@ -86,29 +83,14 @@ def embedded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deploym
     stop_all([deployment], request)
 
 
-@dataclass
-class PrivateRedis:
-    """A Redis of the test's own, which it may kill: it keeps nothing on disk, so it comes back
-    empty, as a broker that lost its messages."""
-
-    workdir: Path
-    port: int
-    server: Process
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def restart_empty(self) -> None:
-        self.server = start_redis(self.workdir, self.port)
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    port = free_port()
-    broker = PrivateRedis(tmp_path, port, start_redis(tmp_path, port))
+    """A Redis of the test's own, which it may kill: it keeps nothing on disk, so it comes back
+    empty, as a broker that lost its messages."""
+    broker = PrivateRedis(tmp_path)
+    broker.start()
     yield broker
-    broker.server.stop(signal.SIGTERM)
+    broker.stop()
 
 
 def client_for(deployment: Deployment) -> TaasClient:
@@ -220,7 +202,7 @@ def test_jobs_queued_across_a_redis_restart_all_run(
     deployment = production(broker_url=private_redis.url, workers=0, TAAS_REQUEUE_AFTER_SECONDS="1")
     with client_for(deployment) as client:
         job_ids = [client.submit(TINY_JOB)["id"] for _ in range(5)]
-        private_redis.server.kill()  # and with it the 5 messages
+        private_redis.kill()  # and with it the 5 messages
 
         ready = httpx.get(f"{deployment.api_url}/readyz", timeout=30)
         assert ready.status_code == 503
@@ -231,7 +213,7 @@ def test_jobs_queued_across_a_redis_restart_all_run(
         job_ids.append(during.json()["id"])
         assert "broker unreachable" in " ".join(messages(client, job_ids[-1]))
 
-        private_redis.restart_empty()
+        private_redis.start()
         wait_until(
             "ready again",
             lambda: httpx.get(f"{deployment.api_url}/readyz", timeout=30).status_code == 200,
