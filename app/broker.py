@@ -82,8 +82,8 @@ def enqueue_job(job_id: str, queue: str, time_limit_seconds: float) -> bool:
     hard_limit = math.ceil(time_limit_seconds + 2 * get_settings().lease_seconds)
     try:
         get_celery_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue, time_limit=hard_limit)
-    except Exception:  # kombu raises many types; the job stays queued in the database either way
-        logger.exception("could not enqueue %s on %s", job_id, queue)
+    except Exception as error:  # kombu raises many types; the job stays queued in the database
+        logger.warning("could not enqueue %s on %s: %r", job_id, queue, error)
         return False
     return True
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -49,6 +50,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+# What the database raises while it cannot be reached (a restart, a network cut) or is busy
+# (SQLite's "database is locked"): the same request succeeds once it is back.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
+
+
+def describe_database_error(error: BaseException) -> str:
+    """One line for the log: the driver's first line, never a URL with a password."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines() or [type(original).__name__]
+    return f"{type(original).__name__}: {lines[0][:300]}"
 
 
 def utcnow() -> datetime:

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 from app import models  # noqa: F401  (registers every table on Base.metadata)
 from app.config import get_settings
 from app.datasets.router import router as datasets_router
+from app.db import DATABASE_UNAVAILABLE, describe_database_error
 from app.errors import DomainError
 from app.health import router as health_router
 from app.internal.router import router as internal_router
@@ -24,6 +25,8 @@ from app.reconciler import Reconciler
 from app.spec import LimitViolation
 
 logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2
 
 
 def _domain_error(_request: Request, error: Exception) -> JSONResponse:
@@ -71,6 +74,21 @@ def _client_disconnected(request: Request, _error: Exception) -> Response:
     return Response(status_code=499)
 
 
+def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    # A database restart is not the client's fault nor a bug: say so, and when to try again.
+    # Workers and the client retry 5xx answers.
+    logger.warning(
+        "database unavailable during %s %s: %s",
+        request.method,
+        request.url.path,
+        describe_database_error(error),
+    )
+    detail = "the database is unavailable (restarting or unreachable); retry in a few seconds"
+    return JSONResponse(
+        {"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
 def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=error)
     return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
@@ -104,6 +122,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LimitViolation, _limit_violation)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    for error_class in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error_class, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(
         BodySizeLimit,

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from app.broker import enqueue_job, queue_depth
 from app.config import Settings
-from app.db import session_scope, utcnow
+from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
 from app.jobs.models import Attempt, Job
 from app.jobs.service import cancelled, record_event, transition
 from app.time_limits import attempt_time_limit, describe_time_limit
@@ -263,6 +263,9 @@ class Reconciler:
         while not self.stopped.wait(self.settings.reconcile_seconds):
             try:
                 reconcile(self.settings, expire_leases=time.monotonic() >= trusted_from)
-            except Exception:  # a database hiccup must not end reconciling for good
+            except DATABASE_UNAVAILABLE as error:  # a restart: expected, one line is enough
+                logger.warning("reconcile pass failed: %s", describe_database_error(error))
+                trusted_from = time.monotonic() + self.settings.lease_seconds
+            except Exception:  # anything else must not end reconciling for good either
                 logger.exception("reconcile pass failed; trying again next period")
                 trusted_from = time.monotonic() + self.settings.lease_seconds

@@ -40,9 +40,9 @@ class Deployment:
             f"--- {process.name}\n{process.log()[-6000:]}" for process in self.processes
         )
 
-    def start_api(self, name: str = "api") -> Process:
-        """`taas api` on this deployment's port (again, after it was killed)."""
-        command = taas_command("api", "--port", str(self.port))
+    def start_api(self, name: str = "api", port: int | None = None) -> Process:
+        """`taas api` on this deployment's port, or ``port`` (again, after it was killed)."""
+        command = taas_command("api", "--port", str(port or self.port))
         return self._start(Process(name, command, self.env, self.home.parent))
 
     def start_worker(self, name: str = "worker", *options: str) -> Process:
