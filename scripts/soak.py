@@ -83,6 +83,7 @@ SOAK_JOB: dict[str, Any] = {
 ROUTE_IDS = re.compile(r"(job|ds)_[0-9a-f]+|/attempts/\d+")
 NOT_ENDED = ("queued", "running", "cancelling")
 SUBMIT_TRIES = 30
+PROGRESS_EVERY_SECONDS = 30.0
 
 
 @dataclass
@@ -358,6 +359,16 @@ def all_ended(client: TaasClient) -> bool:
         return False  # a fault is under way; ask again later
 
 
+def print_progress(client: TaasClient, accepted: int, started: float) -> None:
+    with contextlib.suppress(httpx.TransportError, ApiError):
+        waiting = unfinished(client)
+        print(
+            f"soak: {time.monotonic() - started:7.1f} s  {accepted} accepted, "
+            f"{accepted - waiting} ended",
+            flush=True,
+        )
+
+
 def all_job_ids(client: TaasClient) -> list[str]:
     ids, cursor = [], None
     while True:
@@ -419,9 +430,13 @@ def run_with_faults(
     deadline = faults.started + options.timeout
     next_fault = faults.started + options.fault_every
     submitter.start()
+    next_progress = faults.started + PROGRESS_EVERY_SECONDS
     while time.monotonic() < deadline:
         if not submitter.is_alive() and all_ended(client):
             break
+        if time.monotonic() >= next_progress:
+            print_progress(client, len(accepted), faults.started)
+            next_progress += PROGRESS_EVERY_SECONDS
         if options.faults and time.monotonic() >= next_fault:
             faults.inject()
             next_fault = time.monotonic() + options.fault_every
