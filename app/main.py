@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 
 from app import models  # noqa: F401  (registers every table on Base.metadata)
@@ -22,6 +23,7 @@ from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
 from app.reconciler import Reconciler
 from app.spec import LimitViolation
+from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,18 @@ def _client_disconnected(request: Request, _error: Exception) -> Response:
     return Response(status_code=499)
 
 
+def _storage_error(request: Request, error: Exception) -> JSONResponse:
+    """A write that ran out of disk space is 507, never a 500 (its partial file is already
+    gone: every writer removes its temporary file on the way out); anything else is a 500."""
+    reason = storage_full_reason(error)
+    if reason is None:
+        return _unexpected_error(request, error)
+    STORAGE_FULL_LOG.note(reason)
+    logger.error("%s %s: %s", request.method, request.url.path, reason)
+    detail = f"{reason}; the write was not kept. Free some space and retry"
+    return JSONResponse({"detail": detail}, status_code=507)
+
+
 def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=error)
     return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
@@ -104,6 +118,9 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LimitViolation, _limit_violation)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    # Registered by type (not only under Exception, whose handler re-raises after answering).
+    app.add_exception_handler(OSError, _storage_error)
+    app.add_exception_handler(SQLAlchemyError, _storage_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(
         BodySizeLimit,
