@@ -5,8 +5,9 @@ A thread in each API process, every ``reconcile_seconds``:
   at the limit nor reported) end as ``timed_out``, and their job fails as ``timeout``: running it
   again would only run out of time again;
 - running attempts whose lease expired (no heartbeat for ``lease_seconds``: the worker died, was
-  killed, or lost its network) end as ``lost``, and their job goes back to ``queued`` to resume
-  from its last checkpoint, or becomes ``failed`` after ``max_attempts``;
+  killed, lost its network, or could not report to a full disk) end as ``lost``, and their job
+  goes back to ``queued`` to resume from its last checkpoint, or becomes ``failed`` after
+  ``max_attempts``;
 - queued jobs that no worker claimed are sent to the broker again, with a growing delay and
   only while their queue holds fewer messages than queued jobs, so a broker that lost its
   messages (a Redis restart) delays jobs but never loses them, and a long queue does not fill
@@ -32,6 +33,7 @@ from app.config import Settings
 from app.db import session_scope, utcnow
 from app.jobs.models import Attempt, Job
 from app.jobs.service import cancelled, record_event, transition
+from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
@@ -139,6 +141,10 @@ def _expire(
         f"attempt {attempt.number} lost its worker ({attempt.worker}): "
         f"no heartbeat for {silent:.0f} s"
     )
+    # Its writes may have been refused for lack of space rather than its worker lost: say so.
+    storage_full = STORAGE_FULL_LOG.recent(silent + settings.lease_seconds)
+    if storage_full is not None:
+        reason += f"; {storage_full} when it last tried to report"
     now = utcnow()
     if job.status == "cancelling":
         message = f"cancelled by the user; {reason}"
@@ -263,6 +269,16 @@ class Reconciler:
         while not self.stopped.wait(self.settings.reconcile_seconds):
             try:
                 reconcile(self.settings, expire_leases=time.monotonic() >= trusted_from)
-            except Exception:  # a database hiccup must not end reconciling for good
-                logger.exception("reconcile pass failed; trying again next period")
+            except Exception as error:  # a database hiccup must not end reconciling for good
+                _log_failed_pass(error)
                 trusted_from = time.monotonic() + self.settings.lease_seconds
+
+
+def _log_failed_pass(error: Exception) -> None:
+    """A full disk fails every pass until space returns: one line each, not a traceback."""
+    reason = storage_full_reason(error)
+    if reason is None:
+        logger.exception("reconcile pass failed; trying again next period")
+        return
+    STORAGE_FULL_LOG.note(reason)
+    logger.error("reconcile pass failed: %s; trying again next period", reason)

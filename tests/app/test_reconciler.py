@@ -3,6 +3,9 @@ unclaimed jobs are sent again with a growing delay, and a lost attempt's writes 
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +15,11 @@ from fastapi.testclient import TestClient
 from app.config import Settings, get_settings
 from app.db import session_scope, utcnow
 from app.jobs.models import Attempt, Job
-from app.reconciler import reconcile
+from app.reconciler import Reconciler, reconcile
+from tests.app.test_storage_space import full_database
 from tests.conftest import TINY_SYNTHETIC
+
+__all__ = ["full_database"]  # the fixture
 
 
 def settings(**overrides: object) -> Settings:
@@ -260,3 +266,43 @@ def test_a_cancelling_job_given_back_ends_cancelled(
         "type": "cancelled",
         "message": "cancelled by the user; its worker stopped early (the worker is shutting down)",
     }
+
+
+def test_a_finish_lost_to_a_full_disk_is_recorded_once_space_returns(
+    api: TestClient,
+    auth: dict[str, str],
+    worker_auth: dict[str, str],
+    full_database: Callable[[bool], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    full_database(True)
+    finish = {"status": "failed", "error_type": "user_error", "error_message": "bad data"}
+    response = api.post(
+        f"/internal/v1/jobs/{job_id}/attempts/1/finish", json=finish, headers=worker_auth
+    )
+    assert response.status_code == 507
+    silence_while_full = settings(lease_seconds=0.01, reconcile_seconds=0.05, max_attempts=1)
+
+    # Every pass fails while the disk is full: the loop says so in one line each, and lives on.
+    reconciler = Reconciler(silence_while_full)
+    with caplog.at_level(logging.ERROR, logger="app.reconciler"):
+        reconciler.start()
+        time.sleep(0.5)
+        assert reconciler.thread.is_alive()
+        reconciler.stop()
+    failures = [record for record in caplog.records if "reconcile pass failed" in record.message]
+    assert 1 <= len(failures) <= 12  # one per period: no spinning
+    assert all(record.exc_info is None for record in failures)
+    assert "storage full: the database or its disk is full" in failures[0].message
+    assert job(api, auth, job_id)["status"] == "running"
+
+    full_database(False)
+    done = reconcile(silence_while_full)
+    assert done.failed == [job_id]
+    error = job(api, auth, job_id)["error"]
+    assert isinstance(error, dict)
+    assert error["type"] == "infra"
+    assert "storage full: the database or its disk is full when it last tried to report" in str(
+        error["message"]
+    )
