@@ -8,6 +8,8 @@ A thread in each API process, every ``reconcile_seconds``:
   killed, lost its network, or could not report to a full disk) end as ``lost``, and their job
   goes back to ``queued`` to resume from its last checkpoint, or becomes ``failed`` after
   ``max_attempts``;
+- checkpoints, or all artifacts, of jobs that ended longer ago than their retention setting are
+  deleted (none by default);
 - queued jobs that no worker claimed are sent to the broker again, with a growing delay and
   only while their queue holds fewer messages than queued jobs, so a broker that lost its
   messages (a Redis restart) delays jobs but never loses them, and a long queue does not fill
@@ -28,6 +30,8 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.artifacts.service import expire_artifacts
+from app.artifacts.storage import LocalArtifactStorage
 from app.broker import enqueue_job, queue_depth
 from app.config import Settings
 from app.db import session_scope, utcnow
@@ -51,6 +55,7 @@ class Reconciled:
     failed: list[str] = field(default_factory=list)  # lease expired on the last attempt
     cancelled: list[str] = field(default_factory=list)  # lease expired while cancelling
     re_enqueued: list[str] = field(default_factory=list)  # queued, sent to the broker again
+    expired: list[str] = field(default_factory=list)  # storage keys past their retention
 
 
 def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
@@ -66,6 +71,7 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
             for job, attempt in _expired_attempts(session, settings.lease_seconds):
                 _expire(session, job, attempt, settings, done)
                 session.commit()
+    done.expired = _expire_old_artifacts(settings)
     with session_scope() as session:
         due = _unclaimed_jobs(session, settings.requeue_after_seconds)
         for job in _needing_a_send(session, due):
@@ -80,6 +86,27 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 break
             done.re_enqueued.append(job.id)
     return done
+
+
+def _expire_old_artifacts(settings: Settings) -> list[str]:
+    """Checkpoints (TAAS_CHECKPOINT_RETENTION_DAYS), then every artifact
+    (TAAS_ARTIFACT_RETENTION_DAYS), of jobs that ended longer ago than their retention: rows
+    first, files once that is committed."""
+    keys: list[str] = []
+    rules = (
+        (settings.checkpoint_retention_days, ("checkpoint",), "CHECKPOINT"),
+        (settings.artifact_retention_days, None, "ARTIFACT"),
+    )
+    for days, kinds, name in rules:
+        if days is None:
+            continue
+        reason = f"the job ended more than {days:g} days ago (TAAS_{name}_RETENTION_DAYS)"
+        with session_scope() as session:
+            keys += expire_artifacts(session, utcnow() - timedelta(days=days), kinds, reason)
+    storage = LocalArtifactStorage(settings.resolved_artifact_dir)
+    for key in keys:
+        storage.delete(key)
+    return keys
 
 
 def _expired_attempts(session: Session, lease_seconds: float) -> list[tuple[Job, Attempt]]:
