@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = Field(default=60.0, gt=0)
     # Checkpoint artifacts kept per job (the latest epochs); a new attempt resumes from the last.
     keep_checkpoints: int = Field(default=2, ge=1)
+    # Below this many free bytes in a storage location (the SQLite database's folder, artifacts,
+    # uploaded datasets; a worker's scratch), new jobs, uploads and claims are refused with 507
+    # and /readyz says which location is low; work already running may still write.
+    min_free_bytes: int = Field(default=1024**3, ge=0)
+    # How long a worker keeps retrying a write the API refused for lack of space (507) before
+    # it gives up on the attempt (a checkpoint is skipped at once instead: training goes on).
+    storage_wait_seconds: float = Field(default=600.0, ge=0)
+    # Days after a job ended that its checkpoints, and all its artifacts, are deleted (none:
+    # kept until the job is deleted). The reconciler deletes them.
+    checkpoint_retention_days: float | None = Field(default=None, gt=0)
+    artifact_retention_days: float | None = Field(default=None, gt=0)
     # How long an Idempotency-Key on POST /v1/jobs is remembered.
     idempotency_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
 
@@ -100,6 +111,11 @@ class Settings(BaseSettings):
     def resolved_dataset_dir(self) -> Path:
         """Where the API keeps uploaded datasets in their canonical form."""
         return (self.dataset_dir or self.home / "datasets").resolve()
+
+    @property
+    def worker_scratch_dir(self) -> Path:
+        """Where a worker writes a job's checkpoints before uploading them."""
+        return (self.home / "checkpoints").resolve()
 
     @property
     def dataset_cache_dir(self) -> Path:

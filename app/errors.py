@@ -63,3 +63,9 @@ class IntegrityFailure(DomainError):
     """An upload whose bytes do not match the digest the sender declared."""
 
     status_code = 422
+
+
+class InsufficientStorage(DomainError):
+    """507: not enough free disk space to keep what the request would write."""
+
+    status_code = 507

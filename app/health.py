@@ -4,16 +4,30 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from app.auth.dependencies import SettingsDep
 from app.broker import broker_answers
 from app.db import get_engine
+from app.storage_space import api_locations, measure
 
 router = APIRouter(tags=["health"])
 
 
+class StorageOut(BaseModel):
+    name: str
+    status: str  # ok | low
+    free_bytes: int
+    min_free_bytes: int
+
+
 class Health(BaseModel):
-    status: str
+    status: str  # ok | degraded (storage low) | unavailable (database or broker down)
     database: str | None = None
     broker: str | None = None
+
+
+class Readiness(Health):
+    storage: str  # ok | low (a location below TAAS_MIN_FREE_BYTES)
+    storage_locations: list[StorageOut]
 
 
 @router.get("/healthz", response_model=Health)
@@ -31,14 +45,32 @@ def _database_answers() -> bool:
     return True
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(response: Response) -> Health:
-    """Ready when the database and the broker both answer; says which one is down otherwise."""
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+def readyz(response: Response, settings: SettingsDep) -> Readiness:
+    """Ready (200) when the database and the broker both answer, 503 naming which is down
+    otherwise. Storage below TAAS_MIN_FREE_BYTES is reported as ``degraded``, still 200: every
+    API process shares that storage, and a load balancer that took them all out of rotation
+    would stop the workers from finishing the jobs that the space left is kept for."""
     database, broker = _database_answers(), broker_answers()
+    locations = measure(api_locations(settings), settings.min_free_bytes)
+    storage = not any(location.low for location in locations)
     if not (database and broker):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(
-        status="ok" if database and broker else "unavailable",
+        overall = "unavailable"
+    else:
+        overall = "ok" if storage else "degraded"
+    return Readiness(
+        status=overall,
         database="ok" if database else "down",
         broker="ok" if broker else "down",
+        storage="ok" if storage else "low",
+        storage_locations=[
+            StorageOut(
+                name=location.name,
+                status="low" if location.low else "ok",
+                free_bytes=location.free_bytes,
+                min_free_bytes=location.min_free_bytes,
+            )
+            for location in locations
+        ],
     )

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 
 from app import models  # noqa: F401  (registers every table on Base.metadata)
@@ -23,6 +24,7 @@ from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
 from app.reconciler import Reconciler
 from app.spec import LimitViolation
+from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +76,23 @@ def _client_disconnected(request: Request, _error: Exception) -> Response:
     return Response(status_code=499)
 
 
+def _storage_error(request: Request, error: Exception) -> JSONResponse:
+    """A write that ran out of disk space is 507, never a 500 (its partial file is already
+    gone: every writer removes its temporary file on the way out); anything else is a 500."""
+    reason = storage_full_reason(error)
+    if reason is None:
+        return _unexpected_error(request, error)
+    STORAGE_FULL_LOG.note(reason)
+    logger.error("%s %s: %s", request.method, request.url.path, reason)
+    detail = f"{reason}; the write was not kept. Free some space and retry"
+    return JSONResponse({"detail": detail}, status_code=507)
+
+
 def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
     # A database restart is not the client's fault nor a bug: say so, and when to try again.
-    # Workers and the client retry 5xx answers.
+    # Workers and the client retry 5xx answers. (SQLite's "disk is full" is one of these too.)
+    if storage_full_reason(error) is not None:
+        return _storage_error(request, error)
     logger.warning(
         "database unavailable during %s %s: %s",
         request.method,
@@ -122,6 +138,10 @@ def create_app() -> FastAPI:
     app.add_exception_handler(LimitViolation, _limit_violation)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    # Registered by type (not only under Exception, whose handler re-raises after answering).
+    app.add_exception_handler(OSError, _storage_error)
+    app.add_exception_handler(SQLAlchemyError, _storage_error)
+    # More specific than SQLAlchemyError: a database that cannot be reached is 503.
     for error_class in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error_class, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

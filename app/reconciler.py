@@ -5,8 +5,11 @@ A thread in each API process, every ``reconcile_seconds``:
   at the limit nor reported) end as ``timed_out``, and their job fails as ``timeout``: running it
   again would only run out of time again;
 - running attempts whose lease expired (no heartbeat for ``lease_seconds``: the worker died, was
-  killed, or lost its network) end as ``lost``, and their job goes back to ``queued`` to resume
-  from its last checkpoint, or becomes ``failed`` after ``max_attempts``;
+  killed, lost its network, or could not report to a full disk) end as ``lost``, and their job
+  goes back to ``queued`` to resume from its last checkpoint, or becomes ``failed`` after
+  ``max_attempts``;
+- checkpoints, or all artifacts, of jobs that ended longer ago than their retention setting are
+  deleted (none by default);
 - queued jobs that no worker claimed are sent to the broker again, with a growing delay and
   only while their queue holds fewer messages than queued jobs, so a broker that lost its
   messages (a Redis restart) delays jobs but never loses them, and a long queue does not fill
@@ -27,11 +30,14 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.artifacts.service import expire_artifacts
+from app.artifacts.storage import LocalArtifactStorage
 from app.broker import enqueue_job, queue_depth
 from app.config import Settings
 from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
 from app.jobs.models import Attempt, Job
 from app.jobs.service import cancelled, record_event, transition
+from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ class Reconciled:
     failed: list[str] = field(default_factory=list)  # lease expired on the last attempt
     cancelled: list[str] = field(default_factory=list)  # lease expired while cancelling
     re_enqueued: list[str] = field(default_factory=list)  # queued, sent to the broker again
+    expired: list[str] = field(default_factory=list)  # storage keys past their retention
 
 
 def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
@@ -64,6 +71,7 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
             for job, attempt in _expired_attempts(session, settings.lease_seconds):
                 _expire(session, job, attempt, settings, done)
                 session.commit()
+    done.expired = _expire_old_artifacts(settings)
     with session_scope() as session:
         due = _unclaimed_jobs(session, settings.requeue_after_seconds)
         for job in _needing_a_send(session, due):
@@ -78,6 +86,27 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 break
             done.re_enqueued.append(job.id)
     return done
+
+
+def _expire_old_artifacts(settings: Settings) -> list[str]:
+    """Checkpoints (TAAS_CHECKPOINT_RETENTION_DAYS), then every artifact
+    (TAAS_ARTIFACT_RETENTION_DAYS), of jobs that ended longer ago than their retention: rows
+    first, files once that is committed."""
+    keys: list[str] = []
+    rules = (
+        (settings.checkpoint_retention_days, ("checkpoint",), "CHECKPOINT"),
+        (settings.artifact_retention_days, None, "ARTIFACT"),
+    )
+    for days, kinds, name in rules:
+        if days is None:
+            continue
+        reason = f"the job ended more than {days:g} days ago (TAAS_{name}_RETENTION_DAYS)"
+        with session_scope() as session:
+            keys += expire_artifacts(session, utcnow() - timedelta(days=days), kinds, reason)
+    storage = LocalArtifactStorage(settings.resolved_artifact_dir)
+    for key in keys:
+        storage.delete(key)
+    return keys
 
 
 def _expired_attempts(session: Session, lease_seconds: float) -> list[tuple[Job, Attempt]]:
@@ -139,6 +168,10 @@ def _expire(
         f"attempt {attempt.number} lost its worker ({attempt.worker}): "
         f"no heartbeat for {silent:.0f} s"
     )
+    # Its writes may have been refused for lack of space rather than its worker lost: say so.
+    storage_full = STORAGE_FULL_LOG.recent(silent + settings.lease_seconds)
+    if storage_full is not None:
+        reason += f"; {storage_full} when it last tried to report"
     now = utcnow()
     if job.status == "cancelling":
         message = f"cancelled by the user; {reason}"
@@ -263,9 +296,20 @@ class Reconciler:
         while not self.stopped.wait(self.settings.reconcile_seconds):
             try:
                 reconcile(self.settings, expire_leases=time.monotonic() >= trusted_from)
-            except DATABASE_UNAVAILABLE as error:  # a restart: expected, one line is enough
-                logger.warning("reconcile pass failed: %s", describe_database_error(error))
+            except Exception as error:  # a database hiccup must not end reconciling for good
+                _log_failed_pass(error)
                 trusted_from = time.monotonic() + self.settings.lease_seconds
-            except Exception:  # anything else must not end reconciling for good either
-                logger.exception("reconcile pass failed; trying again next period")
-                trusted_from = time.monotonic() + self.settings.lease_seconds
+
+
+def _log_failed_pass(error: Exception) -> None:
+    """A full disk or a database restart fails every pass until it is over: one line each, not
+    a traceback."""
+    reason = storage_full_reason(error)
+    if reason is None and isinstance(error, DATABASE_UNAVAILABLE):
+        logger.warning("reconcile pass failed: %s", describe_database_error(error))
+        return
+    if reason is None:
+        logger.exception("reconcile pass failed; trying again next period")
+        return
+    STORAGE_FULL_LOG.note(reason)
+    logger.error("reconcile pass failed: %s; trying again next period", reason)

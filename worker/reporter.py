@@ -2,6 +2,8 @@
 
 Transient failures (connection errors, 5xx) are retried with exponential backoff and jitter, so a
 short API restart costs a job nothing. 4xx answers are final; 409 means this attempt is stale.
+507 (the API's disk is full) is retried for ``storage_wait_seconds``, as space may come back, by
+the calls that must get through (results, finish); the others raise StorageFull at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 import logging
 import random
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ import httpx
 
 logger = logging.getLogger(__name__)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+# A write the API refused for lack of space is tried again this often while space may return.
+STORAGE_RETRY_SECONDS = 5.0
 
 
 class ApiRefused(Exception):
@@ -31,6 +36,10 @@ class ApiRefused(Exception):
 
 class StaleAttempt(ApiRefused):
     """409: the job is no longer ours (cancelled before start, claimed by another, or finished)."""
+
+
+class StorageFull(ApiRefused):
+    """507: the API has no room for the write (or, for a claim, too little to take new work)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class ApiReporter:
         attempts: int = 8,
         timeout: float = 30.0,
         give_up: threading.Event | None = None,
+        storage_wait_seconds: float = 600.0,
     ) -> None:
         self.client = httpx.Client(
             base_url=api_url.rstrip("/") + "/internal/v1/jobs",
@@ -69,6 +79,7 @@ class ApiReporter:
             timeout=timeout,
         )
         self.attempts = attempts
+        self.storage_wait_seconds = storage_wait_seconds
         # Once set (the worker is shutting down), a failed call is not retried: a worker that
         # must exit does not sit out a minute of back-off first. The job is not lost: its
         # attempt expires and resumes elsewhere.
@@ -80,7 +91,10 @@ class ApiReporter:
     def claim(self, job_id: str, worker: str) -> Claim | None:
         """Start a new attempt of the job, or None when it is not ours to run."""
         try:
-            body = self._call("POST", f"/{job_id}/claim", json={"worker": worker})
+            # Storage low (507): raised at once, the job stays queued for later.
+            body = self._call(
+                "POST", f"/{job_id}/claim", json={"worker": worker}, wait_for_storage=False
+            )
         except StaleAttempt:
             return None
         dataset = body.get("dataset")
@@ -97,16 +111,23 @@ class ApiReporter:
     def heartbeat(self, job_id: str, attempt: int, epoch: int, fraction: float) -> bool:
         """Renew the lease; True when the user asked to cancel."""
         path = f"/{job_id}/attempts/{attempt}/heartbeat"
-        body = self._call("POST", path, json={"epoch": epoch, "fraction": fraction})
+        body = self._call(
+            "POST", path, json={"epoch": epoch, "fraction": fraction}, wait_for_storage=False
+        )
         return bool(body["cancel"])
 
     def post_metrics(self, job_id: str, attempt: int, point: dict[str, Any]) -> None:
         self._call("POST", f"/{job_id}/attempts/{attempt}/metrics", json=point)
 
     def post_event(self, job_id: str, attempt: int, message: str) -> None:
-        self._call("POST", f"/{job_id}/attempts/{attempt}/events", json={"message": message[:4000]})
+        body = {"message": message[:4000]}
+        self._call(
+            "POST", f"/{job_id}/attempts/{attempt}/events", json=body, wait_for_storage=False
+        )
 
-    def upload_artifact(self, job_id: str, attempt: int, path: Path, kind: str) -> None:
+    def upload_artifact(
+        self, job_id: str, attempt: int, path: Path, kind: str, *, wait_for_storage: bool = True
+    ) -> None:
         """Stream the file with its sha256; the API verifies the digest before recording it."""
         digest = sha256_of(path)
         self._call(
@@ -115,6 +136,7 @@ class ApiReporter:
             params={"kind": kind},
             headers={"X-Content-SHA256": digest, "Content-Type": "application/octet-stream"},
             content_factory=lambda: _chunks(path),
+            wait_for_storage=wait_for_storage,
         )
 
     def download_dataset(self, job_id: str, attempt: int, destination: Path) -> None:
@@ -169,20 +191,47 @@ class ApiReporter:
         path: str,
         *,
         content_factory: Any = None,
+        wait_for_storage: bool = True,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        for attempt in range(1, self.attempts + 1):
+        attempt, storage_deadline = 1, None
+        while True:
             try:
                 content = content_factory() if content_factory else None
                 response = self.client.request(method, path, content=content, **kwargs)
             except httpx.TransportError as error:
                 self._back_off(attempt, f"{method} {path}: {error!r}")
+                attempt += 1
+                continue
+            if response.status_code == 507:
+                # Not a failure of the API: it lacks space, which may come back. Waited for
+                # against its own deadline, not the tries that transient failures get.
+                if storage_deadline is None:
+                    storage_deadline = time.monotonic() + self.storage_wait_seconds
+                self._wait_for_storage(response, storage_deadline, wait_for_storage)
                 continue
             if response.status_code >= 500:
                 self._back_off(attempt, f"{method} {path}: HTTP {response.status_code}")
+                attempt += 1
                 continue
             return _checked(response)
-        raise AssertionError("unreachable: _back_off raises on the last attempt")
+
+    def _wait_for_storage(self, response: httpx.Response, deadline: float, wait: bool) -> None:
+        """Sleep before retrying a 507, or raise StorageFull once waiting is over (or not
+        wanted)."""
+        left = deadline - time.monotonic()
+        if not wait or left <= 0 or self.give_up.is_set():
+            _checked(response)  # raises StorageFull with the API's reason
+        request = response.request
+        logger.warning(
+            "%s %s: the API's storage is full (%s); retrying for up to %.0f s more",
+            request.method,
+            request.url.path,
+            _detail(response),
+            left,
+        )
+        if self.give_up.wait(min(STORAGE_RETRY_SECONDS, left)):
+            _checked(response)
 
     def _back_off(self, attempt: int, what: str) -> None:
         if attempt >= self.attempts:
@@ -200,12 +249,15 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
     if response.status_code < 400:
         body: dict[str, Any] = response.json()
         return body
+    error = {409: StaleAttempt, 507: StorageFull}.get(response.status_code, ApiRefused)
+    raise error(response.status_code, _detail(response))
+
+
+def _detail(response: httpx.Response) -> object:
     try:
-        detail = response.json().get("detail")
+        return response.json().get("detail")
     except ValueError:
-        detail = response.text[:500]
-    error = StaleAttempt if response.status_code == 409 else ApiRefused
-    raise error(response.status_code, detail)
+        return response.text[:500]
 
 
 def sha256_of(path: Path) -> str:

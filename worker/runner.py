@@ -14,6 +14,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import torch
 
 from app.config import Settings, get_settings
 from app.spec import JOB_ID_PATTERN, JobSpec
+from app.storage_space import free_bytes, storage_full_reason
 from worker.dataset_cache import cached_dataset
 from worker.devices import device_label
-from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt
+from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt, StorageFull
 from worker.trainer.data import Dataset, DatasetUnavailable, load_canonical, load_dataset
 from worker.trainer.export import ExportFailed, artifact_kind, write_model_files
 from worker.trainer.loop import MetricPoint, TrainingPreempted, TrainResult, train
@@ -60,7 +62,10 @@ class JobContext:
         self.call_api(self.reporter.post_metrics, values)
 
     def log(self, message: str) -> None:
-        self.call_api(self.reporter.post_event, message)
+        try:
+            self.call_api(self.reporter.post_event, message)
+        except StorageFull:  # a message is not worth stopping for; the worker log has it
+            logger.warning("job %s: event not recorded (storage full): %s", self.job_id, message)
 
     def should_stop(self) -> bool:
         return self.stop_requested.is_set() or SHUTTING_DOWN.is_set()
@@ -71,17 +76,30 @@ class JobContext:
         return SHUTTING_DOWN.is_set() and not self.stop_requested.is_set()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Write the checkpoint locally, then upload it: the API's copy is what a new attempt,
-        on any worker, resumes from."""
+        """Write the checkpoint locally, upload it, delete it: the API's copy is what a new
+        attempt, on any worker, resumes from, so the worker keeps none between epochs. A full
+        disk here or at the API skips this checkpoint (training goes on; a new attempt would
+        resume from the one before) instead of failing the job."""
         self.scratch.mkdir(parents=True, exist_ok=True)
         path = self.scratch / f"checkpoint-epoch{int(state['epoch'])}.pt"
-        partial = path.with_suffix(".partial")
-        torch.save(state, partial)
-        partial.replace(path)
-        self.call_api(self.reporter.upload_artifact, path, "checkpoint")
-        for older in self.scratch.glob("checkpoint-epoch*.pt"):
-            if older != path:
-                older.unlink(missing_ok=True)
+        try:
+            _write_checkpoint(state, path)
+            # Not waited for when the API is full: the next epoch's checkpoint may fit.
+            upload_now = partial(self.reporter.upload_artifact, wait_for_storage=False)
+            self.call_api(upload_now, path, "checkpoint")
+        except OSError as error:
+            if storage_full_reason(error) is None:
+                raise
+            self._skip_checkpoint(state, f"{storage_full_reason(error)} on the worker")
+        except StorageFull as error:
+            self._skip_checkpoint(state, f"storage full on the API ({error})")
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _skip_checkpoint(self, state: dict[str, Any], why: str) -> None:
+        message = f"checkpoint of epoch {int(state['epoch'])} not kept: {why}; training goes on"
+        logger.warning("job %s: %s", self.job_id, message)
+        self.log(message)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The job's latest checkpoint from the API (verified against its sha256), or None."""
@@ -115,6 +133,18 @@ class JobContext:
             self.lost.set()
             self.stop_requested.set()
             return None
+
+
+def _write_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """torch.save through a Python file, so a full disk surfaces as OSError(ENOSPC) (given a
+    path, torch reports it as a RuntimeError without the errno); renamed only once complete."""
+    unfinished = path.with_suffix(".unfinished")
+    try:
+        with unfinished.open("wb") as file:
+            torch.save(state, file)
+        unfinished.replace(path)
+    finally:
+        unfinished.unlink(missing_ok=True)
 
 
 class Heartbeat:
@@ -205,33 +235,73 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         # broker message.
         logger.error("ignoring a message with a malformed job id %r", job_id[:100])
         return
-    reporter = ApiReporter(settings.api_url, settings.worker_token, give_up=SHUTTING_DOWN)
+    scratch = settings.worker_scratch_dir / job_id
+    reporter = ApiReporter(
+        settings.api_url,
+        settings.worker_token,
+        give_up=SHUTTING_DOWN,
+        storage_wait_seconds=settings.storage_wait_seconds,
+    )
     try:
-        claim = reporter.claim(job_id, worker_name())
-        if claim is None:
-            logger.info("job %s is not queued any more; nothing to do", job_id)
+        if _scratch_is_low(settings, job_id):
             return
-        spec = JobSpec.model_validate(claim.spec)
-        scratch = settings.home.resolve() / "checkpoints" / job_id
-        context = JobContext(reporter, job_id, claim.attempt, spec.training.epochs, scratch)
-        with (
-            Heartbeat(context, claim.heartbeat_seconds),
-            Watchdog(context, claim.time_limit_seconds),
-        ):
-            outcome = _train_and_upload(
-                spec, context, lambda: _load(spec, claim, context, settings)
-            )
-            if context.timed_out.is_set() and outcome["status"] == "cancelled":
-                outcome = _failure("timeout", _timeout_message(claim, context))
-        if context.lost.is_set():
-            pass  # another attempt owns the job now: report nothing
-        elif outcome["status"] == "preempted":
-            context.call_api(reporter.release, "the worker is shutting down")
-        else:
-            context.call_api(reporter.finish, outcome)
-            shutil.rmtree(scratch, ignore_errors=True)  # over: the API keeps the checkpoints
+        claim = _claim(reporter, job_id)
+        if claim is not None:
+            _run_claimed(claim, reporter, scratch, settings)
     finally:
         reporter.close()
+        # However the job ended (even when its result could not be reported), this worker's
+        # copies are of no more use: the API keeps the checkpoints.
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch_is_low(settings: Settings, job_id: str) -> bool:
+    """A worker whose own disk is nearly full takes no new job: it stays queued for another
+    worker, or for later (the reconciler sends it again)."""
+    free = free_bytes(settings.worker_scratch_dir)
+    if free >= settings.min_free_bytes:
+        return False
+    logger.warning(
+        "not taking job %s: this worker's scratch folder %s has %d bytes free, below "
+        "TAAS_MIN_FREE_BYTES=%d; the job stays queued",
+        job_id,
+        settings.worker_scratch_dir,
+        free,
+        settings.min_free_bytes,
+    )
+    return True
+
+
+def _claim(reporter: ApiReporter, job_id: str) -> Claim | None:
+    try:
+        claim = reporter.claim(job_id, worker_name())
+    except StorageFull as error:
+        logger.warning("not taking job %s: %s; it stays queued", job_id, error)
+        return None
+    if claim is None:
+        logger.info("job %s is not queued any more; nothing to do", job_id)
+    return claim
+
+
+def _run_claimed(claim: Claim, reporter: ApiReporter, scratch: Path, settings: Settings) -> None:
+    spec = JobSpec.model_validate(claim.spec)
+    context = JobContext(reporter, claim.job_id, claim.attempt, spec.training.epochs, scratch)
+    with (
+        Heartbeat(context, claim.heartbeat_seconds),
+        Watchdog(context, claim.time_limit_seconds),
+    ):
+        outcome = _train_and_upload(spec, context, lambda: _load(spec, claim, context, settings))
+        if context.timed_out.is_set() and outcome["status"] == "cancelled":
+            outcome = _failure("timeout", _timeout_message(claim, context))
+    if context.lost.is_set():
+        return  # another attempt owns the job now: report nothing
+    if outcome["status"] == "preempted":
+        context.call_api(reporter.release, "the worker is shutting down")
+        return
+    # A full disk at the API is waited out (TAAS_STORAGE_WAIT_SECONDS); should it last longer,
+    # StorageFull propagates and the attempt's lease expires: the reconciler then re-queues or
+    # fails the job as soon as the database takes writes again.
+    context.call_api(reporter.finish, outcome)
 
 
 def _timeout_message(claim: Claim, context: JobContext) -> str:
@@ -287,6 +357,8 @@ def _train_and_upload(
         return _failure("user_error", str(error))
     except ExportFailed as error:
         return _failure("internal", str(error))
+    except StorageFull as error:
+        return _failure("infra", f"storage full on the API: {error}; free space there and retry")
     except ConnectionError:
         # The API stayed unreachable through every retry: leave the attempt to expire, so the
         # job resumes from its checkpoint instead of failing for an outage.
@@ -294,6 +366,9 @@ def _train_and_upload(
     except torch.OutOfMemoryError:
         return _failure("user_error", "out of memory: lower training.batch_size or the model size")
     except Exception as error:
+        reason = storage_full_reason(error)
+        if reason is not None:  # writing the model files on this worker
+            return _failure("infra", f"{reason} on the worker")
         if SHUTTING_DOWN.is_set():
             # Raised by the shutdown itself (Celery's cold shutdown interrupts the task), not by
             # the job: give it back rather than fail it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,12 +11,15 @@ from sqlalchemy.orm import Session
 from app.artifacts.models import Artifact
 from app.artifacts.storage import StoredObject
 from app.errors import InvalidInput, MalformedHeader
+from app.jobs.models import Job
+from app.jobs.service import record_event
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # RFC 9110 14.1.2: "bytes=" then comma-separated FIRST-LAST, FIRST- or -SUFFIX byte ranges.
 BYTE_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 ARTIFACT_KINDS = ("model", "metadata", "checkpoint", "export", "log")
+EXPIRE_BATCH = 500  # artifact rows expired per reconciler pass
 
 
 def check_artifact_name(name: str) -> str:
@@ -128,3 +132,32 @@ def record_artifact(
     session.add(artifact)
     session.flush()
     return replaced
+
+
+def expire_artifacts(
+    session: Session, ended_before: datetime, kinds: tuple[str, ...] | None, reason: str
+) -> list[str]:
+    """Delete the rows of artifacts (of ``kinds``, or all) of jobs that ended before
+    ``ended_before``, noting on each job what went and why; returns their storage keys, which
+    the caller deletes once the commit went through. A batch at a time, oldest jobs first."""
+    query = (
+        select(Artifact, Job)
+        .join(Job, Job.id == Artifact.job_id)
+        .where(Job.finished_at.is_not(None), Job.finished_at < ended_before)
+        .order_by(Job.finished_at, Artifact.id)
+        .limit(EXPIRE_BATCH)
+    )
+    if kinds is not None:
+        query = query.where(Artifact.kind.in_(kinds))
+    expired: dict[str, list[Artifact]] = {}
+    jobs = {}
+    for artifact, job in session.execute(query).all():
+        expired.setdefault(job.id, []).append(artifact)
+        jobs[job.id] = job
+    for job_id, artifacts in expired.items():
+        names = ", ".join(sorted(artifact.name for artifact in artifacts))
+        record_event(session, jobs[job_id], f"deleted {names}: {reason}")
+        for artifact in artifacts:
+            session.delete(artifact)
+    session.flush()
+    return [artifact.storage_key for artifacts in expired.values() for artifact in artifacts]

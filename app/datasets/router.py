@@ -23,6 +23,7 @@ from app.datasets.storage import DatasetStorage
 from app.db import SessionDep
 from app.errors import Conflict, InvalidInput, UnsupportedMediaType
 from app.spec import BUILTIN_DATASETS
+from app.storage_space import require_room_for_new_work
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
@@ -77,6 +78,7 @@ class UploadForm:
         413: {"description": "the upload (or what it unpacks to) is too large"},
         415: {"description": "not multipart/form-data, or a file format that is not supported"},
         422: {"description": "the file is not a valid dataset; the message says why"},
+        507: {"description": "a storage location is below TAAS_MIN_FREE_BYTES; the detail says"},
     },
 )
 async def upload_dataset(
@@ -93,6 +95,7 @@ async def upload_dataset(
             f"Content-Type {content_type[:100]!r} is not supported: send multipart/form-data "
             "with a 'file' field (and optionally 'name')"
         )
+    require_room_for_new_work(settings, "dataset upload")  # before a byte of the body is read
     async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
         upload = parse_upload_form(form)
         # Hashing, unpacking and validating take seconds on a large file: off the event loop.

@@ -17,6 +17,7 @@ from typing import BinaryIO
 from app.artifacts.storage import fsync_dir
 from app.errors import PayloadTooLarge
 from app.spec import DATASET_ID_PATTERN
+from app.storage_space import raise_if_storage_full
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -62,7 +63,7 @@ class DatasetStorage:
         self.root.mkdir(parents=True, exist_ok=True)
         temporary = self.root / f".{dataset_id}.partial"
         try:
-            write(temporary)
+            _write_or_report_full_disk(write, temporary)
             size, digest = _fsync_and_hash(temporary)
             os.replace(temporary, final)
             fsync_dir(self.root)
@@ -72,6 +73,15 @@ class DatasetStorage:
 
     def delete(self, dataset_id: str) -> None:
         self.path(dataset_id).unlink(missing_ok=True)
+
+
+def _write_or_report_full_disk(write: Callable[[Path], None], path: Path) -> None:
+    # The canonical file is written by safetensors, whose full-disk error is no OSError.
+    try:
+        write(path)
+    except Exception as error:
+        raise_if_storage_full(error)
+        raise
 
 
 def _copy_hashed(upload: BinaryIO, path: Path, max_bytes: int) -> tuple[int, str]:

@@ -39,6 +39,7 @@ from app.internal.schemas import (
     MetricPointIn,
     ReleaseRequest,
 )
+from app.storage_space import require_room_for_new_work
 from app.time_limits import attempt_time_limit, describe_time_limit
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"], dependencies=[WorkerAuth])
@@ -46,10 +47,16 @@ JobId = Annotated[str, Path(max_length=40)]
 AttemptNumber = Annotated[int, Path(ge=1, le=1_000_000)]
 
 
-@router.post("/{job_id}/claim", response_model=ClaimResponse)
+@router.post(
+    "/{job_id}/claim",
+    response_model=ClaimResponse,
+    responses={507: {"description": "storage is low: the job stays queued for later"}},
+)
 def claim(
     job_id: JobId, body: ClaimRequest, session: SessionDep, settings: SettingsDep
 ) -> ClaimResponse:
+    # Space left goes to the attempts already running; the reconciler sends this job again.
+    require_room_for_new_work(settings, f"claim of job {job_id[:64]}")
     job = service.claim_job(session, job_id, body.worker, settings)
     session.commit()
     uploaded = service.uploaded_dataset(session, job)

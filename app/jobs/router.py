@@ -25,6 +25,7 @@ from app.jobs.schemas import (
     MetricList,
 )
 from app.spec import JobSpec
+from app.storage_space import require_room_for_new_work
 from app.time_limits import attempt_time_limit
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -47,6 +48,7 @@ OwnedJob = Annotated[Job, Depends(valid_owned_job)]
     responses={
         409: {"description": "the Idempotency-Key was used for another body"},
         429: {"description": "the tenant has the most jobs queued or running it may have"},
+        507: {"description": "a storage location is below TAAS_MIN_FREE_BYTES; the detail says"},
     },
 )
 def submit_job(
@@ -68,6 +70,7 @@ def submit_job(
         if replayed is not None:
             response.headers["Idempotent-Replayed"] = "true"
             return service.describe_job(session, replayed)
+    require_room_for_new_work(settings, "new job")
     job = service.submit_job(session, tenant, spec, settings)
     if idempotency_key is not None:
         idempotency.remember(session, tenant, idempotency_key, idempotency.request_hash(spec), job)

@@ -3,6 +3,9 @@ unclaimed jobs are sent again with a growing delay, and a lost attempt's writes 
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +15,12 @@ from fastapi.testclient import TestClient
 from app.config import Settings, get_settings
 from app.db import session_scope, utcnow
 from app.jobs.models import Attempt, Job
-from app.reconciler import reconcile
+from app.reconciler import Reconciler, reconcile
+from tests.app.internal.test_router import finish, stored_files, upload, upload_model
+from tests.app.test_storage_space import full_database
 from tests.conftest import TINY_SYNTHETIC
+
+__all__ = ["full_database"]  # the fixture
 
 
 def settings(**overrides: object) -> Settings:
@@ -260,3 +267,83 @@ def test_a_cancelling_job_given_back_ends_cancelled(
         "type": "cancelled",
         "message": "cancelled by the user; its worker stopped early (the worker is shutting down)",
     }
+
+
+def test_a_finish_lost_to_a_full_disk_is_recorded_once_space_returns(
+    api: TestClient,
+    auth: dict[str, str],
+    worker_auth: dict[str, str],
+    full_database: Callable[[bool], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    full_database(True)
+    outcome = {"status": "failed", "error_type": "user_error", "error_message": "bad data"}
+    response = api.post(
+        f"/internal/v1/jobs/{job_id}/attempts/1/finish", json=outcome, headers=worker_auth
+    )
+    assert response.status_code == 507
+    silence_while_full = settings(lease_seconds=0.01, reconcile_seconds=0.05, max_attempts=1)
+
+    # Every pass fails while the disk is full: the loop says so in one line each, and lives on.
+    reconciler = Reconciler(silence_while_full)
+    with caplog.at_level(logging.ERROR, logger="app.reconciler"):
+        reconciler.start()
+        time.sleep(0.5)
+        assert reconciler.thread.is_alive()
+        reconciler.stop()
+    failures = [record for record in caplog.records if "reconcile pass failed" in record.message]
+    assert 1 <= len(failures) <= 12  # one per period: no spinning
+    assert all(record.exc_info is None for record in failures)
+    assert "storage full: the database or its disk is full" in failures[0].message
+    assert job(api, auth, job_id)["status"] == "running"
+
+    full_database(False)
+    done = reconcile(silence_while_full)
+    assert done.failed == [job_id]
+    error = job(api, auth, job_id)["error"]
+    assert isinstance(error, dict)
+    assert error["type"] == "infra"
+    assert "storage full: the database or its disk is full when it last tried to report" in str(
+        error["message"]
+    )
+
+
+def test_artifacts_of_jobs_that_ended_long_ago_are_deleted_after_their_retention(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    job_id = submit_and_claim(api, auth, worker_auth)
+    checkpoint = upload(
+        api, worker_auth, job_id, "checkpoint-epoch1.pt", b"c" * 100, kind="checkpoint"
+    )
+    assert checkpoint.status_code == 200
+    upload_model(api, worker_auth, job_id)
+    assert finish(api, worker_auth, job_id, status="succeeded").status_code == 200
+    recent = reconcile(settings(checkpoint_retention_days=7, artifact_retention_days=30))
+    assert recent.expired == []  # it ended just now
+
+    with session_scope() as session:
+        ended = session.get(Job, job_id)
+        assert ended is not None
+        ended.finished_at = utcnow() - timedelta(days=10)
+    done = reconcile(settings(checkpoint_retention_days=7, artifact_retention_days=30))
+
+    assert len(done.expired) == 1
+    listed = api.get(f"/v1/jobs/{job_id}/artifacts", headers=auth).json()["items"]
+    assert [item["name"] for item in listed] == ["model.json", "model.safetensors"]
+    assert job(api, auth, job_id)["artifacts"] == ["model.json", "model.safetensors"]
+    gone = api.get(f"/v1/jobs/{job_id}/artifacts/checkpoint-epoch1.pt", headers=auth)
+    assert gone.status_code == 404
+    assert "checkpoint-epoch1.pt" in gone.json()["detail"]
+    assert len(stored_files(job_id)) == 2  # the checkpoint's file went with its row
+    assert messages(api, auth, job_id)[-1] == (
+        "deleted checkpoint-epoch1.pt: the job ended more than 7 days ago "
+        "(TAAS_CHECKPOINT_RETENTION_DAYS)"
+    )
+
+    reconcile(settings(artifact_retention_days=9))
+    assert api.get(f"/v1/jobs/{job_id}/artifacts", headers=auth).json()["items"] == []
+    assert stored_files(job_id) == []
+    assert (
+        api.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors", headers=auth).status_code == 404
+    )

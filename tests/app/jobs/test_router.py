@@ -166,7 +166,13 @@ def test_health_and_readiness(api: TestClient) -> None:
     assert api.get("/healthz").json() == {"status": "ok", "database": None, "broker": None}
     ready = api.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    body = ready.json()
+    assert {key: body[key] for key in ("status", "database", "broker", "storage")} == {
+        "status": "ok",
+        "database": "ok",
+        "broker": "ok",
+        "storage": "ok",
+    }
 
 
 def test_a_tenant_at_its_active_job_cap_gets_429_until_one_ends(
