@@ -29,9 +29,9 @@ def cgroup_room() -> tuple[int, int] | None:
     """(limit - working set, limit) of this process's memory cgroup, v2 or v1; None without a
     limit. The working set leaves out inactive page cache, which the kernel reclaims first."""
     for folder, limit_file, usage_file, inactive in (
-        (_cgroup_folder("0", ""), "memory.max", "memory.current", "inactive_file"),
+        (cgroup_folder("0", ""), "memory.max", "memory.current", "inactive_file"),
         (
-            _cgroup_folder("memory", "memory"),
+            cgroup_folder("memory", "memory"),
             "memory.limit_in_bytes",
             "memory.usage_in_bytes",
             "total_inactive_file",
@@ -48,7 +48,7 @@ def cgroup_room() -> tuple[int, int] | None:
     return None
 
 
-def _cgroup_folder(controller: str, mount: str) -> Path | None:
+def cgroup_folder(controller: str, mount: str) -> Path | None:
     """This process's cgroup folder for ``controller`` ("0": the v2 unified hierarchy)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
@@ -78,7 +78,7 @@ def oom_kill_counts() -> dict[str, int]:
         ("0", "", "memory.events"),
         ("memory", "memory", "memory.oom_control"),
     ):
-        folder = _cgroup_folder(controller, mount)
+        folder = cgroup_folder(controller, mount)
         if folder is not None:
             sources.append(folder / name)
     counts = {}
