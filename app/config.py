@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     max_job_seconds: float = 24 * 3600.0
     max_synthetic_samples: int = 200_000
     max_synthetic_bytes: int = 1024**3
+    # A job must fit the largest worker at submit (its estimated peak, app/memory.py): the
+    # memory of the largest CPU worker host, and of the largest GPU.
+    max_worker_memory_bytes: int = Field(default=64 * 1024**3, gt=0)
+    max_gpu_memory_bytes: int = Field(default=80 * 1024**3, gt=0)
+    # A worker's own budget at claim; unset, it is the memory free right now (the host's, or
+    # its cgroup's; a GPU's free memory for a cuda job).
+    worker_memory_bytes: int | None = Field(default=None, gt=0)
 
     # Built-in datasets missing from the data dir are downloaded only when this is true.
     allow_download: bool = False
@@ -125,6 +132,11 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return (self.data_dir or self.home / "data").resolve()
+
+    @property
+    def auto_device(self) -> Literal["cpu", "cuda"]:
+        """Where a ``device: auto`` job runs: on the GPU queue's workers, or a CPU."""
+        return "cuda" if self.default_queue == "gpu" else "cpu"
 
     @property
     def limits(self) -> Limits:

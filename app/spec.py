@@ -208,6 +208,7 @@ class DatasetInfo(StrictModel):
     class_names: list[str]
     train_size: int
     test_size: int
+    value_bytes: Literal[1, 4] = 1  # per stored value: uint8 images, or float32 values
 
 
 FASHION_MNIST_CLASSES = [

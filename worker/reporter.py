@@ -73,6 +73,7 @@ class ApiReporter:
         give_up: threading.Event | None = None,
         storage_wait_seconds: float = 600.0,
     ) -> None:
+        self.api_url, self.worker_token = api_url, worker_token
         self.client = httpx.Client(
             base_url=api_url.rstrip("/") + "/internal/v1/jobs",
             headers={"Authorization": f"Bearer {worker_token}"},

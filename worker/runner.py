@@ -21,12 +21,21 @@ from typing import Any
 import torch
 
 from app.config import Settings, get_settings
-from app.spec import JOB_ID_PATTERN, JobSpec
+from app.memory import MemoryEstimate
+from app.spec import BUILTIN_DATASETS, JOB_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
 from app.storage_space import free_bytes, storage_full_reason
 from worker.dataset_cache import cached_dataset
 from worker.devices import device_label
+from worker.memory import NotEnoughMemory, check_fits
+from worker.oom_watch import OomWatch
 from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt, StorageFull
-from worker.trainer.data import Dataset, DatasetUnavailable, load_canonical, load_dataset
+from worker.trainer.data import (
+    Dataset,
+    DatasetUnavailable,
+    dataset_info_of_canonical,
+    load_canonical,
+    load_dataset,
+)
 from worker.trainer.export import ExportFailed, artifact_kind, write_model_files
 from worker.trainer.loop import MetricPoint, TrainingPreempted, TrainResult, train
 
@@ -55,6 +64,8 @@ class JobContext:
         self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
         self.timed_out = threading.Event()  # the attempt reached its time limit (Watchdog)
         self.epochs_done = 0
+        self.memory: MemoryEstimate | None = None  # the job's estimated peak, once checked
+        self.oom_watch: OomWatch | None = None  # tells the API if the kernel kills this process
 
     def report_metrics(self, point: MetricPoint) -> None:
         self.epochs_done = point.epoch
@@ -289,7 +300,9 @@ def _run_claimed(claim: Claim, reporter: ApiReporter, scratch: Path, settings: S
     with (
         Heartbeat(context, claim.heartbeat_seconds),
         Watchdog(context, claim.time_limit_seconds),
+        OomWatch(claim.job_id, claim.attempt, reporter.api_url, reporter.worker_token) as watch,
     ):
+        context.oom_watch = watch
         outcome = _train_and_upload(spec, context, lambda: _load(spec, claim, context, settings))
         if context.timed_out.is_set() and outcome["status"] == "cancelled":
             outcome = _failure("timeout", _timeout_message(claim, context))
@@ -316,6 +329,8 @@ def _load(spec: JobSpec, claim: Claim, context: JobContext, settings: Settings) 
     """A built-in from this machine (downloaded only if allowed), or the job's uploaded dataset
     from the worker's cache, fetched from the API on a miss."""
     if claim.dataset is None:
+        if spec.dataset in BUILTIN_DATASETS:
+            _check_memory(spec, dataset_info(spec), context, settings)
         data_dir = settings.resolved_data_dir
         return load_dataset(spec, data_dir, allow_download=settings.allow_download)
 
@@ -335,7 +350,19 @@ def _load(spec: JobSpec, claim: Claim, context: JobContext, settings: Settings) 
         context.log,
         max_bytes=settings.dataset_cache_bytes,
     ) as path:
+        _check_memory(spec, dataset_info_of_canonical(path, spec.dataset), context, settings)
         return load_canonical(path, spec.dataset)
+
+
+def _check_memory(
+    spec: JobSpec, info: DatasetInfo, context: JobContext, settings: Settings
+) -> None:
+    """Before loading anything: NotEnoughMemory when the job cannot fit this worker. The
+    estimate is kept to quote if the job runs out of memory all the same."""
+    context.memory = check_fits(spec, info, settings)
+    if context.oom_watch is not None:
+        context.oom_watch.note(_out_of_memory_advice(context))
+    context.log(f"memory: the job needs {context.memory.describe()}")
 
 
 def _train_and_upload(
@@ -353,7 +380,7 @@ def _train_and_upload(
         return {"status": "succeeded", **_result_fields(result)}
     except TrainingPreempted:
         return PREEMPTED  # checkpointed where it stopped: give the job back
-    except DatasetUnavailable as error:
+    except (DatasetUnavailable, NotEnoughMemory) as error:
         return _failure("user_error", str(error))
     except ExportFailed as error:
         return _failure("internal", str(error))
@@ -363,19 +390,46 @@ def _train_and_upload(
         # The API stayed unreachable through every retry: leave the attempt to expire, so the
         # job resumes from its checkpoint instead of failing for an outage.
         raise
-    except torch.OutOfMemoryError:
-        return _failure("user_error", "out of memory: lower training.batch_size or the model size")
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        return _out_of_memory(context, error)
+    except RuntimeError as error:
+        if CPU_ALLOCATION_FAILED not in str(error):
+            return _unexpected(context, error)
+        return _out_of_memory(context, error)
     except Exception as error:
-        reason = storage_full_reason(error)
-        if reason is not None:  # writing the model files on this worker
-            return _failure("infra", f"{reason} on the worker")
-        if SHUTTING_DOWN.is_set():
-            # Raised by the shutdown itself (Celery's cold shutdown interrupts the task), not by
-            # the job: give it back rather than fail it.
-            logger.warning("job %s interrupted by the worker's shutdown: %r", context.job_id, error)
-            return PREEMPTED
-        logger.exception("job %s failed", context.job_id)
-        return _failure("internal", f"{type(error).__name__}: {error}")
+        return _unexpected(context, error)
+
+
+# How PyTorch's CPU allocator says it failed (a RuntimeError, unlike CUDA's OutOfMemoryError).
+CPU_ALLOCATION_FAILED = "can't allocate memory"
+
+
+def _out_of_memory(context: JobContext, error: BaseException) -> dict[str, Any]:
+    logger.warning("job %s ran out of memory: %s", context.job_id, error)
+    advice = _out_of_memory_advice(context)
+    return _failure("user_error", f"ran out of memory ({type(error).__name__}); {advice}")
+
+
+def _out_of_memory_advice(context: JobContext) -> str:
+    estimate = context.memory
+    if estimate is None:
+        return "lower training.batch_size or use a smaller model"
+    # It was admitted, so the estimate fell short here: advise what would halve it.
+    halved = estimate.advice(estimate.total // 2)
+    return f"it was estimated to need {estimate.describe()}; to need about half, {halved}"
+
+
+def _unexpected(context: JobContext, error: Exception) -> dict[str, Any]:
+    reason = storage_full_reason(error)
+    if reason is not None:  # writing the model files on this worker
+        return _failure("infra", f"{reason} on the worker")
+    if SHUTTING_DOWN.is_set():
+        # Raised by the shutdown itself (Celery's cold shutdown interrupts the task), not by
+        # the job: give it back rather than fail it.
+        logger.warning("job %s interrupted by the worker's shutdown: %r", context.job_id, error)
+        return PREEMPTED
+    logger.exception("job %s failed", context.job_id)
+    return _failure("internal", f"{type(error).__name__}: {error}")
 
 
 def finite_or_none(value: object) -> object:

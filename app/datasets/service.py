@@ -155,6 +155,7 @@ def info_for_job(session: Session, tenant: Tenant, name: str) -> DatasetInfo | N
         class_names=list(dataset.class_names),
         train_size=dataset.train_size,
         test_size=dataset.test_size,
+        value_bytes=4 if dataset.dtype == "float32" else 1,
     )
 
 

@@ -29,6 +29,7 @@ from app.jobs.schemas import (
     MetricPointOut,
     Progress,
 )
+from app.memory import check_fits_largest_worker
 from app.spec import (
     JOB_ID_PATTERN,
     JobSpec,
@@ -90,8 +91,15 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
     upload is as unknown as a made-up name."""
     uploaded = info_for_job(session, tenant, spec.dataset)
     check_limits(spec, settings.limits, uploaded)
-    _check_active_jobs(session, tenant, settings.max_active_jobs_per_tenant)
     info = uploaded or dataset_info(spec)
+    check_fits_largest_worker(
+        spec,
+        info,
+        cpu_bytes=settings.max_worker_memory_bytes,
+        gpu_bytes=settings.max_gpu_memory_bytes,
+        auto_device=settings.auto_device,
+    )
+    _check_active_jobs(session, tenant, settings.max_active_jobs_per_tenant)
     stored_spec = normalized(spec)
     job = Job(
         id=new_job_id(),

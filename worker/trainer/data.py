@@ -515,6 +515,7 @@ def _canonical_info(path: Path, name: str, file: Any) -> DatasetInfo:
         class_names=class_names,
         train_size=shapes["train_x"][0],
         test_size=shapes["test_x"][0] if "test_x" in shapes else 0,
+        value_bytes=4 if dtypes["train_x"] == "F32" else 1,
     )
 
 
