@@ -149,16 +149,30 @@ class RoundRobinProxy:
         self.backends = cycle(backends)
         self.count = len(backends)
         self.loop = asyncio.new_event_loop()
+        self.server: asyncio.Server | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, name="proxy", daemon=True)
 
     def start(self) -> None:
-        server = asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(server, self.loop).result(timeout=10)
+        opening = asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.server = asyncio.run_coroutine_threadsafe(opening, self.loop).result(timeout=10)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+        self.loop.close()
+
+    async def _close(self) -> None:
+        """Stop listening and cut the connections still open."""
+        if self.server is not None:
+            self.server.close()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter

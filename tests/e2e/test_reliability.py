@@ -206,7 +206,8 @@ def test_jobs_queued_across_a_redis_restart_all_run(
 
         ready = httpx.get(f"{deployment.api_url}/readyz", timeout=30)
         assert ready.status_code == 503
-        assert ready.json() == {"status": "unavailable", "database": "ok", "broker": "down"}
+        body = ready.json()
+        assert (body["status"], body["database"], body["broker"]) == ("unavailable", "ok", "down")
         during = client.http.post("/v1/jobs", json=TINY_JOB)
         assert during.status_code == 201, during.text
         assert during.json()["status"] == "queued"
