@@ -10,6 +10,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Queue
 from kombu.exceptions import ChannelError
@@ -103,6 +104,25 @@ def queue_depth(queue: str) -> int | None:
     except Exception:
         logger.warning("could not ask the broker how many messages wait in %s", queue)
         return None
+
+
+# A key the reconcilers keep in a Redis broker. Redis without persistence comes back from a
+# restart empty: the key is gone, and so is every message that waited.
+BROKER_MARK_KEY = "taas:broker-mark"
+
+
+def broker_came_back_empty() -> bool:
+    """True, in exactly one API process, the first time the Redis broker is seen without its
+    mark (after a restart that lost its data, or on first use); False for a broker that keeps
+    its messages (the filesystem broker) and when Redis does not answer."""
+    url = get_settings().resolved_broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return False
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            return bool(client.set(BROKER_MARK_KEY, "set by the taas reconciler", nx=True))
+    except redis.RedisError:
+        return False
 
 
 def broker_answers(timeout: int = 2) -> bool:

@@ -11,9 +11,10 @@ A thread in each API process, every ``reconcile_seconds``:
 - checkpoints, or all artifacts, of jobs that ended longer ago than their retention setting are
   deleted (none by default);
 - queued jobs that no worker claimed are sent to the broker again, with a growing delay and
-  only while their queue holds fewer messages than queued jobs, so a broker that lost its
-  messages (a Redis restart) delays jobs but never loses them, and a long queue does not fill
-  with copies.
+  only while their queue holds fewer messages than queued jobs, so a broker that lost some
+  messages delays jobs but never loses them, and a long queue does not fill with copies;
+- a Redis broker that came back from a restart without its data (a mark the reconcilers keep in
+  it is gone) gets every queued job again at once.
 
 Every change is a compare-and-set on the job's status and attempt, so several API processes can
 reconcile at once: one wins, the others change nothing.
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.service import expire_artifacts
 from app.artifacts.storage import LocalArtifactStorage
-from app.broker import enqueue_job, queue_depth
+from app.broker import broker_came_back_empty, enqueue_job, queue_depth
 from app.config import Settings
 from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
 from app.jobs.models import Attempt, Job
@@ -73,6 +74,9 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 session.commit()
     done.expired = _expire_old_artifacts(settings)
     with session_scope() as session:
+        if broker_came_back_empty():
+            _forget_lost_messages(session)
+            session.commit()
         due = _unclaimed_jobs(session, settings.requeue_after_seconds)
         for job in _needing_a_send(session, due):
             count = job.enqueue_count
@@ -229,6 +233,20 @@ def _unclaimed_jobs(session: Session, requeue_after_seconds: float) -> list[Job]
         if last is None or (now - last).total_seconds() >= requeue_after_seconds * backoff:
             due.append(job)
     return due
+
+
+def _forget_lost_messages(session: Session) -> None:
+    """The broker lost every message: each queued job is due at once, with its delay reset,
+    instead of waiting out a growing delay meant for messages that merely wait their turn."""
+    result = session.execute(
+        update(Job)
+        .where(Job.status == "queued")
+        .values(enqueued_at=None, enqueue_count=0)
+        .execution_options(synchronize_session=False)
+    )
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    if count:
+        logger.warning("the broker came back without its messages: sending %d jobs again", count)
 
 
 def _needing_a_send(session: Session, due: list[Job]) -> list[Job]:

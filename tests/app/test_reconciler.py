@@ -4,12 +4,14 @@ unclaimed jobs are sent again with a growing delay, and a lost attempt's writes 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from app.config import Settings, get_settings
@@ -18,7 +20,7 @@ from app.jobs.models import Attempt, Job
 from app.reconciler import Reconciler, reconcile
 from tests.app.internal.test_router import finish, stored_files, upload, upload_model
 from tests.app.test_storage_space import full_database
-from tests.conftest import TINY_SYNTHETIC
+from tests.conftest import TINY_SYNTHETIC, clear_caches, redis_url
 
 __all__ = ["full_database"]  # the fixture
 
@@ -347,3 +349,31 @@ def test_artifacts_of_jobs_that_ended_long_ago_are_deleted_after_their_retention
     assert (
         api.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors", headers=auth).status_code == 404
     )
+
+
+@pytest.fixture
+def redis_broker(taas_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """The app's broker is a Redis database of its own, emptied first."""
+    url = f"{redis_url()}/{secrets.randbelow(14) + 1}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    monkeypatch.setenv("TAAS_BROKER_URL", url)
+    clear_caches()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def test_jobs_whose_messages_a_restarted_redis_lost_are_sent_again_at_once(
+    redis_broker: redis.Redis, api: TestClient, auth: dict[str, str]
+) -> None:
+    jobs = [api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"] for _ in "ab"]
+    reconcile(settings(requeue_after_seconds=600))  # a first pass marks the broker
+    redis_broker.flushdb()  # what a restart without persistence does
+    assert redis_broker.llen("cpu") == 0
+
+    # Just sent, so the growing delay alone would wait 10 minutes and more.
+    resent = reconcile(settings(requeue_after_seconds=600)).re_enqueued
+    assert sorted(resent) == sorted(jobs)
+    assert redis_broker.llen("cpu") == 2
+    assert reconcile(settings(requeue_after_seconds=600)).re_enqueued == []  # once per restart
