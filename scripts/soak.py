@@ -247,11 +247,15 @@ def start_deployment(folder: Path, chaos: ChaosDeployment, workers: int) -> None
 
 
 @contextlib.contextmanager
-def chaos_deployment(workers: int) -> Iterator[ChaosDeployment]:
-    """Everything in a private temporary folder; all of it stopped and removed at the end."""
+def chaos_deployment(workers: int, keep_logs: bool = False) -> Iterator[ChaosDeployment]:
+    """Everything in a private temporary folder; all of it stopped, and the folder removed
+    unless ``keep_logs``, at the end."""
     folder = private_folder()
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        if keep_logs:
+            stack.callback(print, f"soak: logs kept in {folder}", flush=True)
+        else:
+            stack.callback(shutil.rmtree, folder, ignore_errors=True)
         api_ports = [free_port(), free_port()]
         chaos = ChaosDeployment(
             Deployment("production", "", folder, {}, []),
@@ -510,6 +514,9 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=900.0, help="seconds to wait for every job (default 900)"
     )
     parser.add_argument("--seed", type=int, default=0, help="which faults, in which order")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep every process's log (path printed)"
+    )
     return parser.parse_args(argv)
 
 
@@ -537,7 +544,7 @@ def exception_line(lines: list[str], start: int) -> str:
 
 
 def run_soak(options: argparse.Namespace) -> Report:
-    with chaos_deployment(options.workers) as chaos:
+    with chaos_deployment(options.workers, options.keep_logs) as chaos:
         report = soak(chaos, options)
         chaos.deployment.stop()
         report.server_errors = server_errors(chaos.deployment.home.parent)

@@ -15,6 +15,7 @@ dies too, and the job is handled as a lost worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,7 +49,11 @@ class OomWatch:
             json.dumps(oom_kill_counts()),
         ]
         env = {**os.environ, "TAAS_API_URL": api_url, "TAAS_WORKER_TOKEN": worker_token}
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, env=env, text=True)
+        # A session of its own: a Ctrl-C or SIGTERM sent to the worker's process group must not
+        # end the watcher, which has to outlive the worker to see how it ended.
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, env=env, text=True, start_new_session=True
+        )
 
     def note(self, text: str) -> None:
         self._send(NOTE + text.replace("\n", " "))
@@ -64,7 +69,8 @@ class OomWatch:
     ) -> None:
         self._send(DONE)
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            with contextlib.suppress(OSError):  # the watcher is gone: the job goes on
+                self.process.stdin.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -156,3 +156,23 @@ def test_a_trainer_killed_for_another_reason_is_left_to_the_reconciler(fake_api:
 
     assert not _FakeApi.arrived.wait(3)
     assert _FakeApi.finishes == []
+
+
+def test_a_watcher_that_died_does_not_break_the_job_that_ends(fake_api: str) -> None:
+    from worker.oom_watch import OomWatch
+
+    with OomWatch(JOB_ID, 1, fake_api, TOKEN) as watch:
+        watch.note("x" * 100_000)  # more than the pipe holds once nobody reads it
+        watch.process.kill()
+        watch.process.wait()
+        watch.note("the estimate")
+    # Leaving the block (the job's outcome is reported next) raised nothing.
+    assert watch.process.returncode == -signal.SIGKILL
+
+
+def test_a_signal_to_the_workers_process_group_leaves_the_watcher_running(fake_api: str) -> None:
+    from worker.oom_watch import OomWatch
+
+    with OomWatch(JOB_ID, 1, fake_api, TOKEN) as watch:
+        assert os.getpgid(watch.process.pid) != os.getpgid(0)  # Ctrl-C reaches the worker only
+        assert watch.process.poll() is None
