@@ -56,6 +56,9 @@ def make_celery_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # A training job holds a whole device: never reserve a second one while the first runs.
         worker_prefetch_multiplier=1,
+        # A lost broker connection (a Redis restart) must not stop the training that runs: the
+        # job's state is in the database, not in the message. (Celery 6 turns this on by default.)
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Each message carries its job's own hard limit (enqueue_job); this default only covers a
         # message sent without one. Celery enforces it in prefork children (--concurrency > 1);
         # the solo pool relies on the worker's own watchdog (worker/runner.py).

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 from billiard.process import current_process
-from celery.signals import worker_process_init, worker_shutting_down
+from celery.exceptions import CPendingDeprecationWarning
+from celery.signals import (
+    after_setup_logger,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from app.broker import make_celery_app
 from app.config import get_settings
@@ -12,6 +21,39 @@ from worker.runner import SHUTTING_DOWN
 
 celery_app = make_celery_app(get_settings())
 celery_app.conf.include = ["worker.tasks"]
+
+
+class BrokerLossInOneLine(logging.Filter):
+    """kombu logs an acknowledgement that failed because the broker went away (a Redis restart)
+    as CRITICAL with a traceback; the job is safe (its state is in the database and the
+    reconciler sends it again if the message is lost), so one warning line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and str(record.msg).startswith("Couldn't ack"):
+            error = record.exc_info[1]
+            record.msg = f"could not acknowledge a message, the broker is gone: {error!r}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+@worker_ready.connect
+def _quiet_the_connection_loss_reminder(**_: object) -> None:
+    # Celery says this on every lost broker connection while
+    # worker_cancel_long_running_tasks_on_connection_loss keeps its 5.x value, which is the one we
+    # want (app/broker.py sets it explicitly). Added here: Celery's logging setup, which runs
+    # first, turns every such warning on again.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )
+
+
+@after_setup_logger.connect
+def _broker_loss_in_one_line(logger: logging.Logger, **_: object) -> None:
+    for handler in logger.handlers:
+        handler.addFilter(BrokerLossInOneLine())
 
 
 @worker_process_init.connect
