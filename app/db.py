@@ -5,6 +5,7 @@ The API commits in one place (the request, or the worker-facing service call); s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from app.config import get_settings
+
+logger = logging.getLogger(__name__)
 
 # Deterministic constraint names, so Alembic can alter and drop them on every backend.
 NAMING_CONVENTION = {
@@ -111,7 +114,7 @@ def session_scope() -> Iterator[Session]:
         yield session
         session.commit()
     except BaseException:
-        session.rollback()
+        _roll_back(session)
         raise
     finally:
         session.close()
@@ -123,8 +126,18 @@ def get_session() -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.rollback()
+        _roll_back(session)
         session.close()
+
+
+def _roll_back(session: Session) -> None:
+    """Roll back what is left uncommitted. When the connection itself is gone (the database
+    restarted), so is the transaction: there is nothing to undo, and raising here, after the
+    response has started or over the error that brought us here, would only hide what happened."""
+    try:
+        session.rollback()
+    except DATABASE_UNAVAILABLE as error:
+        logger.info("rollback skipped, the connection is gone: %s", describe_database_error(error))
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -75,3 +76,25 @@ def test_a_stopped_database_is_503_with_retry_after_and_service_resumes(
     assert api.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 200
     assert api.post(claim_path, json={"worker": "w1"}, headers=worker_auth).status_code == 200
     assert api.get("/readyz").status_code == 200
+
+
+def test_a_request_whose_connection_the_database_ended_closes_without_an_error(
+    taas_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's session is rolled back after the response has started: a connection the
+    server terminated meanwhile (a restart) has nothing to roll back, and must not raise there."""
+    from sqlalchemy import text
+
+    from app.db import get_session
+
+    monkeypatch.setenv("TAAS_DATABASE_URL", postgres_url)
+    clear_caches()
+    sessions = get_session()
+    session = next(sessions)
+    backend = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    admin_url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+    sessions.close()  # the dependency's teardown: raised OperationalError before
+    clear_caches()
