@@ -44,6 +44,10 @@ class StorageLocation:
         )
 
 
+def _in_words(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _mib(size: int) -> str:
     return f"{size / 1024**2:.1f} MiB"
 
@@ -88,8 +92,22 @@ def require_room_for_new_work(settings: Settings, what: str) -> None:
     threshold: space left is kept for the jobs already running."""
     low = low_locations(settings)
     if low:
-        reasons = "; ".join(location.describe() for location in low)
+        reasons = "; ".join(_describe_together(low))
         raise InsufficientStorage(f"{what} refused: {reasons}. Free some space and retry")
+
+
+def _describe_together(low: list[StorageLocation]) -> list[str]:
+    """One reason per amount of free space: locations on one filesystem (the usual case) are low
+    together, and the same numbers three times over would only be harder to read."""
+    by_space: dict[tuple[int, int], list[str]] = {}
+    for location in low:
+        by_space.setdefault((location.free_bytes, location.min_free_bytes), []).append(
+            location.name
+        )
+    return [
+        StorageLocation(_in_words(names), free, threshold).describe()
+        for (free, threshold), names in by_space.items()
+    ]
 
 
 # --- recognising a write that ran out of space ---------------------------------------------

@@ -132,6 +132,21 @@ def test_new_jobs_uploads_and_claims_are_507_while_storage_is_low(
     assert api.post("/v1/jobs", json={"dataset": "synthetic"}).status_code == 401
 
 
+def test_locations_low_on_one_filesystem_are_named_in_one_reason(
+    api: TestClient, auth: dict[str, str], low_disk: Callable[[Path, int], None]
+) -> None:
+    settings = get_settings()
+    for folder in (settings.home, settings.resolved_artifact_dir, settings.resolved_dataset_dir):
+        low_disk(folder, 3 * MiB)  # TAAS_HOME holds the SQLite database too
+
+    refused = api.post("/v1/jobs", json={"dataset": "synthetic"}, headers=auth)
+    assert refused.status_code == 507
+    assert refused.json()["detail"] == (
+        "new job refused: database, artifacts and datasets storage has 3.0 MiB free, below the "
+        "1024.0 MiB that TAAS_MIN_FREE_BYTES asks for. Free some space and retry"
+    )
+
+
 def test_running_jobs_still_write_and_finish_while_storage_is_low(
     api: TestClient,
     auth: dict[str, str],
