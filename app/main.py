@@ -90,7 +90,8 @@ def _storage_error(request: Request, error: Exception) -> JSONResponse:
 
 def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
     # A database restart is not the client's fault nor a bug: say so, and when to try again.
-    # Workers and the client retry 5xx answers. (SQLite's "disk is full" is one of these too.)
+    # Workers retry 5xx answers; Retry-After tells other clients when. (SQLite's "disk is full"
+    # is raised as one of these too, and is a 507.)
     if storage_full_reason(error) is not None:
         return _storage_error(request, error)
     logger.warning(
@@ -99,7 +100,7 @@ def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
         request.url.path,
         describe_database_error(error),
     )
-    detail = "the database is unavailable (restarting or unreachable); retry in a few seconds"
+    detail = "the database is unavailable (restarting, unreachable or busy); retry in a few seconds"
     return JSONResponse(
         {"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
     )
