@@ -76,6 +76,8 @@ class JobContext:
         return self.progress.epochs_done
 
     def report_metrics(self, point: MetricPoint) -> None:
+        if self.progress.has_points():
+            self.beat()  # the epoch's step points first: a reader sees them before its end
         self.progress.epoch_completed(point.epoch)
         values = {key: finite_or_none(value) for key, value in point.to_json().items()}
         self.call_api(self.reporter.post_metrics, values)

@@ -17,12 +17,12 @@ import pytest
 from tests.e2e.conftest import Deployment, start_production
 from tests.e2e.processes import free_port, wait_until_healthy
 
-# About 600 steps an epoch for a few seconds: progress arrives many times within each epoch.
+# 600 steps an epoch, a few seconds each: progress arrives many times within each epoch.
 LIVE_JOB: dict[str, Any] = {
     "dataset": "synthetic",
     "dataset_options": {"train_size": 19200, "test_size": 200, "noise": 1.5},
     "model": {"arch": "mlp", "hidden_sizes": [128]},
-    "training": {"epochs": 2, "batch_size": 32, "evals_per_epoch": 4},
+    "training": {"epochs": 3, "batch_size": 32, "evals_per_epoch": 4},
 }
 
 
@@ -69,14 +69,18 @@ def test_a_real_job_streams_live_through_another_api_process(
     assert kinds[-1] == "end"
     assert received[-1][2]["status"] == "succeeded", deployment.logs()
     progress = [data for _, kind, data in received if kind == "progress"]
-    within_first_epoch = [p for p in progress if p["epoch"] == 0 and 0 < p["batches_done"] < 600]
-    assert len(within_first_epoch) >= 2, progress  # the bar moves within an epoch
+    # The bar moves within epochs (a report about every half second here; at least a few get
+    # through however busy the machine is).
+    within_epochs = [p for p in progress if 0 < p["batches_done"] < p["batches_per_epoch"]]
+    assert len(within_epochs) >= 3, progress
+    fractions = [p["fraction"] for p in progress]
+    assert fractions == sorted(fractions)
     assert all(p["samples_per_second"] and p["eta_seconds"] is not None for p in progress[1:])
     steps = [
         data for _, kind, data in received if kind == "metric" and data["granularity"] == "step"
     ]
     assert len([s for s in steps if s["kind"] == "train"]) >= 50
-    assert len([s for s in steps if s["kind"] == "eval"]) == 2 * 4  # every evaluation
+    assert len([s for s in steps if s["kind"] == "eval"]) == 3 * 4  # every evaluation
     # The same series is on the public route, through the other API process.
     series = httpx.get(
         f"{deployment.api_url}/v1/jobs/{job['id']}/metrics",
