@@ -26,7 +26,7 @@ class DatasetsPage {
       h("div", { class: "table-wrap" }, h("table", {},
         h("caption", { text: "Built-in datasets, then yours" }),
         h("thead", {}, h("tr", {}, ["Name", "ID", "Kind", "Available", "Shape", "Classes", "Train", "Test", "Size", "Actions"]
-          .map((text) => h("th", { scope: "col", class: OPTIONAL.has(text) ? "optional-column" : null, text })))),
+          .map((text) => h("th", { scope: "col", class: OPTIONAL.has(text) ? "wide-only" : null, text })))),
         this.body)),
       h("h2", { text: "Upload a dataset" }),
       this.upload.element);
@@ -52,14 +52,14 @@ class DatasetsPage {
       : null;
     return h("tr", {},
       h("td", { text: dataset.name }),
-      h("td", { class: "optional-column" }, h("code", { text: dataset.id })),
-      h("td", { class: "optional-column", text: dataset.kind === "builtin" ? "built-in" : `uploaded ${dataset.format || ""}`.trim() }),
+      h("td", { class: "wide-only" }, h("code", { text: dataset.id })),
+      h("td", { class: "wide-only", text: dataset.kind === "builtin" ? "built-in" : `uploaded ${dataset.format || ""}`.trim() }),
       h("td", {}, availability(dataset)),
-      h("td", { class: "optional-column", text: dataset.shape.join("×") }),
-      h("td", { class: "number optional-column", text: integer(dataset.num_classes) }),
+      h("td", { class: "wide-only", text: dataset.shape.join("×") }),
+      h("td", { class: "number wide-only", text: integer(dataset.num_classes) }),
       h("td", { class: "number", text: integer(dataset.train_size) }),
       h("td", { class: "number", text: integer(dataset.test_size) }),
-      h("td", { class: "number optional-column", text: dataset.size_bytes === null ? "—" : bytes(dataset.size_bytes),
+      h("td", { class: "number wide-only", text: dataset.size_bytes === null ? "—" : bytes(dataset.size_bytes),
         title: dataset.created_at ? `uploaded ${dateTime(dataset.created_at)}` : null }),
       h("td", {}, remove));
   }

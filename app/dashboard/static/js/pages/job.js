@@ -44,7 +44,8 @@ class JobPage {
 
   build(main) {
     this.heading = h("h1");
-    this.statusBadge = h("span");
+    // A live region: a status change is announced without moving focus.
+    this.statusBadge = h("span", { role: "status", "aria-label": "Job status" });
     this.cancelButton = h("button", { type: "button", class: "danger", text: "Cancel job",
       onclick: () => this.cancel() });
     this.deleteButton = h("button", { type: "button", class: "danger", text: "Delete job",
@@ -291,12 +292,15 @@ class ProgressView {
     const fraction = status === "succeeded" ? 1 : progress.fraction || 0;
     this.bar.value = fraction;
     const parts = [`Epoch ${progress.epoch} of ${progress.epochs}`, `${percent(fraction, 0)} done`];
-    if (progress.batches_per_epoch) {
-      parts.push(`batch ${progress.batches_done ?? 0} of ${progress.batches_per_epoch}`);
-    }
-    if (progress.samples_per_second) parts.push(`${integer(progress.samples_per_second)} samples/s`);
-    if (status === "running" && progress.eta_seconds !== null && progress.eta_seconds !== undefined) {
-      parts.push(`about ${duration(progress.eta_seconds)} left`);
+    // Batches, speed and time left describe a run in progress, not one that ended.
+    if (status === "running") {
+      if (progress.batches_per_epoch) {
+        parts.push(`batch ${progress.batches_done ?? 0} of ${progress.batches_per_epoch}`);
+      }
+      if (progress.samples_per_second) parts.push(`${integer(progress.samples_per_second)} samples/s`);
+      if (progress.eta_seconds !== null && progress.eta_seconds !== undefined) {
+        parts.push(`about ${duration(progress.eta_seconds)} left`);
+      }
     }
     this.text.textContent = parts.join(" · ");
   }

@@ -36,7 +36,8 @@ class JobsPage {
     const filter = h("select", { id: "status-filter", onchange: (event) => this.filterBy(event.target.value) },
       h("option", { value: "", text: "All" }),
       STATUSES.map((name) => h("option", { value: name, text: name, selected: name === this.status })));
-    this.compareButton = h("button", { type: "button", disabled: true, text: "Compare selected",
+    // On a phone the selection column is hidden; the Compare page has its own picker.
+    this.compareButton = h("button", { type: "button", class: "wide-only", disabled: true, text: "Compare selected",
       onclick: () => navigate(`#/compare?ids=${[...this.selected].join(",")}`) });
     this.body = h("tbody");
     this.caption = h("caption");
@@ -133,9 +134,9 @@ class JobsPage {
 function tableHead() {
   const column = (text, className) => h("th", { scope: "col", class: className, text });
   return h("thead", {}, h("tr", {},
-    column("Select"), column("Name"), column("Status"), column("Dataset", "optional-column"),
-    column("Model", "optional-column"), column("Accuracy", "number"),
-    column("Duration", "number optional-column"), column("Progress")));
+    column("Select", "wide-only"), column("Name"), column("Status"), column("Dataset", "wide-only"),
+    column("Model", "wide-only"), column("Accuracy", "number"),
+    column("Duration", "number wide-only"), column("Progress")));
 }
 
 /** One job's row, updated in place (rebuilding it would drop the keyboard focus). */
@@ -146,15 +147,15 @@ class JobRow {
       "aria-label": `Select ${job.name}`, onchange: (event) => page.toggle(job.id, event.target.checked) });
     this.status = h("span");
     this.accuracy = h("td", { class: "number" });
-    this.duration = h("td", { class: "number optional-column" });
+    this.duration = h("td", { class: "number wide-only" });
     // The bar's value is what assistive technology reads; no duplicate text is needed.
     this.bar = h("progress", { max: 1, "aria-label": `Progress of ${job.name}` });
     this.element = h("tr", {},
-      h("td", {}, checkbox),
+      h("td", { class: "wide-only" }, checkbox),
       h("td", { class: "job-name" }, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, text: job.name })),
       h("td", {}, this.status),
-      h("td", { class: "optional-column", text: job.spec.dataset }),
-      h("td", { class: "optional-column", text: job.spec.model.arch }),
+      h("td", { class: "wide-only", text: job.spec.dataset }),
+      h("td", { class: "wide-only", text: job.spec.model.arch }),
       this.accuracy, this.duration, h("td", {}, this.bar));
     this.update({});
   }

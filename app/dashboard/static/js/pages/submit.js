@@ -161,9 +161,10 @@ class SubmitForm {
       (field === EXTRA.id ? this.extra : this.inputs.get(field)).setAttribute("aria-invalid", "true");
     }
     const placed = errors.length - unplaced.length;
+    const where = placed === errors.length ? ", shown next to the fields."
+      : placed ? ", shown next to the fields and here:" : ":";
     replaceChildren(this.summary,
-      h("p", { text: `The job was not submitted: ${errors.length} problem${errors.length === 1 ? "" : "s"}` +
-        (placed ? ", shown next to the fields." : ".") }),
+      h("p", { text: `The job was not submitted: ${errors.length} problem${errors.length === 1 ? "" : "s"}${where}` }),
       unplaced.length ? h("ul", {}, unplaced.map((message) => h("li", { text: message }))) : null);
     const firstInvalid = this.element.querySelector('[aria-invalid="true"]');
     (firstInvalid || this.summary).focus();
@@ -188,7 +189,7 @@ export function fieldError({ loc = [], msg }) {
   const field = FIELDS.find((candidate) => owns(candidate, path));
   if (field) return { field: field.id, message: msg };
   const where = path.join(".");
-  return { field: path.length ? EXTRA.id : null, message: where ? `${where}: ${msg}` : msg };
+  return { field: null, message: where ? `${where}: ${msg}` : msg };
 }
 
 function owns(field, path) {
