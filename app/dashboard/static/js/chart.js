@@ -25,7 +25,7 @@ export function lineChart({ title, xLabel, series, yRange }) {
   const canvas = h("div", { class: "chart-canvas", "aria-hidden": "true" });
   const summary = h("p", { class: "chart-summary" });
   const figure = h("figure", { class: "chart panel" }, h("figcaption", { text: title }), summary, canvas);
-  const state = { xs: [], columns: series.map(() => []), plot: null, frame: 0 };
+  const state = { xs: [], columns: series.map(() => []), plot: null, frame: 0, summaryQueued: false };
 
   function options(width) {
     const axis = { stroke: cssColor("--muted"), grid: { stroke: cssColor("--border"), width: 1 } };
@@ -56,7 +56,6 @@ export function lineChart({ title, xLabel, series, yRange }) {
     } else if (state.plot) {
       state.plot.setData(data);
     }
-    summary.textContent = describe();
   }
 
   function describe() {
@@ -68,9 +67,18 @@ export function lineChart({ title, xLabel, series, yRange }) {
     return parts.join("; ");
   }
 
-  // Many points may arrive in one burst (a replayed history): draw once, on the next frame.
+  // Many points may arrive in one burst (a replayed history): draw once, on the next frame,
+  // and write the summary once the burst is in. The summary does not wait for a frame: a
+  // hidden tab gets none, and its text must still be true.
   function schedule() {
     if (!state.frame) state.frame = requestAnimationFrame(draw);
+    if (!state.summaryQueued) {
+      state.summaryQueued = true;
+      queueMicrotask(() => {
+        state.summaryQueued = false;
+        summary.textContent = describe();
+      });
+    }
   }
 
   /** Adds one row: `values[i]` for series i, null where this x has none. Rows come in x order;

@@ -6,6 +6,7 @@ import { focusHeading, navigate } from "../app.js";
 import { alignSeries, lineChart } from "../chart.js";
 import { h, replaceChildren } from "../dom.js";
 import { percent } from "../format.js";
+import { loadPoints } from "../points.js";
 
 const PICKER_SIZE = 50;
 
@@ -73,13 +74,11 @@ const withPoints = (item) => ({ ...item, points: true });
 /** A job and its two curves as [xs, ys] pairs (step points, or epoch points from a server
  * without the step series). */
 async function loadJob(id) {
-  const [job, metrics] = await Promise.all([
-    getJson(jobPath(id)),
-    getJson(jobPath(id, "/metrics?granularity=step")),
-  ]);
+  const job = await getJson(jobPath(id));
+  const points = await loadPoints(job);
   const loss = [[], []];
   const accuracy = [[], []];
-  for (const point of metrics.items) {
+  for (const point of points) {
     const isStep = point.step !== undefined && point.step !== null;
     if ((!isStep || point.kind === "train") && point.train_loss !== null) push(loss, point.epoch, point.train_loss);
     if ((!isStep || point.kind === "eval") && point.val_accuracy !== null) push(accuracy, point.epoch, point.val_accuracy);

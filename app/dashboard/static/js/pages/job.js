@@ -11,6 +11,7 @@ import { announce, h, replaceChildren } from "../dom.js";
 import {
   TERMINAL_STATUSES, bytes, dateTime, duration, integer, jobSeconds, number, percent, time,
 } from "../format.js";
+import { loadPoints } from "../points.js";
 import { followStream } from "../sse.js";
 
 const POLL_SECONDS = 2; // only when the server has no event stream
@@ -75,12 +76,12 @@ class JobPage {
 
   async loadSnapshot() {
     const id = this.job.id;
-    const [steps, events, artifacts] = await Promise.allSettled([
-      getJson(jobPath(id, "/metrics?granularity=step")),
+    const [points, events, artifacts] = await Promise.allSettled([
+      loadPoints(this.job),
       getJson(jobPath(id, "/events")),
       getJson(jobPath(id, "/artifacts")),
     ]);
-    if (steps.status === "fulfilled") this.curves.load(steps.value.items);
+    if (points.status === "fulfilled") this.curves.load(points.value);
     if (events.status === "fulfilled") events.value.items.forEach((event) => this.addEvent(event));
     if (artifacts.status === "fulfilled") this.showArtifacts(artifacts.value.items);
   }
@@ -130,8 +131,8 @@ class JobPage {
   poll() {
     this.pollTimer = setInterval(async () => {
       await this.refresh();
-      const steps = await getJson(jobPath(this.job.id, "/metrics?granularity=step")).catch(() => null);
-      if (steps) this.curves.load(steps.items);
+      const points = await loadPoints(this.job).catch(() => null);
+      if (points) this.curves.load(points);
       const events = await getJson(jobPath(this.job.id, "/events")).catch(() => null);
       if (events) events.items.forEach((event) => this.addEvent(event));
       if (TERMINAL_STATUSES.has(this.job.status)) {
