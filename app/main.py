@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from app import models  # noqa: F401  (registers every table on Base.metadata)
 from app.config import get_settings
+from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.db import DATABASE_UNAVAILABLE, describe_database_error, open_session
 from app.errors import DomainError
@@ -135,12 +136,16 @@ def create_app() -> FastAPI:
         version="1",
         description="Training as a service: submit a training job, watch it, download the model.",
         lifespan=_lifespan,
+        # Served by the dashboard router from vendored files: the defaults load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(health_router)
     app.include_router(jobs_router)
     app.include_router(stream_router)
     app.include_router(datasets_router)
     app.include_router(internal_router)
+    app.include_router(dashboard_router)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(LimitViolation, _limit_violation)
     app.add_exception_handler(RequestValidationError, _validation_error)

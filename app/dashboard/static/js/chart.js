@@ -1,0 +1,129 @@
+// Line charts on uPlot: columns of numbers that grow as a stream arrives, drawn at most once per
+// animation frame. Each chart sits in a <figure> whose caption and summary say in words what the
+// canvas shows, for readers who cannot see it (and for tests, which read what a person reads).
+
+import uPlot from "../vendor/uplot/uPlot.esm.js";
+import { h } from "./dom.js";
+import { number } from "./format.js";
+
+const HEIGHT = 220;
+
+/** The colour of a CSS variable (`--series-1`), so charts follow the theme. */
+export function cssColor(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
+}
+
+export function seriesColor(index) {
+  return cssColor(`--series-${(index % 6) + 1}`);
+}
+
+/**
+ * A figure holding one chart. `series`: [{label, color?, points?}] drawn against a shared x
+ * (`xLabel`). Returns {figure, append(x, values), setColumns(xs, columns), destroy()}.
+ */
+export function lineChart({ title, xLabel, series, yRange }) {
+  const canvas = h("div", { class: "chart-canvas", "aria-hidden": "true" });
+  const summary = h("p", { class: "chart-summary" });
+  const figure = h("figure", { class: "chart panel" }, h("figcaption", { text: title }), summary, canvas);
+  const state = { xs: [], columns: series.map(() => []), plot: null, frame: 0, summaryQueued: false };
+
+  function options(width) {
+    const axis = { stroke: cssColor("--muted"), grid: { stroke: cssColor("--border"), width: 1 } };
+    return {
+      width,
+      height: HEIGHT,
+      scales: { x: { time: false }, y: yRange ? { range: yRange } : {} },
+      series: [
+        { label: xLabel, value: (_, value) => number(value, 4) },
+        ...series.map((item, index) => ({
+          label: item.label,
+          stroke: item.color || seriesColor(index),
+          width: 2,
+          spanGaps: true,
+          points: { show: Boolean(item.points), size: 5 },
+          value: (_, value) => number(value, 4),
+        })),
+      ],
+      axes: [{ ...axis, label: xLabel }, { ...axis, values: (_, ticks) => ticks.map((t) => number(t, 3)) }],
+    };
+  }
+
+  function draw() {
+    state.frame = 0;
+    const data = [state.xs, ...state.columns];
+    if (!state.plot && canvas.isConnected && canvas.clientWidth > 0) {
+      state.plot = new uPlot(options(canvas.clientWidth), data, canvas);
+    } else if (state.plot) {
+      state.plot.setData(data);
+    }
+  }
+
+  function describe() {
+    const parts = series.map((item, index) => {
+      const values = state.columns[index].filter((value) => value !== null);
+      if (!values.length) return `${item.label}: no points yet`;
+      return `${item.label}: ${values.length} points, last ${number(values[values.length - 1], 4)}`;
+    });
+    return parts.join("; ");
+  }
+
+  // Many points may arrive in one burst (a replayed history): draw once, on the next frame,
+  // and write the summary once the burst is in. The summary does not wait for a frame: a
+  // hidden tab gets none, and its text must still be true.
+  function schedule() {
+    if (!state.frame) state.frame = requestAnimationFrame(draw);
+    if (!state.summaryQueued) {
+      state.summaryQueued = true;
+      queueMicrotask(() => {
+        state.summaryQueued = false;
+        summary.textContent = describe();
+      });
+    }
+  }
+
+  /** Adds one row: `values[i]` for series i, null where this x has none. Rows come in x order;
+   * a row at the same x as the last one fills in that row instead of adding another. */
+  function append(x, values) {
+    const last = state.xs.length - 1;
+    if (last >= 0 && state.xs[last] === x) {
+      values.forEach((value, index) => {
+        if (value !== null && value !== undefined) state.columns[index][last] = value;
+      });
+    } else {
+      state.xs.push(x);
+      values.forEach((value, index) => state.columns[index].push(value ?? null));
+    }
+    schedule();
+  }
+
+  function setColumns(xs, columns) {
+    state.xs = xs;
+    state.columns = columns;
+    schedule();
+  }
+
+  const resizer = new ResizeObserver(() => {
+    if (!canvas.clientWidth) return;
+    if (state.plot) state.plot.setSize({ width: canvas.clientWidth, height: HEIGHT });
+    else schedule();
+  });
+  resizer.observe(canvas);
+
+  function destroy() {
+    resizer.disconnect();
+    if (state.frame) cancelAnimationFrame(state.frame);
+    if (state.plot) state.plot.destroy();
+  }
+
+  summary.textContent = describe();
+  return { figure, append, setColumns, destroy, pointCount: () => state.xs.length };
+}
+
+/**
+ * Puts several (xs, ys) series on one shared, sorted x axis with nulls where a series has no
+ * point (uPlot draws aligned columns). Returns [xs, column, column, ...].
+ */
+export function alignSeries(pairs) {
+  if (!pairs.length) return [[]];
+  return uPlot.join(pairs.map(([xs, ys]) => [xs, ys]));
+}
