@@ -11,7 +11,12 @@ import typer
 
 from app.config import get_settings
 
-cli = typer.Typer(help="taas: training as a service.", no_args_is_help=True, add_completion=False)
+cli = typer.Typer(
+    help="taas: training as a service.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",  # a docstring's paragraphs wrap to the terminal
+)
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 datasets_cli = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
@@ -23,8 +28,10 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
 ) -> None:
-    """Run everything here: migrations, the API and a local worker (SQLite, no servers). Logs go
-    to files under TAAS_HOME/logs; the console shows where things are, warnings and errors."""
+    """Run everything here: migrations, the API and a local worker (SQLite, no servers).
+
+    Logs go to files under TAAS_HOME/logs; the console shows where things are, and warnings and
+    errors."""
     from app.serve import serve as run_embedded
 
     run_embedded(host, port)
@@ -217,8 +224,11 @@ def submit(
 
 @cli.command(epilog=EXIT_CODES_HELP)
 def watch(job_id: str) -> None:
-    """Follow a job live: a progress bar (epoch, samples/s, ETA, loss, accuracy), its status
-    changes and logs, then its outcome. Plain lines when the output is not a terminal."""
+    """Follow a job live: progress, metrics, status changes and logs, then its outcome.
+
+    In a terminal, a progress bar (epoch, fraction, samples/s, ETA, latest train loss and
+    validation accuracy); otherwise one plain line per event. Reads the job's event stream and
+    resumes it after a dropped connection; polls a server that has no stream."""
     with _client() as client:
         _watch_job(client, job_id)
 

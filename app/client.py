@@ -97,7 +97,8 @@ class TaasClient:
                 source.response.read()
                 raise ApiError(source.response)
             for sse in source.iter_sse():
-                yield (sse.id or None), sse.event, (json.loads(sse.data) if sse.data else {})
+                if sse.data:  # a keep-alive comment ends as an empty event: not one
+                    yield (sse.id or None), sse.event, json.loads(sse.data)
 
     def upload_dataset(self, path: Path, name: str | None = None, **fields: str) -> dict[str, Any]:
         """Upload an .npz, CSV or zip file; ``fields`` are label_column or image_size."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import stat
 import subprocess
@@ -65,7 +66,7 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     assert job_id in listed.stdout
     assert "succeeded" in listed.stdout
 
-    status = json.loads(taas(embedded, "status", job_id, cwd=tmp_path).stdout)
+    status = json.loads(taas(embedded, "status", job_id, "--json", cwd=tmp_path).stdout)
     assert status["id"] == job_id
     assert status["status"] == "succeeded"
 
@@ -83,6 +84,104 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     assert refused.returncode == 1
     assert "409" in refused.stderr
     assert "already succeeded" in refused.stderr
+
+
+ANSI_OR_RETURN = re.compile(r"\x1b\[|\r")
+
+
+def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path: Path) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({**SMOKE_SPEC, "name": "smoke"}))
+
+    submitted = taas(embedded, "submit", str(spec_file), "--wait", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id, *lines = submitted.stdout.splitlines()
+    assert not ANSI_OR_RETURN.search(submitted.stdout)  # a pipe gets plain lines
+    said = [line[9:] for line in lines]  # without the time of day
+    assert said[0] == "queued: job accepted and queued"
+    assert any(line.startswith("running (attempt 1)") for line in said)
+    assert any(line.startswith("epoch 1/2 done: train_loss ") for line in said)
+    assert said[-1].startswith(f"{job_id} succeeded  test_accuracy=")
+
+    watched = taas(embedded, "watch", job_id, cwd=tmp_path)  # an ended job: its history, then out
+    assert watched.returncode == 0
+    assert watched.stdout.splitlines()[-1][9:] == said[-1]
+
+    summary = taas(embedded, "status", job_id, cwd=tmp_path).stdout.splitlines()
+    assert summary[0] == f"job       {job_id}  smoke"
+    assert summary[1] == "status    succeeded (attempt 1), stopped: completed"
+    assert summary[2] == "progress  epoch 2/2 (100%)"
+    assert re.search(r"^ran +\d+\.\ds$", "\n".join(summary), re.MULTILINE)
+    epochs = summary.index(next(line for line in summary if line.startswith("EPOCH")))
+    assert [line.split()[0] for line in summary[epochs + 1 : epochs + 3]] == ["1", "2"]
+    assert any(re.match(r"model\.safetensors +\d+\.\d [kM]B +model$", line) for line in summary)
+
+    logged = taas(embedded, "logs", job_id, cwd=tmp_path).stdout.splitlines()
+    assert next(line.split()[4] for line in logged if "attempt 1" in line) == "running"
+    assert logged[-1].split()[4:] == ["succeeded", "succeeded"]
+    followed = taas(embedded, "logs", job_id, "--follow", cwd=tmp_path)
+    assert followed.stdout.splitlines()[:-1] == logged  # then the outcome
+    assert followed.stdout.splitlines()[-1].startswith(f"{job_id} succeeded")
+
+    table = taas(embedded, "jobs", cwd=tmp_path).stdout.splitlines()
+    assert table[0].split() == ["ID", "STATUS", "NAME", "PROGRESS", "QUEUED", "RAN", "ACCURACY"]
+    row = next(line for line in table if line.startswith(job_id)).split()
+    assert row[1:5] == ["succeeded", "smoke", "epoch", "2/2"]
+    assert re.fullmatch(r"0\.\d{4}", row[-1])
+
+    # A job that did not succeed: its outcome, and a non-zero exit status that says which.
+    spec_file.write_text(json.dumps({**SMOKE_SPEC, "training": {"epochs": 50}}))
+    job_id = taas(embedded, "submit", str(spec_file), cwd=tmp_path).stdout.strip()
+    assert taas(embedded, "cancel", job_id, cwd=tmp_path).returncode == 0
+
+    watched = taas(embedded, "watch", job_id, cwd=tmp_path)
+
+    assert watched.returncode == 4  # documented in `taas watch --help`
+    outcome = [line[9:] for line in watched.stdout.splitlines()[-2:]]
+    assert outcome[0] == f"{job_id} cancelled"
+    assert outcome[1].startswith("error (cancelled): cancelled by the user")
+    help_text = " ".join(taas(embedded, "watch", "--help", cwd=tmp_path).stdout.split())
+    assert "4 it was cancelled" in help_text
+
+
+def test_serve_says_where_things_are_and_errors_read_as_sentences(
+    embedded: Deployment, tmp_path: Path
+) -> None:
+    console = embedded.processes[0].log()
+    url = embedded.api_url
+    assert f"dashboard   {url}/" in console
+    assert f"API docs    {url}/docs" in console
+    assert f"API key     {embedded.home / 'api_key'}" in console
+    assert f"{embedded.home / 'logs' / 'worker.log'} (worker)" in console
+    assert "Ctrl-C" in console
+    worker_log = embedded.home / "logs" / "worker.log"
+    deadline = time.monotonic() + 60
+    while "ready" not in worker_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "celery@" in worker_log.read_text()  # Celery's banner went to the worker's log,
+    assert "celery@" not in embedded.processes[0].log()  # not to the console
+    assert "GET /readyz" in (embedded.home / "logs" / "api.log").read_text()
+    assert "GET /readyz" not in console  # nor did each request to the API
+
+    unknown = taas(embedded, "status", "job_" + "0" * 24, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(f"unknown job job_{'0' * 24}:")
+
+    spec_file = tmp_path / "typo.json"
+    spec_file.write_text(json.dumps({"dataset": "fashion_mnst"}))
+    rejected = taas(embedded, "submit", str(spec_file), cwd=tmp_path)
+    assert rejected.returncode == 1
+    assert rejected.stderr.splitlines()[1].endswith("; did you mean `fashion_mnist`?")
+
+    wrong_key = {**embedded.env, "TAAS_API_KEY": "taas_not_a_key"}
+    result = subprocess.run(
+        taas_command("jobs"), env=wrong_key, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("the API key was refused")
+    assert "the key in TAAS_API_KEY" in result.stderr
+    for output in (unknown.stderr, rejected.stderr, result.stderr):
+        assert "Traceback" not in output
 
 
 def test_cli_reports_bad_spec_and_missing_key(embedded: Deployment, tmp_path: Path) -> None:
