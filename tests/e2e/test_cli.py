@@ -138,7 +138,7 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
 
     assert watched.returncode == 4  # documented in `taas watch --help`
     outcome = [line[9:] for line in watched.stdout.splitlines()[-2:]]
-    assert outcome[0] == f"{job_id} cancelled"
+    assert outcome[0].startswith(f"{job_id} cancelled")  # with test metrics if it had started
     assert outcome[1].startswith("error (cancelled): cancelled by the user")
     help_text = " ".join(taas(embedded, "watch", "--help", cwd=tmp_path).stdout.split())
     assert "4 it was cancelled" in help_text
