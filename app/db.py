@@ -106,6 +106,11 @@ def _session_factory() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
+def open_session() -> Session:
+    """A new session, for work that manages its own (a stream reading now and then)."""
+    return _session_factory()()
+
+
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A unit of work outside a request: commit on success, roll back on error."""

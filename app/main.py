@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 from app import models  # noqa: F401  (registers every table on Base.metadata)
 from app.config import get_settings
 from app.datasets.router import router as datasets_router
-from app.db import DATABASE_UNAVAILABLE, describe_database_error
+from app.db import DATABASE_UNAVAILABLE, describe_database_error, open_session
 from app.errors import DomainError
 from app.health import router as health_router
 from app.internal.router import router as internal_router
@@ -25,6 +25,8 @@ from app.limits import BodySizeLimit
 from app.reconciler import Reconciler
 from app.spec import LimitViolation
 from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
+from app.stream.hub import StreamHub
+from app.stream.router import router as stream_router
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +114,16 @@ def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
 
 
 @asynccontextmanager
-async def _reconciling(app: FastAPI) -> AsyncIterator[None]:
-    """Each API process reconciles the database with the broker and the workers while it runs."""
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Each API process reconciles the database with the broker and the workers while it runs,
+    and reads new stream events for the streams its clients have open."""
     reconciler = Reconciler(get_settings())
     reconciler.start()
+    app.state.stream_hub = StreamHub(open_session)
     try:
         yield
     finally:
+        await app.state.stream_hub.close()
         reconciler.stop()
 
 
@@ -129,10 +134,11 @@ def create_app() -> FastAPI:
         title="taas",
         version="1",
         description="Training as a service: submit a training job, watch it, download the model.",
-        lifespan=_reconciling,
+        lifespan=_lifespan,
     )
     app.include_router(health_router)
     app.include_router(jobs_router)
+    app.include_router(stream_router)
     app.include_router(datasets_router)
     app.include_router(internal_router)
     app.add_exception_handler(DomainError, _domain_error)

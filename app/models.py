@@ -4,7 +4,8 @@ from app.artifacts.models import Artifact
 from app.auth.models import ApiKey, Tenant
 from app.datasets.models import Dataset
 from app.db import Base
-from app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint
+from app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint, MetricStep
+from app.stream.models import StreamEvent
 
 __all__ = [
     "ApiKey",
@@ -16,5 +17,7 @@ __all__ = [
     "IdempotencyKey",
     "Job",
     "MetricPoint",
+    "MetricStep",
+    "StreamEvent",
     "Tenant",
 ]

@@ -72,6 +72,12 @@ class _Quiet:
     def report_metrics(self, point: object) -> None:
         pass
 
+    def report_progress(self, epoch: int, batches_done: int, batches: int, samples: int) -> None:
+        pass
+
+    def report_step(self, point: object) -> None:
+        pass
+
     def should_stop(self) -> bool:
         return False
 

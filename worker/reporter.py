@@ -109,12 +109,11 @@ class ApiReporter:
             body.get("time_limit", ""),
         )
 
-    def heartbeat(self, job_id: str, attempt: int, epoch: int, fraction: float) -> bool:
-        """Renew the lease; True when the user asked to cancel."""
+    def heartbeat(self, job_id: str, attempt: int, report: dict[str, Any]) -> bool:
+        """Renew the lease and report progress (``epoch``, ``fraction``, optionally the batches,
+        rates and step ``points``); True when the user asked to cancel."""
         path = f"/{job_id}/attempts/{attempt}/heartbeat"
-        body = self._call(
-            "POST", path, json={"epoch": epoch, "fraction": fraction}, wait_for_storage=False
-        )
+        body = self._call("POST", path, json=report, wait_for_storage=False)
         return bool(body["cancel"])
 
     def post_metrics(self, job_id: str, attempt: int, point: dict[str, Any]) -> None:

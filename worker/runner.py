@@ -28,6 +28,7 @@ from worker.dataset_cache import cached_dataset
 from worker.devices import device_label
 from worker.memory import NotEnoughMemory, check_fits
 from worker.oom_watch import OomWatch
+from worker.progress import LiveProgress
 from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt, StorageFull
 from worker.trainer.data import (
     Dataset,
@@ -38,12 +39,15 @@ from worker.trainer.data import (
 )
 from worker.trainer.export import ExportFailed, artifact_kind, write_model_files
 from worker.trainer.loop import MetricPoint, TrainingPreempted, TrainResult, train
+from worker.trainer.series import StepPoint
 
 logger = logging.getLogger(__name__)
 
 # A job still running this long after its time limit is stuck (see Watchdog): exit with this code.
 WEDGED_EXIT_AFTER_SECONDS = 300.0
 WEDGED_EXIT_CODE = 70  # EX_SOFTWARE
+# Progress goes to the API this often (with the heartbeat) while a job trains.
+PROGRESS_SECONDS = 1.0
 
 # Set when this worker process is asked to shut down (SIGTERM: a preemption, a deploy): the job
 # stops within a batch and goes back to the queue, to resume from its last checkpoint elsewhere.
@@ -63,14 +67,24 @@ class JobContext:
         self.stop_requested = threading.Event()
         self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
         self.timed_out = threading.Event()  # the attempt reached its time limit (Watchdog)
-        self.epochs_done = 0
+        self.progress = LiveProgress(epochs)  # sent with every heartbeat
         self.memory: MemoryEstimate | None = None  # the job's estimated peak, once checked
         self.oom_watch: OomWatch | None = None  # tells the API if the kernel kills this process
 
+    @property
+    def epochs_done(self) -> int:
+        return self.progress.epochs_done
+
     def report_metrics(self, point: MetricPoint) -> None:
-        self.epochs_done = point.epoch
+        self.progress.epoch_completed(point.epoch)
         values = {key: finite_or_none(value) for key, value in point.to_json().items()}
         self.call_api(self.reporter.post_metrics, values)
+
+    def report_progress(self, epoch: int, batches_done: int, batches: int, samples: int) -> None:
+        self.progress.batch_done(epoch, batches_done, batches, samples)
+
+    def report_step(self, point: StepPoint) -> None:
+        self.progress.add_point(point)
 
     def log(self, message: str) -> None:
         try:
@@ -130,8 +144,13 @@ class JobContext:
         return state
 
     def beat(self) -> None:
-        fraction = min(self.epochs_done / self.epochs, 1.0)
-        cancel = self.call_api(self.reporter.heartbeat, self.epochs_done, fraction)
+        """Renew the lease, with the progress and step points gathered since the last beat."""
+        report = self.progress.report()
+        try:
+            cancel = self.call_api(self.reporter.heartbeat, report)
+        except Exception:
+            self.progress.put_back(report["points"])
+            raise
         if cancel:
             self.stop_requested.set()
 
@@ -159,10 +178,11 @@ def _write_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 class Heartbeat:
-    """Background thread: renew the lease every period until stopped."""
+    """Background thread: renew the lease, and report progress, every period until stopped
+    (at least every PROGRESS_SECONDS, so that a person watching sees training move)."""
 
     def __init__(self, context: JobContext, period: float) -> None:
-        self.context, self.period = context, period
+        self.context, self.period = context, min(period, PROGRESS_SECONDS)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="taas-heartbeat", daemon=True)
 

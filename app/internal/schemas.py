@@ -33,9 +33,25 @@ class ClaimResponse(BaseModel):
     dataset: DatasetRef | None = Field(default=None, description="null for built-in datasets")
 
 
+class StepPointIn(WorkerMessage):
+    kind: Literal["train", "eval"]
+    step: int = Field(ge=1)
+    epoch: float = Field(ge=0.0)
+    train_loss: float | None = None
+    lr: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
 class HeartbeatRequest(WorkerMessage):
-    epoch: int = Field(default=0, ge=0)
+    epoch: int = Field(default=0, ge=0, description="epochs completed")
     fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Within the current epoch: absent from a worker that reports per epoch only.
+    batches_done: int | None = Field(default=None, ge=0)
+    batches_per_epoch: int | None = Field(default=None, ge=1)
+    samples_per_second: float | None = Field(default=None, ge=0.0)
+    eta_seconds: float | None = Field(default=None, ge=0.0)
+    points: list[StepPointIn] = Field(default_factory=list, max_length=1000)
 
 
 class HeartbeatResponse(BaseModel):

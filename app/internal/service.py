@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
@@ -17,14 +17,18 @@ from app.config import Settings
 from app.datasets.models import Dataset
 from app.db import utcnow
 from app.errors import Conflict, NotFound
-from app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn
-from app.jobs.models import Attempt, Job, MetricPoint
-from app.jobs.service import cancelled, record_event, transition
+from app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn, StepPointIn
+from app.jobs.models import Attempt, Job, MetricPoint, MetricStep
+from app.jobs.service import cancelled, describe_progress, record_event, transition
 from app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
+from app.stream.service import publish
 from app.time_limits import attempt_time_limit, describe_time_limit
 
 ACTIVE_STATUSES = ("running", "cancelling")
 REQUIRED_MODEL_FILES = ("model.json", "model.safetensors")
+# A job's step series keeps at most this many points (the worker sends about 500 train points
+# and every evaluation; this bounds what a misbehaving one can store).
+MAX_STEP_POINTS = 5000
 
 
 def _job(session: Session, job_id: str, *, lock: bool = False) -> Job:
@@ -85,13 +89,47 @@ def current_attempt(
 
 
 def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatRequest) -> bool:
-    """Renew the attempt's lease and record progress; returns whether the user asked to cancel."""
+    """Renew the attempt's lease and record progress and step points (each told to the live
+    stream); returns whether the user asked to cancel."""
     job, row = current_attempt(session, job_id, attempt)
     row.heartbeat_at = utcnow()
     job.progress_epoch = max(job.progress_epoch, beat.epoch)
     job.progress_fraction = max(job.progress_fraction, beat.fraction)
+    if beat.batches_per_epoch is not None:
+        _record_live_progress(session, job, beat)
+    _record_steps(session, job, attempt, beat.points)
     session.flush()
     return job.status == "cancelling"
+
+
+def _record_live_progress(session: Session, job: Job, beat: HeartbeatRequest) -> None:
+    job.progress_batches, job.progress_batches_per_epoch = beat.batches_done, beat.batches_per_epoch
+    job.samples_per_second, job.eta_seconds = beat.samples_per_second, beat.eta_seconds
+    job.progress_at = utcnow()
+    progress = describe_progress(job, min(job.progress_fraction, 1.0))
+    publish(session, job, "progress", progress.model_dump(mode="json", exclude={"updated_at"}))
+
+
+def _record_steps(session: Session, job: Job, attempt: int, points: list[StepPointIn]) -> None:
+    """Store the step points this job does not have yet (a resumed attempt repeats the steps
+    after its checkpoint; the first report stays), up to MAX_STEP_POINTS per job."""
+    if not points:
+        return
+    steps = {point.step for point in points}
+    rows = session.execute(
+        select(MetricStep.kind, MetricStep.step).where(
+            MetricStep.job_id == job.id, MetricStep.step.in_(steps)
+        )
+    )
+    known = {(kind, step) for kind, step in rows}
+    stored = session.scalar(select(func.count()).where(MetricStep.job_id == job.id)) or 0
+    for point in points:
+        if (point.kind, point.step) in known or stored >= MAX_STEP_POINTS:
+            continue
+        known.add((point.kind, point.step))
+        stored += 1
+        session.add(MetricStep(job_id=job.id, attempt=attempt, **point.model_dump()))
+        publish(session, job, "metric", {"granularity": "step", **point.model_dump()})
 
 
 def add_metric_point(session: Session, job_id: str, attempt: int, point: MetricPointIn) -> None:
@@ -102,6 +140,7 @@ def add_metric_point(session: Session, job_id: str, attempt: int, point: MetricP
     )
     if exists is None:
         session.add(MetricPoint(job_id=job_id, attempt=attempt, **point.model_dump()))
+        publish(session, job, "metric", {"granularity": "epoch", **point.model_dump()})
     row.heartbeat_at = utcnow()
     job.progress_epoch = max(job.progress_epoch, point.epoch)
     job.progress_fraction = max(job.progress_fraction, min(point.epoch / job.epochs, 1.0))

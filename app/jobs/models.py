@@ -30,6 +30,12 @@ class Job(Base):
     epochs: Mapped[int] = mapped_column(Integer)
     progress_epoch: Mapped[int] = mapped_column(Integer, default=0)
     progress_fraction: Mapped[float] = mapped_column(Float, default=0.0)
+    # Within the current epoch, as the worker last reported it (about once a second).
+    progress_batches: Mapped[int | None] = mapped_column(Integer, default=None)
+    progress_batches_per_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
+    samples_per_second: Mapped[float | None] = mapped_column(Float, default=None)
+    eta_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     test_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
     test_loss: Mapped[float | None] = mapped_column(Float, default=None)
     stop_reason: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -95,6 +101,26 @@ class MetricPoint(Base):
     epoch_seconds: Mapped[float | None] = mapped_column(Float)
     samples_per_second: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MetricStep(Base):
+    """A point of the step-granularity series: the mean training loss over the steps since the
+    previous point (``kind`` train), or one evaluation (``kind`` eval)."""
+
+    __tablename__ = "metric_steps"
+    # A resumed attempt repeats steps after its checkpoint: the first report of a step stays.
+    __table_args__ = (UniqueConstraint("job_id", "kind", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    step: Mapped[int] = mapped_column(Integer)  # global optimizer step, 1-based
+    epoch: Mapped[float] = mapped_column(Float)  # fractional: 1.5 is half way through epoch 2
+    train_loss: Mapped[float | None] = mapped_column(Float, default=None)
+    lr: Mapped[float | None] = mapped_column(Float, default=None)
+    val_loss: Mapped[float | None] = mapped_column(Float, default=None)
+    val_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class Event(Base):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
@@ -23,6 +23,7 @@ from app.jobs.schemas import (
     JobOut,
     JobStatus,
     MetricList,
+    StepList,
 )
 from app.spec import JobSpec
 from app.storage_space import require_room_for_new_work
@@ -143,8 +144,20 @@ def delete_job(job: OwnedJob, session: SessionDep, storage: StorageDep) -> Respo
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{job_id}/metrics", response_model=MetricList, responses=NOT_FOUND)
-def job_metrics(job: OwnedJob, session: SessionDep) -> MetricList:
+@router.get("/{job_id}/metrics", response_model=MetricList | StepList, responses=NOT_FOUND)
+def job_metrics(
+    job: OwnedJob,
+    session: SessionDep,
+    granularity: Annotated[
+        Literal["epoch", "step"],
+        Query(
+            description="epoch: one point per epoch; step: the training loss every few steps "
+            "(at most about 500 points) and every evaluation"
+        ),
+    ] = "epoch",
+) -> MetricList | StepList:
+    if granularity == "step":
+        return StepList(items=service.metric_steps(session, job))
     return MetricList(items=service.metric_points(session, job))
 
 

@@ -15,7 +15,22 @@ JobStatus = Literal["queued", "running", "cancelling", "succeeded", "failed", "c
 class Progress(BaseModel):
     epoch: int = Field(description="epochs completed")
     epochs: int = Field(description="epochs asked for")
-    fraction: float = Field(ge=0.0, le=1.0)
+    fraction: float = Field(
+        ge=0.0, le=1.0, description="of the whole run, batches within the current epoch counted"
+    )
+    batches_done: int | None = Field(
+        default=None, description="batches done in the current epoch; null unless running"
+    )
+    batches_per_epoch: int | None = Field(default=None, description="null until known")
+    samples_per_second: float | None = Field(
+        default=None, description="training throughput over the last few seconds"
+    )
+    eta_seconds: float | None = Field(
+        default=None, description="estimated seconds until training ends; null unless running"
+    )
+    updated_at: datetime | None = Field(
+        default=None, description="when the worker last reported progress"
+    )
 
 
 class MetricPointOut(BaseModel):
@@ -27,6 +42,25 @@ class MetricPointOut(BaseModel):
     lr: float | None
     epoch_seconds: float | None
     samples_per_second: float | None
+
+
+class StepPointOut(BaseModel):
+    """A point of the step-granularity series."""
+
+    step: int = Field(description="global optimizer step, 1-based")
+    epoch: float = Field(description="fractional epoch: 1.5 is half way through the second")
+    kind: Literal["train", "eval"] = Field(
+        description="train: mean training loss since the previous train point; eval: one "
+        "evaluation on the validation split"
+    )
+    train_loss: float | None
+    lr: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+
+
+class StepList(BaseModel):
+    items: list[StepPointOut]
 
 
 class JobMetrics(BaseModel):

@@ -19,7 +19,7 @@ from app.config import Settings
 from app.datasets.service import info_for_job
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from app.jobs.models import Event, Job, MetricPoint
+from app.jobs.models import TERMINAL_STATUSES, Event, Job, MetricPoint, MetricStep
 from app.jobs.schemas import (
     ArtifactOut,
     EventOut,
@@ -28,6 +28,7 @@ from app.jobs.schemas import (
     JobOut,
     MetricPointOut,
     Progress,
+    StepPointOut,
 )
 from app.memory import check_fits_largest_worker
 from app.spec import (
@@ -38,6 +39,7 @@ from app.spec import (
     normalized,
     parameter_count,
 )
+from app.stream.service import delete_job_events, publish
 
 QUEUE_FOR_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")
@@ -55,8 +57,37 @@ def record_event(
     status: str | None = None,
     attempt: int | None = None,
 ) -> None:
+    """Add to the job's history, and tell the live stream: a status change (and, for a terminal
+    one, the job's end) or a log line."""
     kind = "status" if status is not None else "message"
-    session.add(Event(job_id=job.id, kind=kind, status=status, attempt=attempt, message=message))
+    row = Event(
+        job_id=job.id,
+        kind=kind,
+        status=status,
+        attempt=attempt,
+        message=message,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    said = {"attempt": attempt, "message": message, "created_at": row.created_at.isoformat()}
+    if status is None:
+        publish(session, job, "log", said)
+        return
+    publish(session, job, "status", {"status": status, **said})
+    if status in TERMINAL_STATUSES:
+        publish(session, job, "end", job_outcome(job, status))
+
+
+def job_outcome(job: Job, status: str) -> dict[str, Any]:
+    """The ``end`` event: how the job ended, as far as the stream's readers need to know."""
+    error = {"type": job.error_type, "message": job.error_message} if job.error_type else None
+    return {
+        "status": status,
+        "error": error,
+        "test_accuracy": job.test_accuracy,
+        "test_loss": job.test_loss,
+        "stop_reason": job.stop_reason,
+    }
 
 
 def transition(
@@ -202,6 +233,7 @@ def delete_job(session: Session, job: Job) -> None:
         raise Conflict(f"job {job.id} is {job.status}; cancel it and wait until it ends")
     for artifact in session.scalars(select(Artifact).where(Artifact.job_id == job.id)):
         session.delete(artifact)
+    delete_job_events(session, job.id)
     session.delete(job)
     session.flush()
 
@@ -211,6 +243,18 @@ def metric_points(session: Session, job: Job) -> list[MetricPointOut]:
     return [
         MetricPointOut.model_validate(point, from_attributes=True)
         for point in session.scalars(query)
+    ]
+
+
+def metric_steps(session: Session, job: Job) -> list[StepPointOut]:
+    """The step-granularity series: training loss points and evaluations, in step order."""
+    query = (
+        select(MetricStep)
+        .where(MetricStep.job_id == job.id)
+        .order_by(MetricStep.step, MetricStep.kind.desc())  # at one step: train, then eval
+    )
+    return [
+        StepPointOut.model_validate(point, from_attributes=True) for point in session.scalars(query)
     ]
 
 
@@ -265,7 +309,7 @@ def describe_job(session: Session, job: Job) -> JobOut:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        progress=Progress(epoch=job.progress_epoch, epochs=job.epochs, fraction=fraction),
+        progress=describe_progress(job, fraction),
         metrics=JobMetrics(
             latest=MetricPointOut.model_validate(latest, from_attributes=True) if latest else None,
             test_accuracy=job.test_accuracy,
@@ -279,4 +323,19 @@ def describe_job(session: Session, job: Job) -> JobOut:
         device=job.device,
         acceleration=job.acceleration,
         stop_reason=job.stop_reason,
+    )
+
+
+def describe_progress(job: Job, fraction: float) -> Progress:
+    """Where the job is; the within-epoch fields only while an attempt is running."""
+    live = job.status in ("running", "cancelling")
+    return Progress(
+        epoch=job.progress_epoch,
+        epochs=job.epochs,
+        fraction=fraction,
+        batches_done=job.progress_batches if live else None,
+        batches_per_epoch=job.progress_batches_per_epoch,
+        samples_per_second=job.samples_per_second,
+        eta_seconds=job.eta_seconds if live else None,
+        updated_at=job.progress_at,
     )

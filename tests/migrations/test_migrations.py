@@ -19,6 +19,8 @@ TABLES = {
     "jobs",
     "attempts",
     "metric_points",
+    "metric_steps",
+    "stream_events",
     "events",
     "artifacts",
     "datasets",

@@ -137,7 +137,7 @@ def test_a_finish_answered_507_gives_up_after_the_storage_wait() -> None:
 def test_heartbeats_and_claims_answered_507_are_not_waited_for() -> None:
     reporter, seen = scripted_reporter([507, 507], wait_seconds=600)
     with pytest.raises(StorageFull):
-        reporter.heartbeat("job_" + "a" * 24, 1, 0, 0.0)
+        reporter.heartbeat("job_" + "a" * 24, 1, {"epoch": 0, "fraction": 0.0})
     with pytest.raises(StorageFull):
         reporter.claim("job_" + "a" * 24, "w")
     assert len(seen) == 2

@@ -40,6 +40,7 @@ import torch
 from app.spec import JobSpec, TrainingSpec
 from worker.trainer.data import Dataset, DatasetUnavailable, load_dataset
 from worker.trainer.loop import MetricPoint, TrainResult, train
+from worker.trainer.series import StepPoint
 
 Mode = Literal["off", "auto"]
 MODES: tuple[Mode, ...] = ("off", "auto")  # interleaved per repeat, so drift hits both alike
@@ -287,6 +288,12 @@ class BenchContext:
         self.echo = echo
         self.points: list[MetricPoint] = []
         self.threads: set[int] = set()
+
+    def report_progress(self, epoch: int, batches_done: int, batches: int, samples: int) -> None:
+        pass  # the benchmark echoes per epoch only
+
+    def report_step(self, point: StepPoint) -> None:
+        pass
 
     def report_metrics(self, point: MetricPoint) -> None:
         self.points.append(point)

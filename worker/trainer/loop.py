@@ -36,6 +36,7 @@ from worker.trainer.data import (
 from worker.trainer.feed import DeviceBatches, LoaderBatches
 from worker.trainer.networks import build_network
 from worker.trainer.recipe import build_optimizer, build_schedule, clip_gradients, make_ema
+from worker.trainer.series import StepPoint, StepSeries
 
 # Fixed so that evaluating saved weights later reproduces the reported test metrics exactly:
 # the batch size changes the order of the float sums.
@@ -64,6 +65,13 @@ class TrainContext(Protocol):
         """Asked when should_stop stopped training: True (a preemption, not a cancel) saves the
         state at that batch, so the next attempt goes on from there instead of from the last
         epoch's checkpoint, and raises TrainingPreempted."""
+
+    def report_progress(self, epoch: int, batches_done: int, batches: int, samples: int) -> None:
+        """Called after every batch (keep it cheap): ``epoch`` (1-based) is under way, with
+        ``batches_done`` of its ``batches`` and ``samples`` samples done."""
+
+    def report_step(self, point: StepPoint) -> None:
+        """A point of the step series: a training loss every few steps, or an evaluation."""
 
     def log(self, message: str) -> None:
         """A line for the job's event log."""
@@ -123,6 +131,7 @@ class _Run:
     val_x: torch.Tensor  # (M, C, H, W) uint8 (or float32) on the device: the validation split
     val_y: torch.Tensor
     context: TrainContext
+    series: StepSeries  # the training loss every few steps, and every evaluation
     deadline: float | None  # time.monotonic() past which training stops
     best: tuple[float, dict[str, torch.Tensor]] | None = None  # kept only with max_seconds
     history: list[MetricPoint] = dataclasses.field(default_factory=list)  # reported so far
@@ -186,6 +195,10 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
                 # twice.
                 last_point.val_loss = result.test_loss
                 last_point.val_accuracy = result.test_accuracy
+                steps = len(run.feed) * spec.training.epochs
+                run.series.add_evaluation(
+                    steps, spec.training.epochs, result.test_loss, result.test_accuracy
+                )
             _report(run, last_point)
         result.history = run.history
         return result
@@ -253,6 +266,7 @@ def _build_run(
         val_x=validation[0].to(device),
         val_y=validation[1].to(device),
         context=context,
+        series=StepSeries(len(feed) * settings.epochs, context.report_step),
         deadline=None if settings.max_seconds is None else started + settings.max_seconds,
     )
 
@@ -393,16 +407,22 @@ def _train_one_epoch(
         loss_sum.add_(loss, alpha=len(y))
         correct += hits
         seen += len(y)
+        batches = len(run.feed)
+        global_step, fractional_epoch = (epoch - 1) * batches + step, epoch - 1 + step / batches
+        run.series.add_train_step(global_step, fractional_epoch, lr, loss)
+        run.context.report_progress(epoch, step, batches, seen)
         if step in evaluate_after:
             _synchronize(run.device)  # the queued GPU work belongs to training, not evaluation
             train_seconds += time.perf_counter() - started  # evaluation time is not training
             val = _validate(run)
+            run.series.add_evaluation(global_step, fractional_epoch, *val)
             started = time.perf_counter()
             if _reached_target(run, val[1]):
                 point = _metric_point(epoch, loss_sum, correct, seen, val, lr, train_seconds)
                 return point, "target_reached"
     _synchronize(run.device)
     train_seconds += time.perf_counter() - started
+    run.series.flush()
     return _metric_point(epoch, loss_sum, correct, seen, val, lr, train_seconds), None
 
 

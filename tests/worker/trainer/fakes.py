@@ -9,6 +9,7 @@ import torch
 
 from app.spec import JobSpec
 from worker.trainer.loop import MetricPoint
+from worker.trainer.series import StepPoint
 
 # 256 training images of 1x12x12 in 4 classes: an epoch of batch 32 is 8 steps, milliseconds each.
 TINY_OPTIONS: dict[str, Any] = {
@@ -50,12 +51,20 @@ class RecordingContext:
         self.preempted = preempted  # the stop is a preemption: checkpoint where it stopped
         self.stop_checks = 0
         self.points: list[MetricPoint] = []
+        self.steps: list[StepPoint] = []
+        self.progress: list[tuple[int, int, int, int]] = []
         self.messages: list[str] = []
         self.checkpoints: list[dict[str, Any]] = []
         self.resume_from: dict[str, Any] | None = None
 
     def report_metrics(self, point: MetricPoint) -> None:
         self.points.append(point)
+
+    def report_progress(self, epoch: int, batches_done: int, batches: int, samples: int) -> None:
+        self.progress.append((epoch, batches_done, batches, samples))
+
+    def report_step(self, point: StepPoint) -> None:
+        self.steps.append(point)
 
     def should_stop(self) -> bool:
         self.stop_checks += 1
