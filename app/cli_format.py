@@ -72,6 +72,18 @@ def progress_text(progress: dict[str, Any]) -> str:
     return f"epoch {progress['epoch']}/{progress['epochs']} ({progress['fraction']:.0%})"
 
 
+def live_progress_text(progress: dict[str, Any]) -> str:
+    """The progress with what a running job reports besides: its batch, speed and ETA."""
+    parts = [progress_text(progress)]
+    if progress.get("batches_done") is not None and progress.get("batches_per_epoch"):
+        parts.append(f"batch {progress['batches_done']}/{progress['batches_per_epoch']}")
+    if progress.get("samples_per_second"):
+        parts.append(f"{progress['samples_per_second']:,.0f} samples/s")
+    if progress.get("eta_seconds") is not None:
+        parts.append(f"eta {duration(progress['eta_seconds'])}")
+    return ", ".join(parts)
+
+
 def accuracy_of(job: dict[str, Any]) -> str:
     """The test accuracy of a finished job, else the latest validation accuracy (marked)."""
     metrics = job["metrics"]
@@ -142,7 +154,7 @@ def job_summary(
     fields = [
         ("job", f"{job['id']}  {job['name']}"),
         ("status", _status_text(job)),
-        ("progress", progress_text(job["progress"])),
+        ("progress", _progress_of(job)),
         ("created", _clock(job["created_at"])),
         ("queued", duration(queued)),
         ("ran", duration(ran) + ("" if job["finished_at"] or ran is None else " so far")),
@@ -165,6 +177,11 @@ def job_summary(
         rows = [(item["name"], size(item["size_bytes"]), item["kind"]) for item in artifacts]
         lines += ["", *table(("ARTIFACT", "SIZE", "KIND"), rows, right=frozenset({1}))]
     return lines
+
+
+def _progress_of(job: dict[str, Any]) -> str:
+    running = job["status"] in ("running", "cancelling")
+    return live_progress_text(job["progress"]) if running else progress_text(job["progress"])
 
 
 def _status_text(job: dict[str, Any]) -> str:
@@ -201,6 +218,8 @@ def outcome_lines(end: dict[str, Any]) -> list[str]:
     if end.get("test_accuracy") is not None:
         lines[0] += f"  test_accuracy={end['test_accuracy']:.4f}"
         lines[0] += f" test_loss={number(end.get('test_loss'))}"
+    if end.get("stop_reason") not in (None, "completed", end["status"]):
+        lines[0] += f"  stopped: {end['stop_reason']}"
     if end.get("error"):
         lines.append(f"error ({end['error']['type']}): {end['error']['message']}")
     return lines

@@ -64,10 +64,10 @@ def eta_text(data: dict[str, Any]) -> str:
 
 def metric_line(data: dict[str, Any], epochs: int | None) -> str | None:
     """An epoch's metrics, or an evaluation within an epoch; None for a training step (the
-    progress lines carry its loss)."""
+    progress lines carry its loss) and for the evaluation at an epoch's end."""
     if data.get("granularity") == "step":
-        if data.get("kind") != "eval":
-            return None
+        if data.get("kind") != "eval" or float(data["epoch"]).is_integer():
+            return None  # a training step, or the evaluation its epoch's line reports
         return (
             f"eval at epoch {data['epoch']:.2f}: val_loss {number(data.get('val_loss'))} "
             f"val_accuracy {number(data.get('val_accuracy'))}"

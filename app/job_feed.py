@@ -59,6 +59,10 @@ def job_events(
             if last_id is None:  # an empty stream: nothing to resume from
                 yield from _polled(client, job_id, poll_seconds, sleep)
                 return
+            ended = _ended(client, job_id)
+            if ended is not None:  # it ended, and its end is not in the stream
+                yield ended
+                return
             error: Exception = StreamLost(f"the server closed the stream of {job_id} early")
         except ApiError as answer:
             if answer.status_code not in NO_STREAM or last_id is not None:
@@ -81,6 +85,15 @@ def job_events(
         say(f"stream lost ({_reason(error)}); reconnecting after event {last_id}")
         sleep(RECONNECT_PAUSES[failures])
         failures += 1
+
+
+def _ended(client: TaasClient, job_id: str) -> JobEvent | None:
+    """The end of a job that has ended; None while it runs or when the server is not there."""
+    try:
+        job = client.job(job_id)
+    except httpx.TransportError:
+        return None
+    return JobEvent("end", end_data(job)) if job["status"] in TERMINAL else None
 
 
 def _reason(error: Exception) -> str:
@@ -140,6 +153,7 @@ def end_data(job: dict[str, Any]) -> dict[str, Any]:
         "error": job["error"],
         "test_accuracy": metrics["test_accuracy"],
         "test_loss": metrics["test_loss"],
+        "stop_reason": job.get("stop_reason"),
     }
 
 

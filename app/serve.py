@@ -30,6 +30,8 @@ WORKER_STOP_SECONDS = 20.0
 EMBEDDED_LEASE_SECONDS = 15.0
 WORKER_LOG = "logs/worker.log"  # under TAAS_HOME
 API_LOG = "logs/api.log"
+# kombu says this at every start and stop of the embedded broker: nothing to act on.
+HARMLESS = ("No hostname was supplied",)
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -83,6 +85,7 @@ def log_api_to_file(home: Path) -> None:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     to_console = logging.StreamHandler()
     to_console.setLevel(logging.WARNING)
+    to_console.addFilter(lambda record: not record.getMessage().startswith(HARMLESS))
     to_console.setFormatter(logging.Formatter("taas: %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[to_file, to_console], force=True)
 
@@ -93,8 +96,6 @@ class WorkerLogEcho:
     Everything else (Celery's banner, each task) stays in the file."""
 
     RECORD = re.compile(r"^\[[^\]]*: (?P<level>[A-Z]+)/[^\]]*\] (?P<message>.*)$")
-    # Said on every start of the embedded worker, and nothing to act on.
-    HARMLESS = ("No hostname was supplied",)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -120,7 +121,7 @@ class WorkerLogEcho:
         if record is not None:
             self.in_traceback = False
             level, message = record["level"], record["message"]
-            if level in ("WARNING", "ERROR", "CRITICAL") and not message.startswith(self.HARMLESS):
+            if level in ("WARNING", "ERROR", "CRITICAL") and not message.startswith(HARMLESS):
                 return f"worker: {level} {message}"
             return None
         if line.startswith("Traceback"):

@@ -99,8 +99,16 @@ def test_a_failed_job_shows_its_error_and_a_running_one_its_time_so_far() -> Non
     )
     assert "error     user_error: the network does not fit" in job_summary(failed, [], [], NOW)
 
-    running = a_job(status="running", started_at="2026-11-30T11:00:05Z", finished_at=None)
-    assert "ran       59m55s so far" in job_summary(running, [], [], NOW)
+    live = {"batches_done": 30, "batches_per_epoch": 94, "samples_per_second": 2999.4}
+    running = a_job(
+        status="running",
+        started_at="2026-11-30T11:00:05Z",
+        finished_at=None,
+        progress={"epoch": 1, "epochs": 2, "fraction": 0.66, **live, "eta_seconds": 12.0},
+    )
+    lines = job_summary(running, [], [], NOW)
+    assert "ran       59m55s so far" in lines
+    assert "progress  epoch 1/2 (66%), batch 30/94, 2,999 samples/s, eta 12.0s" in lines
 
 
 def test_job_table_shows_waiting_and_running_time_and_accuracy() -> None:

@@ -112,6 +112,27 @@ def test_a_stream_that_keeps_failing_gives_up_with_the_connection_error() -> Non
     assert 5 < calls < 20  # retried a while, not forever
 
 
+def test_a_stream_without_the_end_of_a_job_that_ended_ends_with_the_job() -> None:
+    job = {
+        "id": JOB,
+        "status": "cancelled",
+        "metrics": {"test_accuracy": None, "test_loss": None},
+        "error": {"type": "cancelled", "message": "cancelled by the user"},
+        "stop_reason": "cancelled",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/stream"):
+            return event_stream(EVENTS[:2])  # closes without an end event
+        return httpx.Response(200, json=job)
+
+    events = list(job_events(client_for(handler), JOB, sleep=no_sleep))
+
+    assert [event.type for event in events] == ["status", "status", "end"]
+    assert events[-1].data["status"] == "cancelled"
+    assert events[-1].data["error"]["message"] == "cancelled by the user"
+
+
 def older_server(job: dict[str, Any], events: list[dict[str, Any]]) -> httpx.MockTransport:
     """A server without the stream route: only the job, its events and its metrics."""
 
@@ -162,6 +183,7 @@ def test_an_older_server_is_polled_and_gives_the_same_kinds_of_events() -> None:
         "error": None,
         "test_accuracy": 0.81,
         "test_loss": 0.55,
+        "stop_reason": None,
     }
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from app.client import TaasClient
+from app.job_feed import job_events
 from tests.e2e.conftest import Deployment, start_embedded
 from tests.e2e.processes import child_pids, is_alive, taas_command
 
@@ -89,9 +91,18 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
 ANSI_OR_RETURN = re.compile(r"\x1b\[|\r")
 
 
+# Enough batches (4000 / 64 = 63 per epoch) that progress is reported within each epoch.
+WATCHED_SPEC = {
+    "name": "smoke",
+    "dataset": "synthetic",
+    "dataset_options": {"train_size": 4000, "test_size": 200, "noise": 1.5},
+    "training": {"epochs": 2, "batch_size": 64, "evals_per_epoch": 2},
+}
+
+
 def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path: Path) -> None:
     spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps({**SMOKE_SPEC, "name": "smoke"}))
+    spec_file.write_text(json.dumps(WATCHED_SPEC))
 
     submitted = taas(embedded, "submit", str(spec_file), "--wait", cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stderr
@@ -100,8 +111,23 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
     said = [line[9:] for line in lines]  # without the time of day
     assert said[0] == "queued: job accepted and queued"
     assert any(line.startswith("running (attempt 1)") for line in said)
+    assert any(re.match(r"epoch [01]/2  \d+%  [\d,]+ samples/s  eta ", line) for line in said)
+    assert any(re.match(r"eval at epoch 0\.\d\d: val_loss ", line) for line in said)  # streamed
     assert any(line.startswith("epoch 1/2 done: train_loss ") for line in said)
     assert said[-1].startswith(f"{job_id} succeeded  test_accuracy=")
+
+    # What the CLI read: the job's event stream, whose progress moved within each epoch.
+    with TaasClient(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as client:
+        events = list(job_events(client, job_id))
+    assert all(event.id is not None for event in events)  # streamed, not polled
+    within_first_epoch = [
+        event.data["fraction"]
+        for event in events
+        if event.type == "progress" and event.data["epoch"] == 0 and event.data["batches_done"]
+    ]
+    assert len(within_first_epoch) >= 2, within_first_epoch
+    assert all(0 < fraction < 0.5 for fraction in within_first_epoch)
+    assert within_first_epoch == sorted(within_first_epoch)
 
     watched = taas(embedded, "watch", job_id, cwd=tmp_path)  # an ended job: its history, then out
     assert watched.returncode == 0
