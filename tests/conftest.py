@@ -8,6 +8,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -184,3 +185,8 @@ TINY_SYNTHETIC = {
     "dataset_options": {"train_size": 256, "test_size": 128, "shape": [1, 12, 12]},
     "training": {"epochs": 2, "batch_size": 32},
 }
+
+
+def epoch_progress(job: dict[str, Any]) -> dict[str, Any]:
+    """The per-epoch part of a job's progress (the within-epoch fields come and go)."""
+    return {key: job["progress"][key] for key in ("epoch", "epochs", "fraction")}

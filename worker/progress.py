@@ -48,6 +48,10 @@ class LiveProgress:
         with self.lock:
             self.points.append(values)
 
+    def has_points(self) -> bool:
+        with self.lock:
+            return bool(self.points)
+
     def put_back(self, points: list[dict[str, Any]]) -> None:
         """A report that did not get through: its points go out with the next one."""
         with self.lock:

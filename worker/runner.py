@@ -193,6 +193,11 @@ class Heartbeat:
     def __exit__(self, *exc: object) -> None:
         self.done.set()
         self.thread.join(timeout=self.period + 30)
+        if self.context.progress.has_points():  # the final evaluation's, among others
+            try:
+                self.context.beat()
+            except Exception as error:  # the curve misses its last points; the job goes on
+                logger.warning("job %s: last step points not sent: %s", self.context.job_id, error)
 
     def _run(self) -> None:
         while not self.done.wait(self.period):

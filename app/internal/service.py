@@ -6,6 +6,7 @@ running attempt is refused (fencing), so a worker that lost its job cannot overw
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -24,11 +25,12 @@ from app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
 from app.stream.service import publish
 from app.time_limits import attempt_time_limit, describe_time_limit
 
+logger = logging.getLogger(__name__)
 ACTIVE_STATUSES = ("running", "cancelling")
 REQUIRED_MODEL_FILES = ("model.json", "model.safetensors")
-# A job's step series keeps at most this many points (the worker sends about 500 train points
-# and every evaluation; this bounds what a misbehaving one can store).
-MAX_STEP_POINTS = 5000
+# A job's step series keeps at most this many points: the worker sends about 500 train points
+# and every evaluation (200 epochs of 20 make 4,000); this bounds what a misbehaving one stores.
+MAX_STEP_POINTS = 10_000
 
 
 def _job(session: Session, job_id: str, *, lock: bool = False) -> Job:
@@ -124,8 +126,11 @@ def _record_steps(session: Session, job: Job, attempt: int, points: list[StepPoi
     known = {(kind, step) for kind, step in rows}
     stored = session.scalar(select(func.count()).where(MetricStep.job_id == job.id)) or 0
     for point in points:
-        if (point.kind, point.step) in known or stored >= MAX_STEP_POINTS:
+        if (point.kind, point.step) in known:
             continue
+        if stored >= MAX_STEP_POINTS:
+            logger.warning("job %s: step series full (%d points); dropped", job.id, stored)
+            return
         known.add((point.kind, point.step))
         stored += 1
         session.add(MetricStep(job_id=job.id, attempt=attempt, **point.model_dump()))

@@ -39,7 +39,7 @@ from app.spec import (
     normalized,
     parameter_count,
 )
-from app.stream.service import delete_job_events, publish
+from app.stream.service import delete_job_events, drop_superseded_progress, publish
 
 QUEUE_FOR_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")
@@ -76,6 +76,7 @@ def record_event(
     publish(session, job, "status", {"status": status, **said})
     if status in TERMINAL_STATUSES:
         publish(session, job, "end", job_outcome(job, status))
+        drop_superseded_progress(session, job.id)
 
 
 def job_outcome(job: Job, status: str) -> dict[str, Any]:

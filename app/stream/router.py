@@ -92,7 +92,8 @@ async def tenant_stream(
     hub: StreamHub = request.app.state.stream_hub
     subscription = await hub.subscribe(tenant_id)
     try:
-        last = hub.watermark or 0 if last_event_id is None else int(last_event_id)
+        # Without Last-Event-ID: from now on (what the hub reads next).
+        last = (hub.watermark or 0) if last_event_id is None else int(last_event_id)
         async for event in _replay(last, tenant_id, None):
             yield _framed(event)
             last = event.id

@@ -87,6 +87,22 @@ def newest_id(session: Session) -> int:
     return int(session.scalar(select(func.max(StreamEvent.id))) or 0)
 
 
+def drop_superseded_progress(session: Session, job_id: str) -> None:
+    """The job has ended: its progress events but the last are history nobody needs (a progress
+    event is a snapshot, and the next one replaces it). A long job reports one a second, so
+    without this a replay of its stream would be mostly stale progress."""
+    newest = (
+        select(func.max(StreamEvent.id))
+        .where(StreamEvent.job_id == job_id, StreamEvent.kind == "progress")
+        .scalar_subquery()
+    )
+    session.execute(
+        delete(StreamEvent).where(
+            StreamEvent.job_id == job_id, StreamEvent.kind == "progress", StreamEvent.id < newest
+        )
+    )
+
+
 def delete_job_events(session: Session, job_id: str) -> None:
     """The job is being deleted: its stream goes with it (no foreign key does this, see models)."""
     session.execute(delete(StreamEvent).where(StreamEvent.job_id == job_id))

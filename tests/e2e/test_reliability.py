@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from app.client import TaasClient
+from tests.conftest import epoch_progress
 from tests.e2e.conftest import Deployment, start_embedded, start_production
 from tests.e2e.processes import (
     children_running,
@@ -142,7 +143,7 @@ def assert_succeeded_once(client: TaasClient, job: dict[str, Any], deployment: D
     assert epochs == list(range(1, EPOCHS + 1))
     names = [item["name"] for item in client.artifacts(job["id"])]
     assert names.count("model.safetensors") == 1
-    assert job["progress"] == {"epoch": EPOCHS, "epochs": EPOCHS, "fraction": 1.0}
+    assert epoch_progress(job) == {"epoch": EPOCHS, "epochs": EPOCHS, "fraction": 1.0}
 
 
 def resumed_after(client: TaasClient, job_id: str) -> list[int]:

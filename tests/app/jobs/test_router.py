@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import get_settings
-from tests.conftest import TINY_SYNTHETIC
+from tests.conftest import TINY_SYNTHETIC, epoch_progress
 
 
 def submit(api: TestClient, auth: dict[str, str], **overrides: object) -> dict[str, object]:
@@ -47,7 +47,7 @@ def test_submit_returns_normalized_spec_and_queued_job(
     convs = (1 * 32 * 9 + 32) + (32 * 64 * 9 + 64)
     fcs = (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10)
     assert job["parameter_count"] == convs + fcs == 421_642
-    assert job["progress"] == {"epoch": 0, "epochs": 3, "fraction": 0.0}
+    assert epoch_progress(job) == {"epoch": 0, "epochs": 3, "fraction": 0.0}
     assert job["error"] is None
     assert job["artifacts"] == []
     events = api.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()["items"]

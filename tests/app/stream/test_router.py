@@ -235,3 +235,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_an_ended_jobs_stream_keeps_only_its_last_progress(
+    live_api: LiveApi, auth: dict[str, str]
+) -> None:
+    job_id = live_api.submit(auth)
+    live_api.worker(job_id, "claim", {"worker": "box-1"})
+    for batch in (2, 4, 6):
+        live_api.worker(job_id, "heartbeat", {**PROGRESS, "batches_done": batch, "points": []})
+    live_api.worker(job_id, "finish", FAILED)
+
+    with stream(live_api, f"/v1/jobs/{job_id}/stream", auth) as response:
+        progress = [e.data for e in read_events(response) if e.event == "progress"]
+    assert [p["batches_done"] for p in progress] == [6]
