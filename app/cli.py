@@ -143,6 +143,7 @@ def _client() -> Any:
 def _run(action: Any, spec: dict[str, Any] | None = None, job_id: str | None = None) -> Any:
     """Run a request; a failure is said in a sentence (app/cli_errors.py) and exits 1."""
     import httpx
+    from httpx_sse import SSEError
 
     from app.cli_errors import Target, explain
     from app.client import ApiError
@@ -150,7 +151,7 @@ def _run(action: Any, spec: dict[str, Any] | None = None, job_id: str | None = N
 
     try:
         return action()
-    except (ApiError, httpx.HTTPError, StreamLost) as error:
+    except (ApiError, httpx.HTTPError, SSEError, StreamLost) as error:
         settings = get_settings()
         key_origin = "TAAS_API_KEY" if settings.api_key else str(_key_file())
         target = Target(settings.api_url, key_origin, spec=spec, job_id=job_id)
