@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
+import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.client import TaasClient
-from app.job_feed import job_events
+from app.job_feed import JobEvent, job_events
 from tests.e2e.conftest import Deployment, start_embedded
 from tests.e2e.processes import child_pids, is_alive, taas_command
 
@@ -91,6 +94,51 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
 ANSI_OR_RETURN = re.compile(r"\x1b\[|\r")
 
 
+class CuttableProxy:
+    """A TCP proxy to a local port whose open connections can be cut, as a flaky network or a
+    load balancer's restart would."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.backend_port = backend_port
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _address = self.listener.accept()
+            except OSError:
+                return  # closed
+            backend = socket.create_connection(("127.0.0.1", self.backend_port))
+            with self.lock:
+                self.open += [client, backend]
+            for source, sink in ((client, backend), (backend, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            connections, self.open = self.open, []
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
 # Enough batches (4000 / 64 = 63 per epoch) that progress is reported within each epoch.
 WATCHED_SPEC = {
     "name": "smoke",
@@ -105,24 +153,41 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
     spec_file.write_text(json.dumps(WATCHED_SPEC))
 
     job_id = taas(embedded, "submit", str(spec_file), cwd=tmp_path).stdout.strip()
-    # `taas watch` to a pipe, while this test reads the same stream as it happens (an ended
-    # job's stream keeps only its last progress event).
+    # `taas watch` to a pipe, through a proxy that drops the connection once the job runs; and
+    # this test reads the same stream as it happens (an ended job's stream keeps only its last
+    # progress event).
+    proxy = CuttableProxy(embedded.port)
     watching = subprocess.Popen(
         taas_command("watch", job_id),
         cwd=tmp_path,
-        env=embedded.env,
+        env={**embedded.env, "TAAS_API_URL": f"http://127.0.0.1:{proxy.port}"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    events: list[JobEvent] = []
     with TaasClient(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as client:
-        events = list(job_events(client, job_id))
-    output, errors = watching.communicate(timeout=180)
+        reader = threading.Thread(target=lambda: events.extend(job_events(client, job_id)))
+        reader.start()
+        output = ""
+        assert watching.stdout is not None
+        for line in watching.stdout:
+            output += line
+            if "running (attempt 1)" in line:
+                proxy.cut()
+        reader.join(timeout=60)
+    proxy.close()
 
+    _rest, errors = watching.communicate(timeout=30)  # closes the pipes
     assert watching.returncode == 0, errors
+    lost = [line for line in output.splitlines() if "stream lost" in line]
+    assert len(lost) == 1, output
+    assert re.search(r"stream lost \(.+\); reconnecting after event \d+$", lost[0])
     assert not ANSI_OR_RETURN.search(output)  # a pipe gets plain lines
     said = [line[9:] for line in output.splitlines()]  # without the time of day
     assert said[0] == "queued: job accepted and queued"
+    shown_once = [line for line in said if not line.startswith(("epoch 0/2  ", "epoch 1/2  "))]
+    assert len(shown_once) == len(set(shown_once)), output  # resumed: nothing said twice
     assert any(line.startswith("running (attempt 1)") for line in said)
     assert any(re.match(r"epoch [01]/2  \d+%  [\d,]+ samples/s  eta ", line) for line in said)
     assert any(re.match(r"eval at epoch 0\.\d\d: val_loss ", line) for line in said)  # streamed
