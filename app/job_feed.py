@@ -50,41 +50,38 @@ def job_events(
     last_id: str | None = None
     failures = 0
     while True:
+        error: Exception
         try:
             for event_id, kind, data in client.stream(job_id, last_id):
                 last_id, failures = event_id or last_id, 0
                 yield JobEvent(kind, data, event_id)
                 if kind == "end":
                     return
-            if last_id is None:  # an empty stream: nothing to resume from
-                yield from _polled(client, job_id, poll_seconds, sleep)
-                return
-            ended = _ended(client, job_id)
-            if ended is not None:  # it ended, and its end is not in the stream
-                yield ended
-                return
-            error: Exception = StreamLost(f"the server closed the stream of {job_id} early")
-        except ApiError as answer:
-            if answer.status_code not in NO_STREAM or last_id is not None:
-                raise
+            error = StreamLost(f"the server closed the stream of {job_id} early")
+        except (ApiError, SSEError, httpx.TransportError) as failed:
+            error = failed
+        if last_id is None and _no_stream(error):  # polling says plainly what is wrong, if any
+            if isinstance(error, httpx.TransportError):
+                say(f"no event stream ({_reason(error)}); polling instead")
             yield from _polled(client, job_id, poll_seconds, sleep)
             return
-        except SSEError:
-            if last_id is not None:
-                raise
-            yield from _polled(client, job_id, poll_seconds, sleep)
-            return
-        except httpx.TransportError as lost:
-            if last_id is None:  # never connected: polling says plainly what is wrong
-                say(f"no event stream ({_reason(lost)}); polling instead")
-                yield from _polled(client, job_id, poll_seconds, sleep)
-                return
-            error = lost
-        if failures == len(RECONNECT_PAUSES):
+        if isinstance(error, ApiError | SSEError) or failures == len(RECONNECT_PAUSES):
             raise error
+        ended = _ended(client, job_id)
+        if ended is not None:  # it ended, and its end is not in what the stream gave
+            yield ended
+            return
         say(f"stream lost ({_reason(error)}); reconnecting after event {last_id}")
         sleep(RECONNECT_PAUSES[failures])
         failures += 1
+
+
+def _no_stream(error: Exception) -> bool:
+    """Whether a stream that gave nothing means a server to poll instead: it has no stream
+    route (404, 405), answers something else than events, cannot be reached, or said nothing."""
+    if isinstance(error, ApiError):
+        return error.status_code in NO_STREAM
+    return True
 
 
 def _ended(client: TaasClient, job_id: str) -> JobEvent | None:

@@ -83,6 +83,8 @@ def test_a_dropped_stream_resumes_after_the_last_event_it_gave() -> None:
     asked_after: list[str | None] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/stream"):
+            return httpx.Response(200, json={"id": JOB, "status": "running"})
         asked_after.append(request.headers.get("Last-Event-ID"))
         if len(asked_after) == 1:
             return event_stream(EVENTS[:2], then=httpx.ReadError("connection reset by peer"))
