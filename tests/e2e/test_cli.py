@@ -270,6 +270,9 @@ def test_serve_says_where_things_are_and_errors_read_as_sentences(
     unknown = taas(embedded, "status", "job_" + "0" * 24, cwd=tmp_path)
     assert unknown.returncode == 1
     assert unknown.stderr.startswith(f"unknown job job_{'0' * 24}:")
+    not_watched = taas(embedded, "watch", "job_" + "0" * 24, cwd=tmp_path)
+    assert not_watched.returncode == 1
+    assert not_watched.stderr.startswith(f"unknown job job_{'0' * 24}:")
 
     spec_file = tmp_path / "typo.json"
     spec_file.write_text(json.dumps({"dataset": "fashion_mnst"}))
@@ -284,7 +287,7 @@ def test_serve_says_where_things_are_and_errors_read_as_sentences(
     assert result.returncode == 1
     assert result.stderr.startswith("the API key was refused")
     assert "the key in TAAS_API_KEY" in result.stderr
-    for output in (unknown.stderr, rejected.stderr, result.stderr):
+    for output in (unknown.stderr, not_watched.stderr, rejected.stderr, result.stderr):
         assert "Traceback" not in output
 
 
