@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +11,12 @@ import typer
 
 from app.config import get_settings
 
-cli = typer.Typer(help="taas: training as a service.", no_args_is_help=True, add_completion=False)
+cli = typer.Typer(
+    help="taas: training as a service.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",  # a docstring's paragraphs wrap to the terminal
+)
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 datasets_cli = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
@@ -24,10 +28,12 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
 ) -> None:
-    """Run everything here: migrations, the API and a local worker (SQLite, no servers)."""
+    """Run everything here: migrations, the API and a local worker (SQLite, no servers).
+
+    Logs go to files under TAAS_HOME/logs; the console shows where things are, and warnings and
+    errors."""
     from app.serve import serve as run_embedded
 
-    logging.basicConfig(level=logging.INFO)
     run_embedded(host, port)
 
 
@@ -115,76 +121,117 @@ def keys_create(
     typer.echo(key)
 
 
+def _key_file() -> Path:
+    return get_settings().home / "api_key"
+
+
 def _client() -> Any:
     from app.client import TaasClient
 
     settings = get_settings()
     key = settings.api_key
-    key_file = settings.home / "api_key"
-    if not key and key_file.exists():
-        key = key_file.read_text().strip()
+    if not key and _key_file().exists():
+        key = _key_file().read_text().strip()
     if not key:
         typer.echo(
-            f"no API key: set TAAS_API_KEY or run `taas serve` (writes {key_file})", err=True
+            f"no API key: set TAAS_API_KEY or run `taas serve` (writes {_key_file()})", err=True
         )
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     return TaasClient(settings.api_url, key)
 
 
-def _run(action: Any) -> Any:
+def _run(action: Any, spec: dict[str, Any] | None = None, job_id: str | None = None) -> Any:
+    """Run a request; a failure is said in a sentence (app/cli_errors.py) and exits 1."""
+    import httpx
+    from httpx_sse import SSEError
+
+    from app.cli_errors import Target, explain
     from app.client import ApiError
+    from app.job_feed import StreamLost
 
     try:
         return action()
-    except ApiError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
+    except (ApiError, httpx.HTTPError, SSEError, StreamLost) as error:
+        settings = get_settings()
+        key_origin = "TAAS_API_KEY" if settings.api_key else str(_key_file())
+        target = Target(settings.api_url, key_origin, spec=spec, job_id=job_id)
+        typer.echo(explain(error, target), err=True)
+        raise typer.Exit(EXIT_REQUEST_FAILED) from None
 
 
-def _progress_line(job: dict[str, Any]) -> None:
-    progress, latest = job["progress"], job["metrics"]["latest"] or {}
-    accuracy = latest.get("val_accuracy")
-    shown = f" val_accuracy={accuracy:.4f}" if accuracy is not None else ""
-    typer.echo(
-        f"\r{job['id']} {job['status']:<10} epoch {progress['epoch']}/{progress['epochs']}{shown}",
-        nl=False,
-    )
+EXIT_SUCCEEDED = 0
+EXIT_REQUEST_FAILED = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_CANCELLED = 4
+EXIT_INTERRUPTED = 130
+EXIT_CODES_HELP = (
+    "Exit status: 0 the job succeeded, 3 it failed, 4 it was cancelled; 1 a request failed "
+    "(server unreachable, key refused, unknown job), 2 bad usage, 130 Ctrl-C. Ctrl-C stops "
+    "watching only: the job keeps running (`taas cancel JOB` stops it)."
+)
 
 
-@cli.command()
+def _exit_code(status: str) -> int:
+    return {"succeeded": EXIT_SUCCEEDED, "cancelled": EXIT_CANCELLED}.get(status, EXIT_FAILED)
+
+
+def _watch_job(client: Any, job_id: str, view: Any = None) -> None:
+    """Show the job's events until its end, then exit with its outcome's code."""
+    import sys
+
+    from app.cli_watch import LiveView, PlainView, watch
+    from app.job_feed import job_events
+
+    if view is None and sys.stdout.isatty():
+        from rich.console import Console
+
+        view = LiveView(Console(), job_id)
+    view = view or PlainView(sys.stdout)
+    events = job_events(client, job_id, notice=view.note)
+    try:
+        end = _run(lambda: watch(events, view), job_id=job_id)
+    except KeyboardInterrupt:
+        view.close()
+        typer.echo(
+            f"stopped watching {job_id}; the job keeps running (`taas cancel {job_id}` stops it)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    raise typer.Exit(_exit_code(end["status"]) if end else EXIT_REQUEST_FAILED)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
 def submit(
     spec_file: Annotated[
         Path, typer.Argument(help="job spec JSON file", exists=True, dir_okay=False)
     ],
-    wait: Annotated[bool, typer.Option("--wait", help="wait and show progress")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="then watch it to the end, as `taas watch` does")
+    ] = False,
 ) -> None:
-    """Submit a job spec; prints the job id (and waits for the result with --wait)."""
+    """Submit a job spec; prints the job id (and watches the job to its end with --wait)."""
     try:
         spec = json.loads(spec_file.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        typer.echo(f"error: {spec_file} is not valid JSON: {error}", err=True)
-        raise typer.Exit(2) from error
+        typer.echo(f"{spec_file} is not valid JSON: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from error
     with _client() as client:
-        job = _run(lambda: client.submit(spec))
+        job = _run(lambda: client.submit(spec), spec=spec)
         typer.echo(job["id"])
-        if not wait:
-            return
-        job = _run(lambda: client.wait(job["id"], on_update=_progress_line))
-        typer.echo("")
-        _print_outcome(job)
-        if job["status"] != "succeeded":
-            raise typer.Exit(1)
+        if wait:
+            _watch_job(client, job["id"])
 
 
-def _print_outcome(job: dict[str, Any]) -> None:
-    metrics = job["metrics"]
-    typer.echo(f"{job['id']} {job['status']}")
-    if metrics["test_accuracy"] is not None:
-        typer.echo(
-            f"test_accuracy={metrics['test_accuracy']:.4f} test_loss={metrics['test_loss']:.4f}"
-        )
-    if job["error"]:
-        typer.echo(f"error ({job['error']['type']}): {job['error']['message']}")
+@cli.command(epilog=EXIT_CODES_HELP)
+def watch(job_id: str) -> None:
+    """Follow a job live: progress, metrics, status changes and logs, then its outcome.
+
+    In a terminal, a progress bar (epoch, fraction, samples/s, ETA, latest train loss and
+    validation accuracy); otherwise one plain line per event. Reads the job's event stream and
+    resumes it after a dropped connection; polls a server that has no stream."""
+    with _client() as client:
+        _watch_job(client, job_id)
 
 
 @cli.command()
@@ -192,21 +239,57 @@ def jobs(
     status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
     limit: Annotated[int, typer.Option(help="how many")] = 20,
 ) -> None:
-    """List your jobs, newest first."""
+    """List your jobs, newest first: how long each waited and ran, and its accuracy."""
+    from app.cli_format import job_table
+
     with _client() as client:
         page = _run(lambda: client.jobs(status=status, limit=limit))
-    for job in page["items"]:
-        accuracy = job["metrics"]["test_accuracy"]
-        shown = f"{accuracy:.4f}" if accuracy is not None else "-"
-        typer.echo(f"{job['id']}  {job['status']:<10}  {job['name']:<30}  {shown}")
+    if not page["items"]:
+        typer.echo("no jobs" + (f" in status {status}" if status else ""))
+        return
+    for line in job_table(page["items"]):
+        typer.echo(line)
 
 
 @cli.command()
-def status(job_id: str) -> None:
-    """Show one job as JSON."""
+def status(
+    job_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="the job as the API returns it")] = False,
+) -> None:
+    """Show a job: status, progress, times, device, metrics per epoch, error, artifacts."""
+    from app.cli_format import job_summary
+
     with _client() as client:
-        job = _run(lambda: client.job(job_id))
-    typer.echo(json.dumps(job, indent=2))
+        job = _run(lambda: client.job(job_id), job_id=job_id)
+        if as_json:
+            typer.echo(json.dumps(job, indent=2))
+            return
+        points = _run(lambda: client.metrics(job_id), job_id=job_id)
+        artifacts = _run(lambda: client.artifacts(job_id), job_id=job_id)
+    for line in job_summary(job, points, artifacts):
+        typer.echo(line)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+def logs(
+    job_id: str,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new events until the job ends")
+    ] = False,
+) -> None:
+    """Print a job's events: status changes and messages from its attempts."""
+    import sys
+
+    from app.cli_format import event_line
+    from app.cli_watch import LogView
+    from app.job_feed import history_items
+
+    with _client() as client:
+        if follow:
+            _watch_job(client, job_id, LogView(sys.stdout))
+        items = _run(lambda: client.events(job_id), job_id=job_id)
+    for event in history_items(items, job_id):
+        typer.echo(event_line(event.type, event.data))
 
 
 @cli.command()

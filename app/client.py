@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# The server sends a keep-alive comment every 15 s: a stream silent for this long is dead.
+STREAM_READ_TIMEOUT = 45.0
+
+StreamEvent = tuple[str | None, str, dict[str, Any]]
 
 
 class ApiError(Exception):
@@ -75,6 +81,24 @@ class TaasClient:
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._json("GET", f"/v1/jobs/{job_id}/artifacts")["items"]
         return items
+
+    def stream(
+        self, job_id: str | None = None, last_event_id: str | None = None
+    ) -> Iterator[StreamEvent]:
+        """Server-Sent Events as (id, event type, data): one job's from its first event (or
+        after ``last_event_id``) until its ``end``, or, without ``job_id``, every job of the
+        tenant from now on. Raises ApiError for an error answer, httpx_sse.SSEError for an
+        answer that is not an event stream, httpx.TransportError when the connection fails."""
+        path = f"/v1/jobs/{job_id}/stream" if job_id else "/v1/stream"
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT)
+        with connect_sse(self.http, "GET", path, headers=headers, timeout=timeout) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                raise ApiError(source.response)
+            for sse in source.iter_sse():
+                if sse.data:  # a keep-alive comment ends as an empty event: not one
+                    yield (sse.id or None), sse.event, json.loads(sse.data)
 
     def upload_dataset(self, path: Path, name: str | None = None, **fields: str) -> dict[str, Any]:
         """Upload an .npz, CSV or zip file; ``fields`` are label_column or image_size."""

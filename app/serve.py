@@ -7,7 +7,9 @@ only the URLs differ (SQLite and a filesystem broker under TAAS_HOME).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -15,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import uvicorn
 
@@ -26,6 +28,10 @@ from app.db import reset_engine_cache, session_scope
 
 WORKER_STOP_SECONDS = 20.0
 EMBEDDED_LEASE_SECONDS = 15.0
+WORKER_LOG = "logs/worker.log"  # under TAAS_HOME
+API_LOG = "logs/api.log"
+# kombu says this at every start and stop of the embedded broker: nothing to act on.
+HARMLESS = ("No hostname was supplied",)
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -43,16 +49,87 @@ def ensure_worker_token(home: Path) -> str:
     return path.read_text().strip()
 
 
-def ensure_api_key(home: Path) -> None:
-    """On first start, create a key for the `default` tenant, print it and save it for the CLI."""
+def ensure_api_key(home: Path) -> str | None:
+    """On first start, create a key for the `default` tenant and save it for the CLI; returns
+    the new key (to show once), or None when the file was there already."""
     path = home / "api_key"
     if path.exists():
-        print(f"API key: in {path}")
-        return
+        return None
     with session_scope() as session:
         key = create_api_key(session, "default")
     write_secret(path, key)
-    print(f"Created API key (saved to {path}, shown once):\n  {key}")
+    return key
+
+
+def banner(host: str, port: int, home: Path, new_key: str | None) -> str:
+    url = f"http://{connect_host(host)}:{port}"
+    key = f"{home / 'api_key'}" + (f" (new, shown once: {new_key})" if new_key else "")
+    return "\n".join(
+        [
+            f"taas is running on {url}",
+            f"  dashboard   {url}/",
+            f"  API docs    {url}/docs",
+            f"  API key     {key}",
+            f"  data        {home}",
+            f"  logs        {home / WORKER_LOG} (worker), {home / API_LOG} (API)",
+            "Stop with Ctrl-C (a running job goes back to the queue and resumes at the next start)",
+        ]
+    )
+
+
+def log_api_to_file(home: Path) -> None:
+    """The API's log (requests included) goes to a file; the console shows warnings and errors."""
+    path = home / API_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_console = logging.StreamHandler()
+    to_console.setLevel(logging.WARNING)
+    to_console.addFilter(lambda record: not record.getMessage().startswith(HARMLESS))
+    to_console.setFormatter(logging.Formatter("taas: %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[to_file, to_console], force=True)
+
+
+class WorkerLogEcho:
+    """Shows on the console the worker log's lines that matter: warnings and errors, with the
+    traceback that follows one, and a traceback printed before Celery's logging started.
+    Everything else (Celery's banner, each task) stays in the file."""
+
+    RECORD = re.compile(r"^\[[^\]]*: (?P<level>[A-Z]+)/[^\]]*\] (?P<message>.*)$")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.in_traceback = False
+
+    def echo_new_lines(self, out: IO[str] = sys.stdout) -> None:
+        try:
+            with self.path.open("rb") as file:
+                file.seek(self.offset)
+                chunk = file.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits
+        self.offset += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            shown = self.shown(line)
+            if shown is not None:
+                print(shown, file=out, flush=True)
+
+    def shown(self, line: str) -> str | None:
+        record = self.RECORD.match(line)
+        if record is not None:
+            self.in_traceback = False
+            level, message = record["level"], record["message"]
+            if level in ("WARNING", "ERROR", "CRITICAL") and not message.startswith(HARMLESS):
+                return f"worker: {level} {message}"
+            return None
+        if line.startswith("Traceback"):
+            self.in_traceback = True
+        elif self.in_traceback and line and not line[0].isspace():
+            self.in_traceback = False  # the exception's own line ends the traceback
+            return f"worker: {line}"
+        return f"worker: {line}" if self.in_traceback else None
 
 
 def _die_with_parent() -> None:
@@ -64,15 +141,19 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def start_worker() -> subprocess.Popen[bytes]:
+def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     # Its own session: Ctrl-C in the terminal reaches only `taas serve`, which stops the worker.
-    return subprocess.Popen(
-        command,
-        env=os.environ.copy(),
-        start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )
+    with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            command,
+            env=os.environ.copy(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
@@ -104,9 +185,11 @@ class WorkerSupervisor:
     the reconciler sees the lease expire. A worker that dies right after starting is restarted
     after a growing pause, so a broken setup does not spin."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_path: Path) -> None:
         self.stopping = threading.Event()
-        self.worker = start_worker()
+        self.log_path = log_path
+        self.log_echo = WorkerLogEcho(log_path)
+        self.worker = start_worker(log_path)
         self.restarts = 0
         self.thread = threading.Thread(target=self._watch, name="taas-supervisor", daemon=True)
 
@@ -117,10 +200,12 @@ class WorkerSupervisor:
         self.stopping.set()
         self.thread.join(timeout=WORKER_STOP_SECONDS)
         stop_worker(self.worker)
+        self.log_echo.echo_new_lines()
 
     def _watch(self) -> None:
         pause, started = 1.0, time.monotonic()
         while not self.stopping.wait(0.5):
+            self.log_echo.echo_new_lines()
             code = self.worker.poll()
             if code is None:
                 continue
@@ -129,7 +214,7 @@ class WorkerSupervisor:
             print(f"taas: the worker exited ({code}); restarting it in {pause:.0f} s", flush=True)
             if self.stopping.wait(pause):
                 return
-            self.worker, started = start_worker(), time.monotonic()
+            self.worker, started = start_worker(self.log_path), time.monotonic()
             self.restarts += 1
 
 
@@ -138,10 +223,16 @@ class _WorkerFirstServer(uvicorn.Server):
     running job back to the queue over HTTP, so the job resumes on the next start instead of
     waiting for its lease to expire. A second signal exits at once."""
 
-    def __init__(self, config: uvicorn.Config, supervisor: WorkerSupervisor) -> None:
+    def __init__(self, config: uvicorn.Config, supervisor: WorkerSupervisor, banner: str) -> None:
         super().__init__(config)
         self.supervisor = supervisor
+        self.banner = banner
         self.exiting = False
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # listening: say where (a port in use is logged as an error instead)
+            print(self.banner, flush=True)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.exiting:
@@ -171,18 +262,21 @@ def serve(host: str, port: int) -> None:
     os.environ.setdefault("TAAS_LEASE_SECONDS", str(EMBEDDED_LEASE_SECONDS))
     get_settings.cache_clear()
     reset_engine_cache()
+    log_api_to_file(home)
     migrate.upgrade()
-    ensure_api_key(home)
-    print(f"taas: API on http://{host}:{port}, data in {home}", flush=True)
-    supervisor = WorkerSupervisor()
+    new_key = ensure_api_key(home)
+    supervisor = WorkerSupervisor(home / WORKER_LOG)
     supervisor.start()
     try:
         from app.main import create_app
 
-        config = uvicorn.Config(create_app(), host=host, port=port, log_level="info")
+        # log_config=None: uvicorn's loggers go through the handlers above, not its own.
+        config = uvicorn.Config(
+            create_app(), host=host, port=port, log_level="info", log_config=None
+        )
         # uvicorn re-raises the Ctrl-C it handled once it has shut down; uvicorn.run() swallows
         # it, and so does this.
         with contextlib.suppress(KeyboardInterrupt):
-            _WorkerFirstServer(config, supervisor).run()
+            _WorkerFirstServer(config, supervisor, banner(host, port, home, new_key)).run()
     finally:
         supervisor.stop()

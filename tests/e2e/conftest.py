@@ -36,9 +36,11 @@ class Deployment:
         return int(self.api_url.rsplit(":", 1)[1])
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {process.name}\n{process.log()[-6000:]}" for process in self.processes
-        )
+        logs = [f"--- {process.name}\n{process.log()[-6000:]}" for process in self.processes]
+        worker_log = self.home / "logs" / "worker.log"  # `taas serve`'s worker writes there
+        if worker_log.exists():
+            logs.append(f"--- worker.log\n{worker_log.read_text(errors='replace')[-6000:]}")
+        return "\n".join(logs)
 
     def start_api(self, name: str = "api", port: int | None = None) -> Process:
         """`taas api` on this deployment's port, or ``port`` (again, after it was killed)."""

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import signal
+import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app.client import TaasClient
+from app.job_feed import JobEvent, job_events
 from tests.e2e.conftest import Deployment, start_embedded
 from tests.e2e.processes import child_pids, is_alive, taas_command
 
@@ -65,7 +71,7 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     assert job_id in listed.stdout
     assert "succeeded" in listed.stdout
 
-    status = json.loads(taas(embedded, "status", job_id, cwd=tmp_path).stdout)
+    status = json.loads(taas(embedded, "status", job_id, "--json", cwd=tmp_path).stdout)
     assert status["id"] == job_id
     assert status["status"] == "succeeded"
 
@@ -83,6 +89,206 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     assert refused.returncode == 1
     assert "409" in refused.stderr
     assert "already succeeded" in refused.stderr
+
+
+ANSI_OR_RETURN = re.compile(r"\x1b\[|\r")
+
+
+class CuttableProxy:
+    """A TCP proxy to a local port whose open connections can be cut, as a flaky network or a
+    load balancer's restart would."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.backend_port = backend_port
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _address = self.listener.accept()
+            except OSError:
+                return  # closed
+            backend = socket.create_connection(("127.0.0.1", self.backend_port))
+            with self.lock:
+                self.open += [client, backend]
+            for source, sink in ((client, backend), (backend, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            connections, self.open = self.open, []
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+# Enough batches (4000 / 64 = 63 per epoch) that progress is reported within each epoch.
+WATCHED_SPEC = {
+    "name": "smoke",
+    "dataset": "synthetic",
+    "dataset_options": {"train_size": 4000, "test_size": 200, "noise": 1.5},
+    "training": {"epochs": 2, "batch_size": 64, "evals_per_epoch": 2},
+}
+
+
+def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path: Path) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(WATCHED_SPEC))
+
+    job_id = taas(embedded, "submit", str(spec_file), cwd=tmp_path).stdout.strip()
+    # `taas watch` to a pipe, through a proxy that drops the connection once the job runs; and
+    # this test reads the same stream as it happens (an ended job's stream keeps only its last
+    # progress event).
+    proxy = CuttableProxy(embedded.port)
+    watching = subprocess.Popen(
+        taas_command("watch", job_id),
+        cwd=tmp_path,
+        env={**embedded.env, "TAAS_API_URL": f"http://127.0.0.1:{proxy.port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    events: list[JobEvent] = []
+    with TaasClient(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as client:
+        reader = threading.Thread(target=lambda: events.extend(job_events(client, job_id)))
+        reader.start()
+        output = ""
+        assert watching.stdout is not None
+        for line in watching.stdout:
+            output += line
+            if "running (attempt 1)" in line:
+                proxy.cut()
+        reader.join(timeout=60)
+    proxy.close()
+
+    _rest, errors = watching.communicate(timeout=30)  # closes the pipes
+    assert watching.returncode == 0, errors
+    lost = [line for line in output.splitlines() if "stream lost" in line]
+    assert len(lost) == 1, output
+    assert re.search(r"stream lost \(.+\); reconnecting after event \d+$", lost[0])
+    assert not ANSI_OR_RETURN.search(output)  # a pipe gets plain lines
+    said = [line[9:] for line in output.splitlines()]  # without the time of day
+    assert said[0] == "queued: job accepted and queued"
+    shown_once = [line for line in said if not line.startswith(("epoch 0/2  ", "epoch 1/2  "))]
+    assert len(shown_once) == len(set(shown_once)), output  # resumed: nothing said twice
+    assert any(line.startswith("running (attempt 1)") for line in said)
+    assert any(re.match(r"epoch [01]/2  \d+%  [\d,]+ samples/s  eta ", line) for line in said)
+    assert any(re.match(r"eval at epoch 0\.\d\d: val_loss ", line) for line in said)  # streamed
+    assert any(line.startswith("epoch 1/2 done: train_loss ") for line in said)
+    assert said[-1].startswith(f"{job_id} succeeded  test_accuracy=")
+
+    # The stream the CLI reads: progress moved within each epoch.
+    assert all(event.id is not None for event in events)  # streamed, not polled
+    mid_epoch = [
+        (event.data["epoch"], event.data["fraction"])
+        for event in events
+        if event.type == "progress"
+        and 0 < (event.data["batches_done"] or 0) < event.data["batches_per_epoch"]
+    ]
+    assert len(mid_epoch) >= 2, mid_epoch  # about one a second; an epoch takes 1-3 s here
+    for epoch, fraction in mid_epoch:
+        assert epoch / 2 < fraction < (epoch + 1) / 2  # inside the epoch, not at its ends
+    assert mid_epoch == sorted(mid_epoch)
+
+    watched = taas(embedded, "watch", job_id, cwd=tmp_path)  # an ended job: its history, then out
+    assert watched.returncode == 0
+    assert watched.stdout.splitlines()[-1][9:] == said[-1]
+
+    summary = taas(embedded, "status", job_id, cwd=tmp_path).stdout.splitlines()
+    assert summary[0] == f"job       {job_id}  smoke"
+    assert summary[1] == "status    succeeded (attempt 1), stopped: completed"
+    assert summary[2] == "progress  epoch 2/2 (100%)"
+    assert re.search(r"^ran +\d+\.\ds$", "\n".join(summary), re.MULTILINE)
+    epochs = summary.index(next(line for line in summary if line.startswith("EPOCH")))
+    assert [line.split()[0] for line in summary[epochs + 1 : epochs + 3]] == ["1", "2"]
+    assert any(re.match(r"model\.safetensors +\d+\.\d [kM]B +model$", line) for line in summary)
+
+    logged = taas(embedded, "logs", job_id, cwd=tmp_path).stdout.splitlines()
+    assert next(line.split()[4] for line in logged if "attempt 1" in line) == "running"
+    assert logged[-1].split()[4:] == ["succeeded", "succeeded"]
+    followed = taas(embedded, "logs", job_id, "--follow", cwd=tmp_path)
+    assert followed.stdout.splitlines()[:-1] == logged  # then the outcome
+    assert followed.stdout.splitlines()[-1].startswith(f"{job_id} succeeded")
+
+    table = taas(embedded, "jobs", cwd=tmp_path).stdout.splitlines()
+    assert table[0].split() == ["ID", "STATUS", "NAME", "PROGRESS", "QUEUED", "RAN", "ACCURACY"]
+    row = next(line for line in table if line.startswith(job_id)).split()
+    assert row[1:5] == ["succeeded", "smoke", "epoch", "2/2"]
+    assert re.fullmatch(r"0\.\d{4}", row[-1])
+
+    # A job that did not succeed: its outcome, and a non-zero exit status that says which.
+    spec_file.write_text(json.dumps({**SMOKE_SPEC, "training": {"epochs": 50}}))
+    job_id = taas(embedded, "submit", str(spec_file), cwd=tmp_path).stdout.strip()
+    assert taas(embedded, "cancel", job_id, cwd=tmp_path).returncode == 0
+
+    watched = taas(embedded, "watch", job_id, cwd=tmp_path)
+
+    assert watched.returncode == 4  # documented in `taas watch --help`
+    outcome = [line[9:] for line in watched.stdout.splitlines()[-2:]]
+    assert outcome[0].startswith(f"{job_id} cancelled")  # with test metrics if it had started
+    assert outcome[1].startswith("error (cancelled): cancelled by the user")
+    help_text = " ".join(taas(embedded, "watch", "--help", cwd=tmp_path).stdout.split())
+    assert "4 it was cancelled" in help_text
+
+
+def test_serve_says_where_things_are_and_errors_read_as_sentences(
+    embedded: Deployment, tmp_path: Path
+) -> None:
+    console = embedded.processes[0].log()
+    url = embedded.api_url
+    assert f"dashboard   {url}/" in console
+    assert f"API docs    {url}/docs" in console
+    assert f"API key     {embedded.home / 'api_key'}" in console
+    assert f"{embedded.home / 'logs' / 'worker.log'} (worker)" in console
+    assert "Ctrl-C" in console
+    worker_log = embedded.home / "logs" / "worker.log"
+    deadline = time.monotonic() + 60
+    while "ready" not in worker_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "celery@" in worker_log.read_text()  # Celery's banner went to the worker's log,
+    assert "celery@" not in embedded.processes[0].log()  # not to the console
+    assert "GET /readyz" in (embedded.home / "logs" / "api.log").read_text()
+    assert "GET /readyz" not in console  # nor did each request to the API
+
+    unknown = taas(embedded, "status", "job_" + "0" * 24, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(f"unknown job job_{'0' * 24}:")
+    not_watched = taas(embedded, "watch", "job_" + "0" * 24, cwd=tmp_path)
+    assert not_watched.returncode == 1
+    assert not_watched.stderr.startswith(f"unknown job job_{'0' * 24}:")
+
+    spec_file = tmp_path / "typo.json"
+    spec_file.write_text(json.dumps({"dataset": "fashion_mnst"}))
+    rejected = taas(embedded, "submit", str(spec_file), cwd=tmp_path)
+    assert rejected.returncode == 1
+    assert rejected.stderr.splitlines()[1].endswith("; did you mean `fashion_mnist`?")
+
+    wrong_key = {**embedded.env, "TAAS_API_KEY": "taas_not_a_key"}
+    result = subprocess.run(
+        taas_command("jobs"), env=wrong_key, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("the API key was refused")
+    assert "the key in TAAS_API_KEY" in result.stderr
+    for output in (unknown.stderr, not_watched.stderr, rejected.stderr, result.stderr):
+        assert "Traceback" not in output
 
 
 def test_cli_reports_bad_spec_and_missing_key(embedded: Deployment, tmp_path: Path) -> None:
