@@ -1,7 +1,8 @@
 """The dashboard in a real browser against a real `taas serve`: what a person sees and does.
 
 Chromium is the system's (/usr/bin/chromium, Debian's `chromium` package, which .ci/run
-installs); Playwright drives it and never downloads a browser. Elements are found by role and
+installs, and these tests too where it is missing and apt can); Playwright drives it and never
+downloads a browser. Elements are found by role and
 label, as a person (or a screen reader) finds them. Every page a test opens is watched for CSP
 violations and for requests to any other host; either fails the test.
 """
@@ -9,7 +10,10 @@ violations and for requests to any other host; either fails the test.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,8 +80,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     deployment.stop()
 
 
+def install_chromium() -> None:
+    """Where Chromium is missing but apt can install it (as root on Debian), install it, as the
+    test session starts the servers it needs: the test command needs nothing set up first."""
+    if CHROMIUM.exists() or shutil.which("apt-get") is None or os.geteuid() != 0:
+        return
+    print(f"\n{CHROMIUM} is missing: installing Debian's chromium for the browser tests")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        subprocess.run(command, env=env, capture_output=True, timeout=900, check=False)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    install_chromium()
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the dashboard's browser tests need Debian's chromium "
