@@ -2,11 +2,11 @@
 
 Starts `taas api` on the embedded default (SQLite) in a temporary folder, submits one job (no
 worker: it stays queued), then measures the rate of `GET /v1/jobs/{id}` from ``--clients``
-concurrent loops for ``--seconds``: first with no stream open, then with ``--streams`` idle
-streams open (half on `/v1/stream`, half on the job's own stream), then again without them. From
+concurrent loops for ``--seconds``, alternately with no stream open and with ``--streams`` idle
+streams open (half on `/v1/stream`, half on the job's own stream), ``--rounds`` times each. From
 the repository root:
 
-    .venv/bin/python -m scripts.stream_load --streams 200 --seconds 10
+    .venv/bin/python -m scripts.stream_load --streams 200 --seconds 10 --rounds 3
 """
 
 from __future__ import annotations
@@ -79,28 +79,40 @@ class IdleStreams:
 
 
 async def measure(api_url: str, key: str, args: argparse.Namespace) -> None:
+    """Alternate ``--rounds`` times between no streams and idle streams: the machine's own
+    drift shows up in both columns instead of passing for the streams' cost."""
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=api_url, headers=headers) as client:
         job = (await client.post("/v1/jobs", json={"dataset": "fashion_mnist"})).json()
     status_url = f"{api_url}/v1/jobs/{job['id']}"
-    await requests_per_second(status_url, headers, args.clients, 2)  # warm up
-    without, without_ms = await requests_per_second(status_url, headers, args.clients, args.seconds)
     urls = [
         f"{api_url}/v1/stream" if n % 2 else f"{status_url}/stream" for n in range(args.streams)
     ]
-    streams = IdleStreams(urls, headers)
-    await asyncio.to_thread(streams.open)
-    with_streams, with_ms = await requests_per_second(
-        status_url, headers, args.clients, args.seconds
+    await requests_per_second(status_url, headers, args.clients, 2)  # warm up
+    print(f"GET /v1/jobs/{{id}} from {args.clients} concurrent clients, {args.seconds:.0f} s each:")
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    for number in range(1, args.rounds + 1):
+        rates["without"].append(
+            await report(f"round {number}, no streams", status_url, headers, args)
+        )
+        streams = IdleStreams(urls, headers)
+        await asyncio.to_thread(streams.open)
+        label = f"round {number}, {args.streams} idle streams"
+        rates["with"].append(await report(label, status_url, headers, args))
+        await asyncio.to_thread(streams.close)
+        await asyncio.sleep(2)
+    without, with_streams = statistics.median(rates["without"]), statistics.median(rates["with"])
+    print(
+        f"  median of {args.rounds} rounds: {without:.1f} req/s without, {with_streams:.1f} with "
+        f"{args.streams} idle streams; ratio {with_streams / without:.2f} "
+        f"(round to round, without: {min(rates['without']):.1f}-{max(rates['without']):.1f})"
     )
-    await asyncio.to_thread(streams.close)
-    await asyncio.sleep(2)
-    after, after_ms = await requests_per_second(status_url, headers, args.clients, args.seconds)
-    print(f"GET /v1/jobs/{{id}}, {args.clients} concurrent clients, {args.seconds:.0f} s each:")
-    print(f"  no streams:          {without:7.1f} req/s  (median {without_ms:.1f} ms)")
-    print(f"  {args.streams} idle streams:    {with_streams:7.1f} req/s  (median {with_ms:.1f} ms)")
-    print(f"  streams closed:      {after:7.1f} req/s  (median {after_ms:.1f} ms)")
-    print(f"  ratio with/without:  {with_streams / without:.2f}")
+
+
+async def report(label: str, url: str, headers: dict[str, str], args: argparse.Namespace) -> float:
+    rate, median_ms = await requests_per_second(url, headers, args.clients, args.seconds)
+    print(f"  {label + ':':32} {rate:7.1f} req/s  (median {median_ms:.1f} ms)")
+    return rate
 
 
 def main() -> None:
@@ -110,6 +122,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="taas-stream-load-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("TAAS_")}
