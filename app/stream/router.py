@@ -24,9 +24,9 @@ from app.stream.service import Published, read_after
 router = APIRouter(tags=["stream"])
 
 REPLAY_BATCH = 500
-# How often a quiet stream checks that its client is still there (a gone client frees its
-# subscription within this, not at the next keep-alive).
-DISCONNECT_CHECK_SECONDS = 1.0
+# Uvicorn cancels a streaming response as soon as its client goes away, which frees the
+# subscription at once; a quiet stream also checks this often, for servers that do not.
+DISCONNECT_CHECK_SECONDS = 10.0
 
 LastEventId = Annotated[
     str | None,
