@@ -465,3 +465,41 @@ def test_redoc_renders_from_this_host(browser: Browser, server: Deployment) -> N
     logo = "https://cdn.redoc.ly/redoc/logo-mini.svg"
     assert [text for text in watcher.violations if logo not in text] == []
     assert set(watcher.foreign_requests) <= {logo}
+
+
+def press_tab_until_focused(page: Page, name: str, most: int = 60) -> None:
+    """Tab through the page, as a keyboard user does, until the control named ``name`` has
+    the focus (fails if it never does: it cannot be reached without a mouse)."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "() => document.activeElement && (document.activeElement.getAttribute('aria-label')"
+            " || document.activeElement.textContent || '').trim()"
+        )
+        if focused == name:
+            return
+    raise AssertionError(f"{name!r} never got the keyboard focus")
+
+
+def test_the_keyboard_alone_signs_in_and_pages_through_the_jobs(
+    page: Page, server: Deployment, tenant: Tenant
+) -> None:
+    # 22 jobs, cancelled at once: more than a page of 20, and nothing left to train.
+    for number in range(22):
+        job = tenant.submit(QUICK_SPEC, f"paged-{number:02d}")
+        assert tenant.api.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    page.goto(server.api_url + "/")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("API key")).to_be_focused()
+    page.keyboard.type(tenant.key)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Page 1, 20 jobs, newest first")).to_be_visible()
+    expect(page.get_by_role("link", name="paged-21")).to_be_visible()
+
+    press_tab_until_focused(page, "Next page")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Page 2, 2 jobs, newest first")).to_be_visible()
+    expect(page.get_by_role("link", name="paged-00")).to_be_visible()
+    press_tab_until_focused(page, "Previous page")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Page 1, 20 jobs, newest first")).to_be_visible()
