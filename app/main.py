@@ -28,6 +28,7 @@ from app.spec import LimitViolation
 from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from app.stream.hub import StreamHub
 from app.stream.router import router as stream_router
+from app.sweeps.router import router as sweeps_router
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def create_app() -> FastAPI:
     app.include_router(health_router)
     app.include_router(jobs_router)
     app.include_router(stream_router)
+    app.include_router(sweeps_router)
     app.include_router(datasets_router)
     app.include_router(internal_router)
     app.include_router(dashboard_router)

@@ -6,6 +6,7 @@ from app.datasets.models import Dataset
 from app.db import Base
 from app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint, MetricStep
 from app.stream.models import StreamEvent
+from app.sweeps.models import Sweep
 
 __all__ = [
     "ApiKey",
@@ -19,5 +20,6 @@ __all__ = [
     "MetricPoint",
     "MetricStep",
     "StreamEvent",
+    "Sweep",
     "Tenant",
 ]

@@ -13,6 +13,7 @@ A thread in each API process, every ``reconcile_seconds``:
 - queued jobs that no worker claimed are sent to the broker again, with a growing delay and
   only while their queue holds fewer messages than queued jobs, so a broker that lost some
   messages delays jobs but never loses them, and a long queue does not fill with copies;
+- each running sweep starts the trials it has room for, or ends (app/sweeps/controller.py);
 - a Redis broker that came back from a restart without its data (a mark the reconcilers keep in
   it is gone) gets every queued job again at once.
 
@@ -39,6 +40,8 @@ from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope,
 from app.jobs.models import Attempt, Job
 from app.jobs.service import cancelled, record_event, transition
 from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
+from app.sweeps.controller import advance_sweep
+from app.sweeps.models import Sweep
 from app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class Reconciled:
     cancelled: list[str] = field(default_factory=list)  # lease expired while cancelling
     re_enqueued: list[str] = field(default_factory=list)  # queued, sent to the broker again
     expired: list[str] = field(default_factory=list)  # storage keys past their retention
+    sweep_trials: list[str] = field(default_factory=list)  # trials the sweeps started
 
 
 def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
@@ -73,6 +77,7 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 _expire(session, job, attempt, settings, done)
                 session.commit()
     done.expired = _expire_old_artifacts(settings)
+    done.sweep_trials = _advance_sweeps(settings)
     with session_scope() as session:
         if broker_came_back_empty():
             _forget_lost_messages(session)
@@ -90,6 +95,22 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 break
             done.re_enqueued.append(job.id)
     return done
+
+
+def _advance_sweeps(settings: Settings) -> list[str]:
+    """Each running sweep starts the trials it has room for (or ends), one transaction each;
+    the new trials go to the broker after their commit."""
+    started: list[str] = []
+    with session_scope() as session:
+        sweep_ids = list(session.scalars(select(Sweep.id).where(Sweep.status == "running")))
+    for sweep_id in sweep_ids:
+        with session_scope() as session:
+            trials = advance_sweep(session, sweep_id, settings)
+            session.commit()
+            for trial in trials:
+                enqueue_job(trial.id, trial.queue, attempt_time_limit(trial.spec, settings))
+                started.append(trial.id)
+    return started
 
 
 def _expire_old_artifacts(settings: Settings) -> list[str]:

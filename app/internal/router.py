@@ -40,6 +40,7 @@ from app.internal.schemas import (
     ReleaseRequest,
 )
 from app.storage_space import require_room_for_new_work
+from app.sweeps.controller import advance_sweep
 from app.time_limits import attempt_time_limit, describe_time_limit
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"], dependencies=[WorkerAuth])
@@ -243,7 +244,18 @@ def release(
 
 
 @router.post("/{job_id}/attempts/{attempt}/finish", response_model=Ack)
-def finish(job_id: JobId, attempt: AttemptNumber, body: FinishRequest, session: SessionDep) -> Ack:
-    service.finish_attempt(session, job_id, attempt, body)
+def finish(
+    job_id: JobId,
+    attempt: AttemptNumber,
+    body: FinishRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Ack:
+    job = service.finish_attempt(session, job_id, attempt, body)
     session.commit()
+    if job.sweep_id is not None:  # its sweep's next trial starts now, not at the next pass
+        trials = advance_sweep(session, job.sweep_id, settings)
+        session.commit()
+        for trial in trials:
+            enqueue_job(trial.id, trial.queue, attempt_time_limit(trial.spec, settings))
     return Ack()

@@ -50,6 +50,12 @@ class Job(Base):
     enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # A sweep's trial: its sweep, its number there (0-based) and the params it tries.
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), default=None, index=True
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="Attempt.number"

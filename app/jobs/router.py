@@ -108,8 +108,11 @@ def list_jobs(
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
+    sweep_id: Annotated[
+        str | None, Query(max_length=100, description="only the trials of this sweep")
+    ] = None,
 ) -> JobList:
-    jobs, next_cursor = service.list_jobs(session, tenant, status, limit, cursor)
+    jobs, next_cursor = service.list_jobs(session, tenant, status, limit, cursor, sweep_id)
     return JobList(
         items=[service.describe_job(session, job) for job in jobs], next_cursor=next_cursor
     )

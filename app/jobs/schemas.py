@@ -91,6 +91,10 @@ class JobOut(BaseModel):
     device: str | None = Field(description="the device the last attempt trained on")
     acceleration: dict[str, Any] | None = Field(description="what the trainer applied, and why")
     stop_reason: str | None = Field(description="completed, cancelled, target_reached, ...")
+    sweep_id: str | None = Field(default=None, description="the sweep this job is a trial of")
+    params: dict[str, Any] | None = Field(
+        default=None, description="a trial's parameters (dotted spec paths and values)"
+    )
 
 
 class JobList(BaseModel):

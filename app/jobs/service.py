@@ -197,12 +197,19 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_jobs(
-    session: Session, tenant: Tenant, status: str | None, limit: int, cursor: str | None
+    session: Session,
+    tenant: Tenant,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    sweep_id: str | None = None,
 ) -> tuple[list[Job], str | None]:
     """Newest first; the cursor is the (created_at, id) of the last job of the previous page."""
     query = select(Job).where(Job.tenant_id == tenant.id)
     if status is not None:
         query = query.where(Job.status == status)
+    if sweep_id is not None:
+        query = query.where(Job.sweep_id == sweep_id)
     if cursor is not None:
         created_at, job_id = _decode_cursor(cursor)
         query = query.where(
@@ -324,6 +331,8 @@ def describe_job(session: Session, job: Job) -> JobOut:
         device=job.device,
         acceleration=job.acceleration,
         stop_reason=job.stop_reason,
+        sweep_id=job.sweep_id,
+        params=job.params,
     )
 
 

@@ -21,6 +21,7 @@ TABLES = {
     "metric_points",
     "metric_steps",
     "stream_events",
+    "sweeps",
     "events",
     "artifacts",
     "datasets",

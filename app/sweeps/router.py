@@ -1,0 +1,79 @@
+"""Public sweep routes (HTTP only; logic in service.py and controller.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from app.artifacts.dependencies import StorageDep
+from app.auth.dependencies import CurrentTenant, SettingsDep
+from app.broker import enqueue_job
+from app.db import SessionDep
+from app.sweeps import service
+from app.sweeps.controller import advance_sweep
+from app.sweeps.models import Sweep
+from app.sweeps.schemas import SweepIn, SweepList, SweepOut
+from app.time_limits import attempt_time_limit
+
+router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such sweep for this tenant"}}
+SweepId = Annotated[str, Path(max_length=200, description="the sweep id, `swp_...`")]
+
+
+def valid_owned_sweep(sweep_id: SweepId, session: SessionDep, tenant: CurrentTenant) -> Sweep:
+    return service.get_owned_sweep(session, tenant, sweep_id)
+
+
+OwnedSweep = Annotated[Sweep, Depends(valid_owned_sweep)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepOut)
+def submit_sweep(
+    request: SweepIn, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
+) -> SweepOut:
+    sweep = service.create_sweep(session, tenant, request)
+    session.commit()
+    trials = advance_sweep(session, sweep.id, settings)
+    session.commit()
+    for trial in trials:  # after the commit, as for any job; the reconciler resends on failure
+        enqueue_job(trial.id, trial.queue, attempt_time_limit(trial.spec, settings))
+    return service.describe_sweep(session, sweep)
+
+
+@router.get("", response_model=SweepList)
+def list_sweeps(
+    session: SessionDep, tenant: CurrentTenant, limit: Annotated[int, Query(ge=1, le=100)] = 20
+) -> SweepList:
+    sweeps = service.list_sweeps(session, tenant, limit)
+    return SweepList(items=[service.describe_sweep(session, sweep) for sweep in sweeps])
+
+
+@router.get("/{sweep_id}", response_model=SweepOut, responses=NOT_FOUND)
+def get_sweep(sweep: OwnedSweep, session: SessionDep) -> SweepOut:
+    return service.describe_sweep(session, sweep)
+
+
+@router.post(
+    "/{sweep_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SweepOut,
+    responses={**NOT_FOUND, 409: {"description": "the sweep already ended"}},
+)
+def cancel_sweep(sweep: OwnedSweep, session: SessionDep) -> SweepOut:
+    service.cancel_sweep(session, sweep)
+    session.commit()
+    return service.describe_sweep(session, sweep)
+
+
+@router.delete(
+    "/{sweep_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, 409: {"description": "the sweep or one of its trials has not ended"}},
+)
+def delete_sweep(sweep: OwnedSweep, session: SessionDep, storage: StorageDep) -> Response:
+    job_ids = service.delete_sweep(session, sweep)
+    session.commit()
+    for job_id in job_ids:
+        storage.delete_job_files(job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

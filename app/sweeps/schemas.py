@@ -1,0 +1,97 @@
+"""What the sweep routes take and return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.jobs.schemas import JobStatus
+
+SweepStatus = Literal["running", "succeeded", "failed", "cancelled"]
+Metric = Literal["val_accuracy", "val_loss", "train_seconds"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Objective(Strict):
+    metric: Metric
+    goal: Literal["maximize", "minimize"]
+
+
+class Bound(Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class SweepIn(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    spec: dict[str, Any] = Field(
+        description="the base job spec (defaults as for jobs); trials validate on a holdout of "
+        "the training split unless it sets training.validate_on"
+    )
+    parameters: dict[str, dict[str, Any]] = Field(
+        description='dotted spec path -> {"values": [...]} or {"min", "max", "scale": '
+        '"linear"|"log", "type": "float"|"int"}'
+    )
+    method: Literal["grid", "random", "tpe"] = "random"
+    objective: Objective | list[Objective] = Field(
+        description="one objective, or two for a Pareto search"
+    )
+    constraint: dict[Metric, Bound] | None = Field(
+        default=None,
+        description='e.g. {"val_accuracy": {"min": 0.9}}: trials outside it '
+        "are not candidates for best or pareto",
+    )
+    max_trials: int = Field(default=10, ge=1, le=1000)
+    max_parallel: int = Field(default=2, ge=1, le=100)
+    max_seconds: float | None = Field(default=None, gt=0)
+    max_failures: int = Field(default=3, ge=1, le=1000)
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    early_stopping: None = Field(default=None, description="not supported yet: null")
+
+    def objectives(self) -> list[Objective]:
+        return self.objective if isinstance(self.objective, list) else [self.objective]
+
+
+class TrialOut(BaseModel):
+    job_id: str
+    number: int
+    status: JobStatus
+    params: dict[str, Any]
+    values: list[float] | None = Field(description="the objective values; null until known")
+    epochs_trained: int
+    stop_reason: str | None
+    test_accuracy: float | None
+
+
+class SweepOut(BaseModel):
+    id: str
+    name: str
+    status: SweepStatus
+    reason: str | None
+    method: str
+    objective: list[Objective]
+    constraint: dict[str, Bound] | None
+    parameters: dict[str, dict[str, Any]]
+    spec: dict[str, Any]
+    max_trials: int
+    max_parallel: int
+    max_seconds: float | None
+    max_failures: int
+    seed: int
+    created_at: datetime
+    finished_at: datetime | None
+    counts: dict[str, int] = Field(description="trials by status")
+    trials: list[TrialOut]
+    best: TrialOut | None = Field(
+        description="the best trial (one objective), within the constraint"
+    )
+    pareto: list[TrialOut] | None = Field(description="the non-dominated trials (two objectives)")
+
+
+class SweepList(BaseModel):
+    items: list[SweepOut]

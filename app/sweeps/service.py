@@ -1,0 +1,166 @@
+"""Sweep logic for the public API: create, describe, list, cancel, delete. Flushes, never
+commits; the controller (controller.py) starts the trials."""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth.models import Tenant
+from app.db import utcnow
+from app.errors import Conflict, NotFound
+from app.jobs.models import TERMINAL_STATUSES, Job
+from app.jobs.service import cancel_job, delete_job
+from app.sweeps.controller import trials_of
+from app.sweeps.models import Sweep
+from app.sweeps.objectives import trial_values, within_constraint
+from app.sweeps.schemas import SweepIn, SweepOut, TrialOut
+from app.sweeps.search import check_space, pareto_front, parse_parameters
+
+SWEEP_ID_PREFIX = "swp_"
+
+
+def create_sweep(session: Session, tenant: Tenant, request: SweepIn) -> Sweep:
+    """Check the whole search space against the spec (a 422 naming the parameter, before any
+    trial exists) and store the sweep as running."""
+    base = _base_spec(request.spec)
+    parameters = parse_parameters(request.parameters)
+    check_space(base, parameters, request.method, request.max_trials)
+    objectives = [objective.model_dump() for objective in request.objectives()]
+    sweep = Sweep(
+        id=f"{SWEEP_ID_PREFIX}{secrets.token_hex(12)}",
+        tenant_id=tenant.id,
+        name=request.name or f"sweep-{request.method}",
+        status="running",
+        spec=base,
+        parameters=request.parameters,
+        method=request.method,
+        objective=objectives,
+        constraint={k: v.model_dump() for k, v in (request.constraint or {}).items()} or None,
+        early_stopping=None,
+        max_trials=request.max_trials,
+        max_parallel=request.max_parallel,
+        max_failures=request.max_failures,
+        max_seconds=request.max_seconds,
+        seed=request.seed,
+        trials_started=0,
+    )
+    session.add(sweep)
+    session.flush()
+    return sweep
+
+
+def _base_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Trials are selected on a holdout of the training split, never on the test split,
+    unless the spec asks otherwise."""
+    base = copy.deepcopy(spec)
+    training = base.setdefault("training", {})
+    if isinstance(training, dict):
+        training.setdefault("validate_on", "holdout")
+    return base
+
+
+def get_owned_sweep(session: Session, tenant: Tenant, sweep_id: str) -> Sweep:
+    sweep = session.get(Sweep, sweep_id) if sweep_id.startswith(SWEEP_ID_PREFIX) else None
+    if sweep is None or sweep.tenant_id != tenant.id:
+        raise NotFound(f"sweep {sweep_id[:64]!r} not found")
+    return sweep
+
+
+def list_sweeps(session: Session, tenant: Tenant, limit: int) -> list[Sweep]:
+    query = (
+        select(Sweep)
+        .where(Sweep.tenant_id == tenant.id)
+        .order_by(Sweep.created_at.desc(), Sweep.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def cancel_sweep(session: Session, sweep: Sweep) -> None:
+    """No more trials; the unfinished ones are cancelled."""
+    if sweep.status != "running":
+        raise Conflict(f"sweep {sweep.id} is already {sweep.status}")
+    for trial in trials_of(session, sweep):
+        if trial.status in ("queued", "running"):
+            cancel_job(session, trial)
+    sweep.status, sweep.reason, sweep.finished_at = "cancelled", "cancelled by the user", utcnow()
+    session.flush()
+
+
+def delete_sweep(session: Session, sweep: Sweep) -> list[str]:
+    """Delete an ended sweep and its trials; returns the trials' job ids (their files go after
+    the commit)."""
+    trials = trials_of(session, sweep)
+    if sweep.status == "running" or any(t.status not in TERMINAL_STATUSES for t in trials):
+        raise Conflict(f"sweep {sweep.id} has not ended; cancel it and wait for its trials")
+    for trial in trials:
+        delete_job(session, trial)
+    session.delete(sweep)
+    session.flush()
+    return [trial.id for trial in trials]
+
+
+def describe_sweep(session: Session, sweep: Sweep) -> SweepOut:
+    trials = trials_of(session, sweep)
+    described = [_describe_trial(sweep, trial) for trial in trials]
+    candidates = [
+        (trial, out)
+        for trial, out in zip(trials, described, strict=True)
+        if trial.status == "succeeded"
+        and out.values is not None
+        and within_constraint(sweep, trial)
+    ]
+    directions = tuple(item["goal"] for item in sweep.objective)
+    best, pareto = None, None
+    if len(directions) == 1 and candidates:
+        sign = 1.0 if directions[0] == "maximize" else -1.0
+        best = max((out for _, out in candidates), key=lambda out: sign * (out.values or [0.0])[0])
+    elif len(directions) == 2:
+        front = set(
+            pareto_front(
+                [(out.number, tuple(out.values or ())) for _, out in candidates], directions
+            )
+        )
+        pareto = [out for _, out in candidates if out.number in front]
+    return SweepOut(
+        id=sweep.id,
+        name=sweep.name,
+        status=sweep.status,  # type: ignore[arg-type]
+        reason=sweep.reason,
+        method=sweep.method,
+        objective=sweep.objective,  # type: ignore[arg-type]
+        constraint=sweep.constraint,  # type: ignore[arg-type]
+        parameters=sweep.parameters,
+        spec=sweep.spec,
+        max_trials=sweep.max_trials,
+        max_parallel=sweep.max_parallel,
+        max_seconds=sweep.max_seconds,
+        max_failures=sweep.max_failures,
+        seed=sweep.seed,
+        created_at=sweep.created_at,
+        finished_at=sweep.finished_at,
+        counts=dict(Counter(trial.status for trial in trials)),
+        trials=described,
+        best=best,
+        pareto=pareto,
+    )
+
+
+def _describe_trial(sweep: Sweep, trial: Job) -> TrialOut:
+    values = trial_values(sweep, trial) if trial.status in TERMINAL_STATUSES else None
+    return TrialOut(
+        job_id=trial.id,
+        number=trial.trial_number or 0,
+        status=trial.status,  # type: ignore[arg-type]
+        params=trial.params or {},
+        values=list(values) if values is not None else None,
+        epochs_trained=trial.progress_epoch,
+        stop_reason=trial.stop_reason,
+        test_accuracy=trial.test_accuracy,
+    )

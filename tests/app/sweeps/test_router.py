@@ -1,0 +1,177 @@
+"""Sweeps through the API: a refused search space says which parameter, trials are ordinary jobs,
+the controller keeps to max_parallel and max_trials, picks the best, and gives up on a broken
+base spec. The worker's side is played over the internal routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import get_settings
+from app.reconciler import reconcile
+from tests.app.internal.test_router import finish, upload_model, write
+from tests.conftest import TINY_SYNTHETIC
+
+INTERNAL = "/internal/v1/jobs"
+GRID: dict[str, Any] = {
+    "spec": TINY_SYNTHETIC,
+    "parameters": {
+        "training.lr": {"values": [0.01, 0.03]},
+        "model.activation": {"values": ["relu", "gelu"]},
+    },
+    "method": "grid",
+    "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "max_trials": 4,
+    "max_parallel": 2,
+}
+
+
+def submit(api: TestClient, auth: dict[str, str], **changes: Any) -> dict[str, Any]:
+    response = api.post("/v1/sweeps", json={**GRID, **changes}, headers=auth)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def sweep(api: TestClient, auth: dict[str, str], sweep_id: str) -> dict[str, Any]:
+    response = api.get(f"/v1/sweeps/{sweep_id}", headers=auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def run_trial(
+    api: TestClient, worker_auth: dict[str, str], job_id: str, val_accuracy: float | None
+) -> None:
+    """Play the worker: claim, one epoch, then succeed with val_accuracy (None: fail)."""
+    claimed = api.post(f"{INTERNAL}/{job_id}/claim", json={"worker": "w"}, headers=worker_auth)
+    assert claimed.status_code == 200, claimed.text
+    if val_accuracy is None:
+        done = finish(
+            api, worker_auth, job_id, status="failed", error_type="user_error", error_message="nan"
+        )
+        assert done.status_code == 200, done.text
+        return
+    point = {"epoch": 1, "val_accuracy": val_accuracy, "val_loss": 1.0, "epoch_seconds": 2.0}
+    assert write(api, worker_auth, job_id, "metrics", point).status_code == 200
+    upload_model(api, worker_auth, job_id)
+    done = finish(api, worker_auth, job_id, status="succeeded", test_accuracy=val_accuracy - 0.01)
+    assert done.status_code == 200, done.text
+
+
+def unfinished(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [trial for trial in body["trials"] if trial["status"] in ("queued", "running")]
+
+
+def test_a_grid_runs_every_combination_at_most_max_parallel_at_once_and_picks_the_best(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    body = submit(api, auth)
+    assert (body["status"], body["counts"]) == ("running", {"queued": 2})
+    accuracy = {(0.01, "relu"): 0.7, (0.01, "gelu"): 0.8, (0.03, "relu"): 0.9, (0.03, "gelu"): 0.6}
+    while body["status"] == "running":
+        for trial in unfinished(body):
+            params = trial["params"]
+            key = (params["training.lr"], params["model.activation"])
+            run_trial(api, worker_auth, trial["job_id"], accuracy[key])
+        reconcile(get_settings(), expire_leases=False)
+        body = sweep(api, auth, body["id"])
+        assert len(unfinished(body)) <= 2
+
+    assert body["status"] == "succeeded"
+    assert body["counts"] == {"succeeded": 4}
+    tried = {(t["params"]["training.lr"], t["params"]["model.activation"]) for t in body["trials"]}
+    assert tried == set(accuracy)
+    assert body["best"]["params"] == {"training.lr": 0.03, "model.activation": "relu"}
+    assert body["best"]["values"] == [0.9]
+    # Trials are ordinary jobs, with the spec their params make.
+    listed = api.get("/v1/jobs", params={"sweep_id": body["id"]}, headers=auth).json()["items"]
+    assert len(listed) == 4
+    best_job = next(job for job in listed if job["id"] == body["best"]["job_id"])
+    assert (best_job["spec"]["training"]["lr"], best_job["spec"]["model"]["activation"]) == (
+        0.03,
+        "relu",
+    )
+    assert best_job["spec"]["training"]["validate_on"] == "holdout"  # never the test split
+
+
+def test_consecutive_failures_stop_the_sweep_and_cancel_its_other_trials(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    body = submit(
+        api,
+        auth,
+        method="random",
+        max_trials=50,
+        max_failures=3,
+        parameters={"training.lr": {"min": 0.001, "max": 0.1, "scale": "log"}},
+    )
+    for _ in range(3):
+        first = unfinished(body)[0]
+        run_trial(api, worker_auth, first["job_id"], None)
+        reconcile(get_settings(), expire_leases=False)
+        body = sweep(api, auth, body["id"])
+
+    assert body["status"] == "failed"
+    assert "3 trials in a row failed" in body["reason"]
+    assert "nan" in body["reason"]
+    assert len(body["trials"]) < 50
+    assert unfinished(body) == []
+
+
+def test_trials_never_exceed_max_trials_however_often_the_controller_runs(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    body = submit(
+        api,
+        auth,
+        method="random",
+        max_trials=3,
+        max_parallel=10,
+        parameters={"training.lr": {"min": 0.001, "max": 0.1, "scale": "log"}},
+    )
+    for _ in range(5):
+        reconcile(get_settings(), expire_leases=False)
+    body = sweep(api, auth, body["id"])
+    assert len(body["trials"]) == 3
+    assert sorted(t["number"] for t in body["trials"]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"parameters": {"training.lrr": {"values": [0.1]}}}, "training.lrr"),
+        ({"parameters": {"training.lr": {"values": [0.1, -1]}}}, "training.lr"),
+        ({"parameters": {"training.lr": {"min": 0.001, "max": 0.1}}}, "training.lr"),  # grid
+        ({"max_trials": 3}, "grid"),
+    ],
+    ids=["no-such-path", "refused-value", "grid-over-a-range", "grid-over-max-trials"],
+)
+def test_a_search_space_that_cannot_make_valid_jobs_is_a_422_naming_the_parameter(
+    api: TestClient, auth: dict[str, str], changes: dict[str, Any], named: str
+) -> None:
+    response = api.post("/v1/sweeps", json={**GRID, **changes}, headers=auth)
+    assert response.status_code == 422, response.text
+    assert named in response.text
+    assert api.get("/v1/jobs", headers=auth).json()["items"] == []  # nothing ran
+
+
+def test_cancel_delete_and_another_tenants_sweep(
+    api: TestClient, auth: dict[str, str], make_key: Any
+) -> None:
+    body = submit(api, auth)
+    other = {"Authorization": f"Bearer {make_key('globex')}"}
+    assert api.get(f"/v1/sweeps/{body['id']}", headers=other).status_code == 404
+    assert api.post(f"/v1/sweeps/{body['id']}/cancel", headers=other).status_code == 404
+    assert api.delete(f"/v1/sweeps/{body['id']}", headers=auth).status_code == 409  # running
+
+    cancelled = api.post(f"/v1/sweeps/{body['id']}/cancel", headers=auth).json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["counts"] == {"cancelled": 2}
+    reconcile(get_settings(), expire_leases=False)  # starts nothing for a cancelled sweep
+    assert len(sweep(api, auth, body["id"])["trials"]) == 2
+    assert api.delete(f"/v1/sweeps/{body['id']}", headers=auth).status_code == 204
+    assert api.get(f"/v1/sweeps/{body['id']}", headers=auth).status_code == 404
+    assert api.get("/v1/jobs", headers=auth).json()["items"] == []
