@@ -64,13 +64,16 @@ def _end_reason(sweep: Sweep, trials: list[Job]) -> tuple[str, str] | None:
             "failed",
             f"{failed_in_a_row} trials in a row failed; the last: {_last_error(trials)}",
         )
-    if sweep.max_seconds is not None:
-        if utcnow() - sweep.created_at >= timedelta(seconds=sweep.max_seconds):
-            return "succeeded", f"max_seconds ({sweep.max_seconds:g} s) reached"
+    if sweep.max_seconds is not None and _age(sweep) >= timedelta(seconds=sweep.max_seconds):
+        return "succeeded", f"max_seconds ({sweep.max_seconds:g} s) reached"
     all_started = sweep.trials_started >= sweep.max_trials
     if all_started and all(trial.status in TERMINAL_STATUSES for trial in trials):
         return "succeeded", f"all {sweep.max_trials} trials ended"
     return None
+
+
+def _age(sweep: Sweep) -> timedelta:
+    return utcnow() - sweep.created_at
 
 
 def _failures_in_a_row(trials: list[Job]) -> int:

@@ -8,14 +8,16 @@ import secrets
 from collections import Counter
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.models import Tenant
 from app.db import utcnow
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, InvalidInput, NotFound
 from app.jobs.models import TERMINAL_STATUSES, Job
 from app.jobs.service import cancel_job, delete_job
+from app.spec import JobSpec, default_model
 from app.sweeps.controller import trials_of
 from app.sweeps.models import Sweep
 from app.sweeps.objectives import trial_values, within_constraint
@@ -56,12 +58,19 @@ def create_sweep(session: Session, tenant: Tenant, request: SweepIn) -> Sweep:
 
 
 def _base_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """Trials are selected on a holdout of the training split, never on the test split,
-    unless the spec asks otherwise."""
+    """The base spec the trials' params apply to, checked on its own first (a 422 under
+    ``spec``). Trials are selected on a holdout of the training split, never on the test split,
+    unless the spec asks otherwise; a spec without a model names the default one's ``arch``, so
+    that ``model.activation`` and the like can be swept on it."""
     base = copy.deepcopy(spec)
+    try:
+        JobSpec.model_validate(base)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise InvalidInput(["body", "spec", *first["loc"]], first["msg"]) from None
     training = base.setdefault("training", {})
-    if isinstance(training, dict):
-        training.setdefault("validate_on", "holdout")
+    training.setdefault("validate_on", "holdout")
+    base.setdefault("model", {"arch": default_model().arch})
     return base
 
 
@@ -131,11 +140,11 @@ def describe_sweep(session: Session, sweep: Sweep) -> SweepOut:
     return SweepOut(
         id=sweep.id,
         name=sweep.name,
-        status=sweep.status,  # type: ignore[arg-type]
+        status=sweep.status,
         reason=sweep.reason,
         method=sweep.method,
-        objective=sweep.objective,  # type: ignore[arg-type]
-        constraint=sweep.constraint,  # type: ignore[arg-type]
+        objective=sweep.objective,
+        constraint=sweep.constraint,
         parameters=sweep.parameters,
         spec=sweep.spec,
         max_trials=sweep.max_trials,
@@ -157,7 +166,7 @@ def _describe_trial(sweep: Sweep, trial: Job) -> TrialOut:
     return TrialOut(
         job_id=trial.id,
         number=trial.trial_number or 0,
-        status=trial.status,  # type: ignore[arg-type]
+        status=trial.status,
         params=trial.params or {},
         values=list(values) if values is not None else None,
         epochs_trained=trial.progress_epoch,

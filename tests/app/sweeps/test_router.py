@@ -175,3 +175,17 @@ def test_cancel_delete_and_another_tenants_sweep(
     assert api.delete(f"/v1/sweeps/{body['id']}", headers=auth).status_code == 204
     assert api.get(f"/v1/sweeps/{body['id']}", headers=auth).status_code == 404
     assert api.get("/v1/jobs", headers=auth).json()["items"] == []
+
+
+def test_the_base_spec_is_checked_first_and_gets_a_model_to_sweep_inside(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    bad = {**GRID, "spec": {**TINY_SYNTHETIC, "training": {"epochs": 0}}}
+    response = api.post("/v1/sweeps", json=bad, headers=auth)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "spec", "training", "epochs"]
+
+    # No model in the base spec: the default model's arch is named, so its fields can be swept.
+    body = submit(api, auth, parameters={"model.activation": {"values": ["relu", "gelu"]}})
+    assert body["spec"]["model"] == {"arch": "cnn"}
+    assert {trial["params"]["model.activation"] for trial in body["trials"]} == {"relu", "gelu"}
