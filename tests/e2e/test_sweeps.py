@@ -1,0 +1,99 @@
+"""A sweep between real processes: two `taas api` on PostgreSQL (each advancing sweeps in its
+reconciler), a worker, and API processes killed with SIGKILL mid-sweep. It must end with exactly
+``max_trials`` trials, numbered once each, all run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Deployment, start_production
+from tests.e2e.processes import free_port, wait_until_healthy
+
+# A second or two each on two cores: the kills land while trials run.
+SWEEP: dict[str, Any] = {
+    "spec": {
+        "dataset": "synthetic",
+        "dataset_options": {"train_size": 3000, "test_size": 200, "shape": [1, 12, 12]},
+        "model": {"arch": "mlp", "hidden_sizes": [64]},
+        "training": {"epochs": 2, "batch_size": 32},
+    },
+    "parameters": {
+        "training.lr": {"min": 0.001, "max": 0.05, "scale": "log"},
+        "model.activation": {"values": ["relu", "gelu"]},
+    },
+    "method": "tpe",
+    "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "max_trials": 8,
+    "max_parallel": 2,
+    "seed": 7,
+}
+FAST_RECONCILER = {"TAAS_RECONCILE_SECONDS": "0.5", "TAAS_REQUEUE_AFTER_SECONDS": "2"}
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, postgres_url: str) -> Iterator[Deployment]:
+    started = start_production(tmp_path, postgres_url, **FAST_RECONCILER)
+    yield started
+    started.stop()
+
+
+def test_a_sweep_ends_with_exactly_max_trials_through_api_kills(deployment: Deployment) -> None:
+    port_b = free_port()
+    api_b = deployment.start_api("api-b", port=port_b)
+    url_b = f"http://127.0.0.1:{port_b}"
+    wait_until_healthy(url_b, [api_b])
+    auth = {"Authorization": f"Bearer {deployment.create_key('acme')}"}
+    response = httpx.post(f"{url_b}/v1/sweeps", json=SWEEP, headers=auth, timeout=30)
+    assert response.status_code == 201, response.text
+    sweep_id = response.json()["id"]
+
+    # Kill each API process once while trials run, and start it again.
+    api_a = deployment.processes[0]
+    for killed, name, port in ((api_a, "api-a2", deployment.port), (api_b, "api-b2", port_b)):
+        wait_for_trials(url_b if killed is api_a else deployment.api_url, auth, sweep_id, 2)
+        killed.kill()
+        time.sleep(0.5)
+        restarted = deployment.start_api(name, port=port)
+        wait_until_healthy(f"http://127.0.0.1:{port}", [restarted])
+    body = wait_for_end(url_b, auth, sweep_id, deployment)
+
+    assert body["status"] == "succeeded", (body["reason"], deployment.logs())
+    numbers = sorted(trial["number"] for trial in body["trials"])
+    assert numbers == list(range(8))  # exactly max_trials, none twice
+    assert body["counts"] == {"succeeded": 8}
+    listed = httpx.get(
+        f"{url_b}/v1/jobs", params={"sweep_id": sweep_id, "limit": 100}, headers=auth
+    ).json()["items"]
+    assert len(listed) == 8
+    assert body["best"] is not None
+    assert body["best"]["values"][0] == max(t["values"][0] for t in body["trials"])
+
+
+def wait_for_trials(url: str, auth: dict[str, str], sweep_id: str, ended: int) -> None:
+    """Until ``ended`` more trials have ended than when called."""
+
+    def ended_now() -> int:
+        body = httpx.get(f"{url}/v1/sweeps/{sweep_id}", headers=auth, timeout=30).json()
+        return sum(count for status, count in body["counts"].items() if status == "succeeded")
+
+    target = ended_now() + ended
+    deadline = time.monotonic() + 120
+    while ended_now() < target:
+        assert time.monotonic() < deadline, "trials did not end"
+        time.sleep(0.3)
+
+
+def wait_for_end(url: str, auth: dict[str, str], sweep_id: str, deployment: Deployment) -> Any:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{url}/v1/sweeps/{sweep_id}", headers=auth, timeout=30).json()
+        if body["status"] != "running":
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"sweep still running\n{deployment.logs()}")
