@@ -78,6 +78,9 @@ class _Quiet:
     def report_step(self, point: object) -> None:
         pass
 
+    def should_prune(self) -> bool:
+        return False
+
     def should_stop(self) -> bool:
         return False
 

@@ -109,12 +109,12 @@ class ApiReporter:
             body.get("time_limit", ""),
         )
 
-    def heartbeat(self, job_id: str, attempt: int, report: dict[str, Any]) -> bool:
+    def heartbeat(self, job_id: str, attempt: int, report: dict[str, Any]) -> dict[str, Any]:
         """Renew the lease and report progress (``epoch``, ``fraction``, optionally the batches,
-        rates and step ``points``); True when the user asked to cancel."""
+        rates and step ``points``). The answer says whether to stop: ``cancel`` (the user asked)
+        or ``prune`` (the trial's sweep stopped it early)."""
         path = f"/{job_id}/attempts/{attempt}/heartbeat"
-        body = self._call("POST", path, json=report, wait_for_storage=False)
-        return bool(body["cancel"])
+        return self._call("POST", path, json=report, wait_for_storage=False)
 
     def post_metrics(self, job_id: str, attempt: int, point: dict[str, Any]) -> None:
         self._call("POST", f"/{job_id}/attempts/{attempt}/metrics", json=point)

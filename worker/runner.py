@@ -65,6 +65,7 @@ class JobContext:
         self.reporter, self.job_id, self.attempt, self.epochs = reporter, job_id, attempt, epochs
         self.scratch = scratch  # this job's local folder for checkpoint files
         self.stop_requested = threading.Event()
+        self.prune_requested = threading.Event()  # the trial's sweep stopped it early
         self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
         self.timed_out = threading.Event()  # the attempt reached its time limit (Watchdog)
         self.progress = LiveProgress(epochs)  # sent with every heartbeat
@@ -96,6 +97,9 @@ class JobContext:
 
     def should_stop(self) -> bool:
         return self.stop_requested.is_set() or SHUTTING_DOWN.is_set()
+
+    def should_prune(self) -> bool:
+        return self.prune_requested.is_set()
 
     def checkpoint_on_stop(self) -> bool:
         """A preemption (this worker shuts down) keeps the progress; a cancel or a timeout
@@ -149,12 +153,16 @@ class JobContext:
         """Renew the lease, with the progress and step points gathered since the last beat."""
         report = self.progress.report()
         try:
-            cancel = self.call_api(self.reporter.heartbeat, report)
+            answer = self.call_api(self.reporter.heartbeat, report)
         except Exception:
             self.progress.put_back(report["points"])
             raise
-        if cancel:
+        if answer is None:  # this attempt is stale: call_api has stopped it
+            return
+        if answer["cancel"]:
             self.stop_requested.set()
+        if answer.get("prune"):
+            self.prune_requested.set()
 
     def call_api(self, call: Any, *args: Any) -> Any:
         if self.lost.is_set():

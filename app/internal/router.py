@@ -101,9 +101,11 @@ def download_dataset(
 def heartbeat(
     job_id: JobId, attempt: AttemptNumber, body: HeartbeatRequest, session: SessionDep
 ) -> HeartbeatResponse:
-    cancel = service.heartbeat(session, job_id, attempt, body)
+    job = service.heartbeat(session, job_id, attempt, body)
     session.commit()
-    return HeartbeatResponse(cancel=cancel)
+    return HeartbeatResponse(
+        cancel=job.status == "cancelling", prune=job.stop_requested == "pruned"
+    )
 
 
 @router.post("/{job_id}/attempts/{attempt}/metrics", response_model=Ack)

@@ -56,6 +56,11 @@ class HeartbeatRequest(WorkerMessage):
 
 class HeartbeatResponse(BaseModel):
     cancel: bool = Field(description="true once the user asked to cancel: stop and finish")
+    prune: bool = Field(
+        default=False,
+        description="true once the trial's sweep stopped it early: stop, save the model and "
+        "finish succeeded with stop_reason pruned",
+    )
 
 
 class MetricPointIn(WorkerMessage):

@@ -23,6 +23,8 @@ from app.jobs.models import Attempt, Job, MetricPoint, MetricStep
 from app.jobs.service import cancelled, describe_progress, record_event, transition
 from app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
 from app.stream.service import publish
+from app.sweeps.models import Sweep
+from app.sweeps.pruning import prune_reason
 from app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
@@ -90,9 +92,9 @@ def current_attempt(
     return job, row
 
 
-def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatRequest) -> bool:
+def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatRequest) -> Job:
     """Renew the attempt's lease and record progress and step points (each told to the live
-    stream); returns whether the user asked to cancel."""
+    stream); returns the job, whose status says whether the user asked to cancel."""
     job, row = current_attempt(session, job_id, attempt)
     row.heartbeat_at = utcnow()
     job.progress_epoch = max(job.progress_epoch, beat.epoch)
@@ -101,7 +103,7 @@ def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatReques
         _record_live_progress(session, job, beat)
     _record_steps(session, job, attempt, beat.points)
     session.flush()
-    return job.status == "cancelling"
+    return job
 
 
 def _record_live_progress(session: Session, job: Job, beat: HeartbeatRequest) -> None:
@@ -146,10 +148,24 @@ def add_metric_point(session: Session, job_id: str, attempt: int, point: MetricP
     if exists is None:
         session.add(MetricPoint(job_id=job_id, attempt=attempt, **point.model_dump()))
         publish(session, job, "metric", {"granularity": "epoch", **point.model_dump()})
+        if job.sweep_id is not None:
+            session.flush()
+            _consider_pruning(session, job, point.epoch)
     row.heartbeat_at = utcnow()
     job.progress_epoch = max(job.progress_epoch, point.epoch)
     job.progress_fraction = max(job.progress_fraction, min(point.epoch / job.epochs, 1.0))
     session.flush()
+
+
+def _consider_pruning(session: Session, job: Job, epoch: int) -> None:
+    """A sweep's trial that falls behind its sweep's others is asked to stop (app/sweeps)."""
+    sweep = session.get(Sweep, job.sweep_id)
+    if sweep is None or job.stop_requested is not None:
+        return
+    reason = prune_reason(session, sweep, job, epoch)
+    if reason is not None:
+        job.stop_requested = "pruned"
+        record_event(session, job, reason, attempt=job.attempt)
 
 
 def add_message(session: Session, job_id: str, attempt: int, message: str) -> None:

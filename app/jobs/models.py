@@ -56,6 +56,9 @@ class Job(Base):
     )
     trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Set when the trial's sweep stopped it early ("pruned"): its worker hears it with the next
+    # heartbeat, finishes the model and ends succeeded.
+    stop_requested: Mapped[str | None] = mapped_column(String(16), default=None)
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="Attempt.number"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,21 @@ class Objective(Strict):
 class Bound(Strict):
     min: float | None = None
     max: float | None = None
+
+
+class MedianStopping(Strict):
+    method: Literal["median"]
+    min_epochs: int = Field(default=1, ge=1, description="never stop a trial before this epoch")
+    min_trials: int = Field(default=3, ge=1, description="other trials needed at that epoch")
+
+
+class AshaStopping(Strict):
+    method: Literal["asha"]
+    min_epochs: int = Field(default=1, ge=1, description="the first rung, in epochs")
+    reduction_factor: int = Field(default=3, ge=2, le=10)
+
+
+EarlyStopping = Annotated[MedianStopping | AshaStopping, Field(discriminator="method")]
 
 
 class SweepIn(Strict):
@@ -51,7 +66,11 @@ class SweepIn(Strict):
     max_seconds: float | None = Field(default=None, gt=0)
     max_failures: int = Field(default=3, ge=1, le=1000)
     seed: int = Field(default=0, ge=0, lt=2**31)
-    early_stopping: None = Field(default=None, description="not supported yet: null")
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description="stop trials that fall behind on the first validation objective; a "
+        'stopped trial ends succeeded with stop_reason "pruned", its model kept',
+    )
 
     def objectives(self) -> list[Objective]:
         return self.objective if isinstance(self.objective, list) else [self.objective]
@@ -83,6 +102,7 @@ class SweepOut(BaseModel):
     max_seconds: float | None
     max_failures: int
     seed: int
+    early_stopping: dict[str, Any] | None
     created_at: datetime
     finished_at: datetime | None
     counts: dict[str, int] = Field(description="trials by status")

@@ -21,6 +21,7 @@ from app.spec import JobSpec, default_model
 from app.sweeps.controller import trials_of
 from app.sweeps.models import Sweep
 from app.sweeps.objectives import trial_values, within_constraint
+from app.sweeps.pruning import pruning_metric
 from app.sweeps.schemas import SweepIn, SweepOut, TrialOut
 from app.sweeps.search import check_space, pareto_front, parse_parameters
 
@@ -44,7 +45,7 @@ def create_sweep(session: Session, tenant: Tenant, request: SweepIn) -> Sweep:
         method=request.method,
         objective=objectives,
         constraint={k: v.model_dump() for k, v in (request.constraint or {}).items()} or None,
-        early_stopping=None,
+        early_stopping=_early_stopping(request),
         max_trials=request.max_trials,
         max_parallel=request.max_parallel,
         max_failures=request.max_failures,
@@ -55,6 +56,18 @@ def create_sweep(session: Session, tenant: Tenant, request: SweepIn) -> Sweep:
     session.add(sweep)
     session.flush()
     return sweep
+
+
+def _early_stopping(request: SweepIn) -> dict[str, Any] | None:
+    if request.early_stopping is None:
+        return None
+    if pruning_metric([item.model_dump() for item in request.objectives()]) is None:
+        raise InvalidInput(
+            ["body", "early_stopping"],
+            "early stopping compares a validation metric: the objective needs val_accuracy or "
+            "val_loss",
+        )
+    return request.early_stopping.model_dump()
 
 
 def _base_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +165,7 @@ def describe_sweep(session: Session, sweep: Sweep) -> SweepOut:
         max_seconds=sweep.max_seconds,
         max_failures=sweep.max_failures,
         seed=sweep.seed,
+        early_stopping=sweep.early_stopping,
         created_at=sweep.created_at,
         finished_at=sweep.finished_at,
         counts=dict(Counter(trial.status for trial in trials)),

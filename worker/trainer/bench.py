@@ -305,6 +305,9 @@ class BenchContext:
             f"{point.samples_per_second:,.0f} samples/s, val accuracy {accuracy}"
         )
 
+    def should_prune(self) -> bool:
+        return False
+
     def should_stop(self) -> bool:
         return False
 

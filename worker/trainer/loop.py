@@ -44,7 +44,7 @@ EVAL_BATCH_SIZE = 1000
 # Validation during training only ranks and stops; bigger batches keep the device busy.
 FAST_EVAL_BATCH_SIZE = {"cuda": 8192, "cpu": 2000}
 
-StopReason = Literal["completed", "cancelled", "target_reached", "max_seconds"]
+StopReason = Literal["completed", "cancelled", "target_reached", "max_seconds", "pruned"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class TrainContext(Protocol):
 
     def should_stop(self) -> bool:
         """Called before every batch: True stops training (cancelled) within one batch."""
+
+    def should_prune(self) -> bool:
+        """Called before every batch: True stops training early (a sweep found the run behind
+        its others); the model is kept and evaluated, and the run ends as ``pruned``."""
 
     def checkpoint_on_stop(self) -> bool:
         """Asked when should_stop stopped training: True (a preemption, not a cancel) saves the
@@ -522,6 +526,8 @@ def _metric_point(
 def _stop_requested(run: _Run) -> StopReason | None:
     if run.context.should_stop():
         return "cancelled"
+    if run.context.should_prune():
+        return "pruned"
     if run.deadline is not None and time.monotonic() >= run.deadline:
         return "max_seconds"
     return None

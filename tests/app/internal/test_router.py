@@ -182,7 +182,7 @@ def test_heartbeat_records_progress_and_carries_the_users_cancel(
     job_id = claimed_job(api, auth, worker_auth)
     beat = write(api, worker_auth, job_id, "heartbeat", {"epoch": 1, "fraction": 0.5})
     assert beat.status_code == 200, beat.text
-    assert beat.json() == {"cancel": False}
+    assert beat.json() == {"cancel": False, "prune": False}
     progress = job(api, auth, job_id)["progress"]
     assert (progress["epoch"], progress["epochs"], progress["fraction"]) == (1, 2, 0.5)
     assert progress["batches_done"] is None  # a per-epoch report says nothing within the epoch
@@ -191,7 +191,7 @@ def test_heartbeat_records_progress_and_carries_the_users_cancel(
     assert cancelled.status_code == 202
     assert cancelled.json()["status"] == "cancelling"
     beat = write(api, worker_auth, job_id, "heartbeat", {"epoch": 1, "fraction": 0.6})
-    assert beat.json() == {"cancel": True}
+    assert beat.json() == {"cancel": True, "prune": False}
 
     # The worker stops and says so; only then is the job terminal.
     done = finish(api, worker_auth, job_id, status="cancelled", stop_reason="cancelled")

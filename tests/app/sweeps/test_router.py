@@ -189,3 +189,77 @@ def test_the_base_spec_is_checked_first_and_gets_a_model_to_sweep_inside(
     body = submit(api, auth, parameters={"model.activation": {"values": ["relu", "gelu"]}})
     assert body["spec"]["model"] == {"arch": "cnn"}
     assert {trial["params"]["model.activation"] for trial in body["trials"]} == {"relu", "gelu"}
+
+
+def beat(api: TestClient, worker_auth: dict[str, str], job_id: str) -> dict[str, Any]:
+    response = write(api, worker_auth, job_id, "heartbeat", {"epoch": 1, "fraction": 0.3})
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("early_stopping", "accuracies", "pruned"),
+    [
+        # ASHA, rung at epoch 1, keeps the top third (at least one) of the trials there so far.
+        (
+            {"method": "asha", "min_epochs": 1, "reduction_factor": 3},
+            [0.9, 0.5, 0.95, 0.92],
+            {1, 3},
+        ),
+        # Median: from the third trial on, one worse than the others' median stops.
+        ({"method": "median", "min_epochs": 1, "min_trials": 2}, [0.9, 0.8, 0.5, 0.86], {2}),
+    ],
+    ids=["asha", "median"],
+)
+def test_early_stopping_prunes_the_trials_that_fall_behind_within_a_heartbeat(
+    api: TestClient,
+    auth: dict[str, str],
+    worker_auth: dict[str, str],
+    early_stopping: dict[str, Any],
+    accuracies: list[float],
+    pruned: set[int],
+) -> None:
+    body = submit(
+        api,
+        auth,
+        method="random",
+        max_parallel=4,
+        early_stopping=early_stopping,
+        parameters={"training.lr": {"min": 0.001, "max": 0.1, "scale": "log"}},
+    )
+    trials = sorted(body["trials"], key=lambda trial: trial["number"])
+    assert len(trials) == 4
+    told = set()
+    for number, (trial, accuracy) in enumerate(zip(trials, accuracies, strict=True)):
+        job_id = trial["job_id"]
+        api.post(f"{INTERNAL}/{job_id}/claim", json={"worker": "w"}, headers=worker_auth)
+        point = {"epoch": 1, "val_accuracy": accuracy, "val_loss": 1.0, "epoch_seconds": 1.0}
+        assert write(api, worker_auth, job_id, "metrics", point).status_code == 200
+        if beat(api, worker_auth, job_id)["prune"]:
+            told.add(number)
+    assert told == pruned
+
+    # A pruned trial's worker finishes it: succeeded, stopped early, its model kept.
+    first = trials[min(pruned)]["job_id"]
+    upload_model(api, worker_auth, first)
+    done = finish(api, worker_auth, first, status="succeeded", stop_reason="pruned")
+    assert done.status_code == 200, done.text
+    trial = next(t for t in sweep(api, auth, body["id"])["trials"] if t["job_id"] == first)
+    assert (trial["status"], trial["stop_reason"]) == ("succeeded", "pruned")
+    events = api.get(f"/v1/jobs/{first}/events", headers=auth).json()["items"]
+    assert any("pruned" in event["message"] for event in events)
+
+
+def test_early_stopping_needs_a_validation_objective(api: TestClient, auth: dict[str, str]) -> None:
+    response = api.post(
+        "/v1/sweeps",
+        json={
+            **GRID,
+            "objective": {"metric": "train_seconds", "goal": "minimize"},
+            "early_stopping": {"method": "asha"},
+        },
+        headers=auth,
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "early_stopping"]

@@ -46,8 +46,11 @@ class RecordingContext:
     """A TrainContext that records what the trainer reports; stops after `stop_after` checks
     (as a preemption, which checkpoints where it stopped, when `preempted`)."""
 
-    def __init__(self, stop_after: int | None = None, preempted: bool = False) -> None:
+    def __init__(
+        self, stop_after: int | None = None, preempted: bool = False, prune_after: int | None = None
+    ) -> None:
         self.stop_after = stop_after
+        self.prune_after = prune_after  # prune (a sweep's early stop) after this many checks
         self.preempted = preempted  # the stop is a preemption: checkpoint where it stopped
         self.stop_checks = 0
         self.points: list[MetricPoint] = []
@@ -69,6 +72,9 @@ class RecordingContext:
     def should_stop(self) -> bool:
         self.stop_checks += 1
         return self.stop_after is not None and self.stop_checks >= self.stop_after
+
+    def should_prune(self) -> bool:
+        return self.prune_after is not None and self.stop_checks >= self.prune_after
 
     def checkpoint_on_stop(self) -> bool:
         return self.preempted

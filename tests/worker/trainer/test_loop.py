@@ -303,3 +303,14 @@ def test_default_synthetic_dataset_is_learnable_by_the_default_mlp() -> None:
     result = train(spec, load_dataset(spec, None), RecordingContext())
 
     assert result.test_accuracy > 0.8  # 10 classes: chance is 0.1
+
+
+def test_a_pruned_run_stops_within_a_batch_and_keeps_its_model() -> None:
+    spec = tiny_spec(epochs=3)
+    context = RecordingContext(prune_after=5)  # asked before the 5th batch of epoch 1
+    result = train(spec, load_dataset(spec, None), context)
+    assert result.stop_reason == "pruned"
+    assert result.epochs_completed == 0
+    assert context.stop_checks == 5
+    assert 0.0 <= result.test_accuracy <= 1.0  # evaluated and exportable, unlike a cancel
+    assert any("stopped (pruned)" in message for message in context.messages)
