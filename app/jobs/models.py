@@ -14,7 +14,11 @@ JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cance
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        # A trial number is used once per sweep, whatever races the controllers run into.
+        UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

@@ -54,6 +54,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("params", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("stop_requested", sa.String(length=16), nullable=True))
         batch_op.create_index(batch_op.f("ix_jobs_sweep_id"), ["sweep_id"])
+        batch_op.create_unique_constraint("uq_jobs_sweep_trial", ["sweep_id", "trial_number"])
         batch_op.create_foreign_key(
             batch_op.f("fk_jobs_sweep_id_sweeps"),
             "sweeps",
@@ -66,6 +67,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_jobs_sweep_id_sweeps"), type_="foreignkey")
+        batch_op.drop_constraint("uq_jobs_sweep_trial", type_="unique")
         batch_op.drop_index(batch_op.f("ix_jobs_sweep_id"))
         batch_op.drop_column("stop_requested")
         batch_op.drop_column("params")
