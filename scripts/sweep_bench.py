@@ -51,10 +51,13 @@ def describe(label: str, sweep: dict[str, Any], seconds: float, epochs_each: int
     pruned = sum(1 for trial in sweep["trials"] if trial["stop_reason"] == "pruned")
     print(f"{label}: {sweep['status']} ({sweep['reason']})")
     print(f"  wall time {seconds:.0f} s; {len(sweep['trials'])} trials, {pruned} pruned")
-    print(
-        f"  epochs trained {epochs_trained(sweep)} of {sweep['max_trials']} x {epochs_each} = "
-        f"{sweep['max_trials'] * epochs_each}"
-    )
+    if epochs_each:
+        planned = sweep["max_trials"] * epochs_each
+        print(
+            f"  epochs trained {epochs_trained(sweep)} of {sweep['max_trials']} x {epochs_each} = {planned}"
+        )
+    else:  # the epochs are one of the parameters
+        print(f"  epochs trained {epochs_trained(sweep)}")
     if best is None:
         print("  no trial met the objective and constraint")
         return
