@@ -52,10 +52,8 @@ def describe(label: str, sweep: dict[str, Any], seconds: float, epochs_each: int
     print(f"{label}: {sweep['status']} ({sweep['reason']})")
     print(f"  wall time {seconds:.0f} s; {len(sweep['trials'])} trials, {pruned} pruned")
     if epochs_each:
-        planned = sweep["max_trials"] * epochs_each
-        print(
-            f"  epochs trained {epochs_trained(sweep)} of {sweep['max_trials']} x {epochs_each} = {planned}"
-        )
+        planned = f"{sweep['max_trials']} x {epochs_each} = {sweep['max_trials'] * epochs_each}"
+        print(f"  epochs trained {epochs_trained(sweep)} of {planned}")
     else:  # the epochs are one of the parameters
         print(f"  epochs trained {epochs_trained(sweep)}")
     if best is None:
