@@ -43,9 +43,14 @@ def sweep(api: TestClient, auth: dict[str, str], sweep_id: str) -> dict[str, Any
 
 
 def run_trial(
-    api: TestClient, worker_auth: dict[str, str], job_id: str, val_accuracy: float | None
+    api: TestClient,
+    worker_auth: dict[str, str],
+    job_id: str,
+    val_accuracy: float | None,
+    seconds: float = 2.0,
 ) -> None:
-    """Play the worker: claim, one epoch, then succeed with val_accuracy (None: fail)."""
+    """Play the worker: claim, one epoch of ``seconds``, then succeed with val_accuracy (None:
+    fail)."""
     claimed = api.post(f"{INTERNAL}/{job_id}/claim", json={"worker": "w"}, headers=worker_auth)
     assert claimed.status_code == 200, claimed.text
     if val_accuracy is None:
@@ -54,7 +59,7 @@ def run_trial(
         )
         assert done.status_code == 200, done.text
         return
-    point = {"epoch": 1, "val_accuracy": val_accuracy, "val_loss": 1.0, "epoch_seconds": 2.0}
+    point = {"epoch": 1, "val_accuracy": val_accuracy, "val_loss": 1.0, "epoch_seconds": seconds}
     assert write(api, worker_auth, job_id, "metrics", point).status_code == 200
     upload_model(api, worker_auth, job_id)
     done = finish(api, worker_auth, job_id, status="succeeded", test_accuracy=val_accuracy - 0.01)
@@ -263,3 +268,43 @@ def test_early_stopping_needs_a_validation_objective(api: TestClient, auth: dict
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "early_stopping"]
+
+
+def run_three_trials(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str], **changes: Any
+) -> dict[str, Any]:
+    """Trials 0, 1, 2 end with (val_accuracy, train_seconds) (0.9, 5), (0.8, 2), (0.7, 6)."""
+    results = {0: (0.9, 5.0), 1: (0.8, 2.0), 2: (0.7, 6.0)}
+    body = submit(api, auth, method="random", max_trials=3, max_parallel=3, **changes)
+    for trial in body["trials"]:
+        accuracy, seconds = results[trial["number"]]
+        run_trial(api, worker_auth, trial["job_id"], accuracy, seconds)
+    return sweep(api, auth, body["id"])
+
+
+def test_two_objectives_give_the_pareto_front(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    objectives = [
+        {"metric": "val_accuracy", "goal": "maximize"},
+        {"metric": "train_seconds", "goal": "minimize"},
+    ]
+    body = run_three_trials(api, auth, worker_auth, objective=objectives)
+    assert body["status"] == "succeeded"
+    assert body["best"] is None
+    assert sorted(trial["number"] for trial in body["pareto"]) == [0, 1]  # 2 is dominated by 0
+    assert next(t for t in body["pareto"] if t["number"] == 1)["values"] == [0.8, 2.0]
+
+
+def test_the_fastest_trial_that_meets_the_constraint_is_best(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    body = run_three_trials(
+        api,
+        auth,
+        worker_auth,
+        objective={"metric": "train_seconds", "goal": "minimize"},
+        constraint={"val_accuracy": {"min": 0.85}},
+    )
+    # Trial 1 is faster, but below 85%.
+    assert (body["best"]["number"], body["best"]["values"]) == (0, [5.0])
