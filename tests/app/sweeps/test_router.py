@@ -4,6 +4,8 @@ base spec. The worker's side is played over the internal routes."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from tests.app.internal.test_router import finish, upload_model, write
 from tests.conftest import TINY_SYNTHETIC
 
 INTERNAL = "/internal/v1/jobs"
+ROOT = Path(__file__).resolve().parents[3]
 GRID: dict[str, Any] = {
     "spec": TINY_SYNTHETIC,
     "parameters": {
@@ -308,3 +311,14 @@ def test_the_fastest_trial_that_meets_the_constraint_is_best(
     )
     # Trial 1 is faster, but below 85%.
     assert (body["best"]["number"], body["best"]["values"]) == (0, [5.0])
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("sweep_*.json")), ids=lambda path: path.name
+)
+def test_the_sweep_examples_are_accepted(
+    api: TestClient, auth: dict[str, str], example: Path
+) -> None:
+    response = api.post("/v1/sweeps", json=json.loads(example.read_text()), headers=auth)
+    assert response.status_code == 201, response.text
+    assert len(response.json()["trials"]) == 1  # max_parallel 1: one trial at a time
