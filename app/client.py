@@ -119,6 +119,27 @@ class TaasClient:
     def delete_dataset(self, dataset_id: str) -> None:
         self._json("DELETE", f"/v1/datasets/{dataset_id}")
 
+    def submit_sweep(self, sweep: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self._json("POST", "/v1/sweeps", json=sweep)
+        return created
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        sweep: dict[str, Any] = self._json("GET", f"/v1/sweeps/{sweep_id}")
+        return sweep
+
+    def sweeps(self, limit: int = 20) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json("GET", "/v1/sweeps", params={"limit": limit})[
+            "items"
+        ]
+        return items
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        sweep: dict[str, Any] = self._json("POST", f"/v1/sweeps/{sweep_id}/cancel")
+        return sweep
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        self._json("DELETE", f"/v1/sweeps/{sweep_id}")
+
     def wait(
         self,
         job_id: str,

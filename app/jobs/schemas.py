@@ -92,6 +92,7 @@ class JobOut(BaseModel):
     acceleration: dict[str, Any] | None = Field(description="what the trainer applied, and why")
     stop_reason: str | None = Field(description="completed, cancelled, target_reached, ...")
     sweep_id: str | None = Field(default=None, description="the sweep this job is a trial of")
+    trial_number: int | None = Field(default=None, description="its number in that sweep")
     params: dict[str, Any] | None = Field(
         default=None, description="a trial's parameters (dotted spec paths and values)"
     )

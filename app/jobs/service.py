@@ -332,6 +332,7 @@ def describe_job(session: Session, job: Job) -> JobOut:
         acceleration=job.acceleration,
         stop_reason=job.stop_reason,
         sweep_id=job.sweep_id,
+        trial_number=job.trial_number,
         params=job.params,
     )
 

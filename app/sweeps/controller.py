@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -115,7 +116,7 @@ def _start_trial(
     directions = tuple(item["goal"] for item in sweep.objective)
     number = sweep.trials_started
     params = suggest(sweep.method, parameters, sweep.seed, number, finished, directions)
-    spec = JobSpec.model_validate(apply_params(sweep.spec, params))
+    spec = JobSpec.model_validate(_trial_spec(sweep, number, params))
     tenant = session.get(Tenant, sweep.tenant_id)
     assert tenant is not None
     try:  # it checks everything before it adds a row: a refusal leaves nothing behind
@@ -134,6 +135,15 @@ def _start_trial(
     sweep.trials_started = number + 1
     session.flush()
     return job
+
+
+def _trial_spec(sweep: Sweep, number: int, params: dict[str, Any]) -> dict[str, Any]:
+    """The base spec with the trial's params, named after the sweep so that the trial reads as
+    one in the job list (unless the sweep searches over the name itself)."""
+    spec = apply_params(sweep.spec, params)
+    if "name" not in params:
+        spec["name"] = f"{sweep.name[:90]} trial {number}"
+    return spec
 
 
 def _finished(sweep: Sweep, trial: Job) -> FinishedTrial:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from app.jobs.models import Job, MetricPoint
 from app.sweeps.models import Sweep
 
+Measured = Mapping[str, float | None]
 
-def measured(trial: Job) -> dict[str, float | None]:
+
+def measured(trial: Job) -> Measured:
     """The validation metrics of the trial's last epoch (on a holdout of the training split
     unless its spec says otherwise) and its training seconds (the sum over its epochs)."""
     session = object_session(trial)
@@ -25,18 +29,20 @@ def measured(trial: Job) -> dict[str, float | None]:
     }
 
 
-def trial_values(sweep: Sweep, trial: Job) -> tuple[float, ...] | None:
-    """The objective values of a trial, in the sweep's order; None while one is unknown."""
-    metrics = measured(trial)
+def objective_values(sweep: Sweep, metrics: Measured) -> tuple[float, ...] | None:
+    """The objective values, in the sweep's order; None while one is unknown."""
     values = [metrics[item["metric"]] for item in sweep.objective]
     if any(value is None for value in values):
         return None
     return tuple(float(value) for value in values if value is not None)
 
 
-def within_constraint(sweep: Sweep, trial: Job) -> bool:
-    """Whether the trial meets the sweep's constraint (e.g. val_accuracy at least 0.9)."""
-    metrics = measured(trial)
+def trial_values(sweep: Sweep, trial: Job) -> tuple[float, ...] | None:
+    return objective_values(sweep, measured(trial))
+
+
+def meets_constraint(sweep: Sweep, metrics: Measured) -> bool:
+    """Whether the metrics meet the sweep's constraint (e.g. val_accuracy at least 0.9)."""
     for metric, bound in (sweep.constraint or {}).items():
         value = metrics[metric]
         if value is None:

@@ -81,7 +81,16 @@ class TrialOut(BaseModel):
     number: int
     status: JobStatus
     params: dict[str, Any]
-    values: list[float] | None = Field(description="the objective values; null until known")
+    values: list[float] | None = Field(
+        description="the objective values, in the sweep's order; null until the trial ended"
+    )
+    metrics: dict[str, float | None] = Field(
+        description="val_accuracy and val_loss of its latest epoch, train_seconds so far"
+    )
+    within_constraint: bool | None = Field(
+        description="whether it meets the sweep's constraint (true without one); null until "
+        "the trial ended"
+    )
     epochs_trained: int
     stop_reason: str | None
     test_accuracy: float | None

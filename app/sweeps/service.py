@@ -20,7 +20,7 @@ from app.jobs.service import cancel_job, delete_job
 from app.spec import JobSpec, default_model
 from app.sweeps.controller import trials_of
 from app.sweeps.models import Sweep
-from app.sweeps.objectives import trial_values, within_constraint
+from app.sweeps.objectives import measured, meets_constraint, objective_values
 from app.sweeps.pruning import pruning_metric
 from app.sweeps.schemas import SweepIn, SweepOut, TrialOut
 from app.sweeps.search import check_space, pareto_front, parse_parameters
@@ -129,27 +129,22 @@ def delete_sweep(session: Session, sweep: Sweep) -> list[str]:
 
 
 def describe_sweep(session: Session, sweep: Sweep) -> SweepOut:
-    trials = trials_of(session, sweep)
-    described = [_describe_trial(sweep, trial) for trial in trials]
+    trials = trial_descriptions(sweep, trials_of(session, sweep))
     candidates = [
-        (trial, out)
-        for trial, out in zip(trials, described, strict=True)
-        if trial.status == "succeeded"
-        and out.values is not None
-        and within_constraint(sweep, trial)
+        out
+        for out in trials
+        if out.status == "succeeded" and out.values is not None and out.within_constraint
     ]
     directions = tuple(item["goal"] for item in sweep.objective)
     best, pareto = None, None
     if len(directions) == 1 and candidates:
         sign = 1.0 if directions[0] == "maximize" else -1.0
-        best = max((out for _, out in candidates), key=lambda out: sign * (out.values or [0.0])[0])
+        best = max(candidates, key=lambda out: sign * (out.values or [0.0])[0])
     elif len(directions) == 2:
         front = set(
-            pareto_front(
-                [(out.number, tuple(out.values or ())) for _, out in candidates], directions
-            )
+            pareto_front([(out.number, tuple(out.values or ())) for out in candidates], directions)
         )
-        pareto = [out for _, out in candidates if out.number in front]
+        pareto = [out for out in candidates if out.number in front]
     return SweepOut(
         id=sweep.id,
         name=sweep.name,
@@ -169,20 +164,28 @@ def describe_sweep(session: Session, sweep: Sweep) -> SweepOut:
         created_at=sweep.created_at,
         finished_at=sweep.finished_at,
         counts=dict(Counter(trial.status for trial in trials)),
-        trials=described,
+        trials=trials,
         best=best,
         pareto=pareto,
     )
 
 
+def trial_descriptions(sweep: Sweep, trials: list[Job]) -> list[TrialOut]:
+    return [_describe_trial(sweep, trial) for trial in trials]
+
+
 def _describe_trial(sweep: Sweep, trial: Job) -> TrialOut:
-    values = trial_values(sweep, trial) if trial.status in TERMINAL_STATUSES else None
+    ended = trial.status in TERMINAL_STATUSES
+    metrics = measured(trial)
+    values = objective_values(sweep, metrics) if ended else None
     return TrialOut(
         job_id=trial.id,
         number=trial.trial_number or 0,
         status=trial.status,
         params=trial.params or {},
         values=list(values) if values is not None else None,
+        metrics=dict(metrics),
+        within_constraint=meets_constraint(sweep, metrics) if ended else None,
         epochs_trained=trial.progress_epoch,
         stop_reason=trial.stop_reason,
         test_accuracy=trial.test_accuracy,

@@ -91,6 +91,57 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     assert "already succeeded" in refused.stderr
 
 
+SMOKE_SWEEP = {
+    "name": "cli-sweep",
+    "spec": SMOKE_SPEC,
+    "parameters": {
+        "training.lr": {"values": [0.3, 0.003]},
+        "model.activation": {"values": ["relu", "gelu"]},
+    },
+    "method": "grid",
+    "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "max_trials": 4,
+    "max_parallel": 2,
+}
+
+
+def test_sweep_submit_wait_status_best_download(embedded: Deployment, tmp_path: Path) -> None:
+    sweep_file = tmp_path / "sweep.json"
+    sweep_file.write_text(json.dumps(SMOKE_SWEEP))
+
+    submitted = taas(embedded, "sweep", "submit", str(sweep_file), "--wait", cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    lines = submitted.stdout.splitlines()
+    sweep_id = lines[0]
+    assert sweep_id.startswith("swp_")
+    assert f"{sweep_id} running: 0/4 trials ended (2 queued)" in lines[1]
+    assert any(f"{sweep_id} succeeded: 4/4 trials ended" in line for line in lines)
+    board = lines[lines.index("") + 1 :]
+    assert board[0].startswith("sweep      " + sweep_id)
+
+    with TaasClient(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as api:
+        best = api.sweep(sweep_id)["best"]
+    status = taas(embedded, "sweep", "status", sweep_id, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    table = status.stdout[status.stdout.index("RANK") :].splitlines()
+    assert len(table) == 5  # a header and four trials
+    assert table[1].split()[:3] == ["1", str(best["number"]), "succeeded"]
+    assert best["job_id"] in table[1]
+
+    chosen = taas(embedded, "sweep", "best", sweep_id, "--download", "best", cwd=tmp_path)
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.startswith(f"trial {best['number']} ({best['job_id']}): val_accuracy=")
+    assert (tmp_path / "best" / "model.safetensors").stat().st_size > 0
+    model_card = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert model_card["spec"]["training"]["lr"] == best["params"]["training.lr"]
+
+    listed = taas(embedded, "sweep", "list", cwd=tmp_path)
+    assert sweep_id in listed.stdout
+    unknown = taas(embedded, "sweep", "status", "swp_nope", cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "sweep 'swp_nope' not found (HTTP 404)" in unknown.stderr
+
+
 ANSI_OR_RETURN = re.compile(r"\x1b\[|\r")
 
 

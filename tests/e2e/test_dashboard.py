@@ -421,6 +421,69 @@ def test_upload_a_dataset_and_delete_it(
     assert "tiny-upload" not in names
 
 
+def sweep_request(name: str, objectives: list[dict[str, str]]) -> dict[str, Any]:
+    """Three quick trials over the learning rate, one at a time."""
+    return {
+        "name": name,
+        "spec": QUICK_SPEC,
+        "parameters": {"training.lr": {"values": [0.3, 0.03, 0.003]}},
+        "method": "grid",
+        "objective": objectives,
+        "max_trials": 3,
+        "max_parallel": 1,
+    }
+
+
+def test_sweep_page_ranks_trials_and_charts_them_as_they_end(
+    page: Page, server: Deployment, tenant: Tenant, screenshots: Path
+) -> None:
+    accuracy = {"metric": "val_accuracy", "goal": "maximize"}
+    seconds = {"metric": "train_seconds", "goal": "minimize"}
+    created = tenant.api.post("/v1/sweeps", json=sweep_request("lr-sweep", [accuracy]))
+    assert created.status_code == 201, created.text
+    sweep = created.json()
+    pareto = tenant.api.post("/v1/sweeps", json=sweep_request("two-goals", [accuracy, seconds]))
+    assert pareto.status_code == 201, pareto.text
+
+    sign_in(page, server, tenant.key)
+    page.get_by_role("link", name="Sweeps", exact=True).click()
+    page.get_by_role("link", name="lr-sweep").click()
+    expect(page.get_by_role("heading", name="lr-sweep", level=1)).to_be_visible()
+    # Opened while it runs: the page follows it to its end by itself.
+    expect(page.get_by_role("status", name="Sweep status")).to_have_text(
+        "succeeded", timeout=JOB_SECONDS * 3000
+    )
+    chart = page.get_by_role("figure", name="val_accuracy by trial")
+    expect(chart).to_contain_text("best so far: 3 points")
+    board = page.get_by_role("table", name=re.compile("Best first"))
+    rows = board.get_by_role("row")
+    expect(rows).to_have_count(4)  # a header and three trials
+    ended = tenant.api.get(f"/v1/sweeps/{sweep['id']}").json()
+    best = ended["best"]
+    expect(rows.nth(1)).to_contain_text(f"{best['values'][0]:.2%}")
+    expect(rows.nth(1)).to_contain_text(str(best["params"]["training.lr"]))
+    page.screenshot(path=screenshots / "sweep-1280x800.png", full_page=True)
+
+    rows.nth(1).get_by_role("link", name=f"Trial {best['number']}").click()
+    expect(page.get_by_role("heading", name=f"lr-sweep trial {best['number']}")).to_be_visible()
+    page.get_by_role("link", name=f"trial {best['number']}").click()
+    expect(page.get_by_role("heading", name="lr-sweep", level=1)).to_be_visible()
+
+    page.get_by_role("link", name="Sweeps", exact=True).click()
+    page.get_by_role("link", name="two-goals").click()
+    expect(page.get_by_role("status", name="Sweep status")).to_have_text(
+        "succeeded", timeout=JOB_SECONDS * 3000
+    )
+    scatter = page.get_by_role("figure", name="val_accuracy against train_seconds")
+    expect(scatter).to_contain_text(re.compile(r"Pareto front: [1-3] points"))
+    expect(page.get_by_role("table", name=re.compile("Best first"))).to_contain_text("(front)")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete sweep").click()
+    expect(page.get_by_role("heading", name="Sweeps", level=1)).to_be_visible()
+    expect(page.get_by_role("link", name="two-goals")).to_have_count(0)
+
+
 def test_every_page_keeps_to_its_csp_and_to_this_host(
     page: Page, server: Deployment, tenant: Tenant, watcher: Watcher, screenshots: Path
 ) -> None:
@@ -432,6 +495,7 @@ def test_every_page_keeps_to_its_csp_and_to_this_host(
         ("Jobs", "Jobs"),
         ("Submit", "Submit a job"),
         ("Compare", "Compare jobs"),
+        ("Sweeps", "Sweeps"),
         ("Datasets", "Datasets"),
     ]
     for link, heading in visits:

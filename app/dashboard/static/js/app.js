@@ -13,6 +13,8 @@ const ROUTES = [
   { pattern: /^\/jobs\/([^/]+)$/, page: "job", title: "Job", nav: "#/jobs" },
   { pattern: /^\/compare$/, page: "compare", title: "Compare jobs", nav: "#/compare" },
   { pattern: /^\/submit$/, page: "submit", title: "Submit a job", nav: "#/submit" },
+  { pattern: /^\/sweeps$/, page: "sweeps", title: "Sweeps", nav: "#/sweeps" },
+  { pattern: /^\/sweeps\/([^/]+)$/, page: "sweep", title: "Sweep", nav: "#/sweeps" },
   { pattern: /^\/datasets$/, page: "datasets", title: "Datasets", nav: "#/datasets" },
 ];
 

@@ -7,6 +7,17 @@ import { h } from "./dom.js";
 import { number } from "./format.js";
 
 const HEIGHT = 220;
+const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+
+/** An x range with `fraction` of its width (at least 0.5) free on each side, so that the
+ * first and last points of a scatter are not cut by the frame. */
+function padded(fraction) {
+  return (_, min, max) => {
+    if (min === null || max === null) return [0, 1];
+    const pad = Math.max((max - min) * fraction, min === max ? 0.5 : 0);
+    return [min - pad, max + pad];
+  };
+}
 
 /** The colour of a CSS variable (`--series-1`), so charts follow the theme. */
 export function cssColor(name) {
@@ -18,10 +29,12 @@ export function seriesColor(index) {
 }
 
 /**
- * A figure holding one chart. `series`: [{label, color?, points?}] drawn against a shared x
- * (`xLabel`). Returns {figure, append(x, values), setColumns(xs, columns), destroy()}.
+ * A figure holding one chart. `series`: [{label, color?, points?, line?, pointSize?}] drawn
+ * against a shared x (`xLabel`); `line: false` draws a series as dots only. `xPadding` leaves
+ * room beside the first and last x; `xIntegers` puts x ticks on whole numbers only.
+ * Returns {figure, append(x, values), setColumns(xs, columns), destroy()}.
  */
-export function lineChart({ title, xLabel, series, yRange }) {
+export function lineChart({ title, xLabel, series, yRange, xPadding = 0, xIntegers = false }) {
   const canvas = h("div", { class: "chart-canvas", "aria-hidden": "true" });
   const summary = h("p", { class: "chart-summary" });
   const figure = h("figure", { class: "chart panel" }, h("figcaption", { text: title }), summary, canvas);
@@ -32,7 +45,7 @@ export function lineChart({ title, xLabel, series, yRange }) {
     return {
       width,
       height: HEIGHT,
-      scales: { x: { time: false }, y: yRange ? { range: yRange } : {} },
+      scales: { x: xPadding ? { time: false, range: padded(xPadding) } : { time: false }, y: yRange ? { range: yRange } : {} },
       series: [
         { label: xLabel, value: (_, value) => number(value, 4) },
         ...series.map((item, index) => ({
@@ -40,12 +53,24 @@ export function lineChart({ title, xLabel, series, yRange }) {
           stroke: item.color || seriesColor(index),
           width: 2,
           spanGaps: true,
-          points: { show: Boolean(item.points), size: 5 },
+          points: pointsOf(item, index),
+          ...(item.line === false ? { paths: () => null } : {}),
           value: (_, value) => number(value, 4),
         })),
       ],
-      axes: [{ ...axis, label: xLabel }, { ...axis, values: (_, ticks) => ticks.map((t) => number(t, 3)) }],
+      axes: [
+        { ...axis, label: xLabel, ...(xIntegers ? { incrs: INTEGER_STEPS } : {}) },
+        { ...axis, values: (_, ticks) => ticks.map((t) => number(t, 3)) },
+      ],
     };
+  }
+
+  // A series drawn as dots only (`line: false`, a scatter), or one given a `pointSize`, gets
+  // larger, filled points.
+  function pointsOf(item, index) {
+    if (item.line !== false && !item.pointSize) return { show: Boolean(item.points), size: 5 };
+    const color = item.color || seriesColor(index);
+    return { show: true, size: item.pointSize || 8, fill: color, stroke: color };
   }
 
   function draw() {

@@ -182,7 +182,12 @@ class JobPage {
       ["Started", dateTime(job.started_at)], ["Finished", dateTime(job.finished_at)],
       ["Duration", duration(jobSeconds(job))],
     ];
-    replaceChildren(this.facts, facts.map(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]));
+    const items = facts.map(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]);
+    if (job.sweep_id) {
+      items.push(h("dt", { text: "Sweep" }), h("dd", {},
+        h("a", { href: `#/sweeps/${encodeURIComponent(job.sweep_id)}`, text: `trial ${job.trial_number}` })));
+    }
+    replaceChildren(this.facts, items);
   }
 
   showAcceleration() {
