@@ -1,11 +1,13 @@
-"""A sweep between real processes: two `taas api` on PostgreSQL (each advancing sweeps in its
-reconciler), a worker, and API processes killed with SIGKILL mid-sweep. It must end with exactly
-``max_trials`` trials, numbered once each, all run."""
+"""Sweeps between real processes on PostgreSQL and Redis: two `taas api` (each advancing sweeps
+in its reconciler), a worker, and API processes killed with SIGKILL mid-sweep, which must end
+with exactly ``max_trials`` trials, numbered once each, all run; and a trial stopped early by
+ASHA, whose worker hears of it at its next heartbeat."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,56 @@ def test_a_sweep_ends_with_exactly_max_trials_through_api_kills(deployment: Depl
     assert len(listed) == 8
     assert body["best"] is not None
     assert body["best"]["values"][0] == max(t["values"][0] for t in body["trials"])
+
+
+# Epochs of about 4 s here, so that a stop within a heartbeat (2 s) is told apart from a stop
+# at the end of the next epoch; a learning rate of 1e-6 learns nothing in one epoch.
+PRUNED_SWEEP: dict[str, Any] = {
+    "spec": {
+        "dataset": "synthetic",
+        "dataset_options": {"train_size": 40000, "test_size": 200, "shape": [1, 16, 16]},
+        "model": {"arch": "mlp", "hidden_sizes": [128]},
+        "training": {"epochs": 3, "batch_size": 8},
+    },
+    "parameters": {"training.lr": {"values": [0.003, 1e-6]}},
+    "method": "grid",
+    "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    "max_trials": 2,
+    "max_parallel": 1,
+    "early_stopping": {"method": "asha", "min_epochs": 1, "reduction_factor": 2},
+}
+HEARTBEAT_SECONDS = 2.0  # the server's default, which this deployment keeps
+
+
+def test_a_pruned_trial_stops_within_a_heartbeat_and_keeps_its_model(
+    deployment: Deployment,
+) -> None:
+    auth = {"Authorization": f"Bearer {deployment.create_key('acme')}"}
+    url = deployment.api_url
+    response = httpx.post(f"{url}/v1/sweeps", json=PRUNED_SWEEP, headers=auth, timeout=30)
+    assert response.status_code == 201, response.text
+    body = wait_for_end(url, auth, response.json()["id"], deployment)
+    assert body["status"] == "succeeded", body["reason"]
+
+    kept, pruned = sorted(body["trials"], key=lambda trial: trial["number"])
+    assert (kept["stop_reason"], kept["epochs_trained"]) == ("completed", 3)
+    assert (pruned["status"], pruned["stop_reason"]) == ("succeeded", "pruned")
+    assert pruned["epochs_trained"] == 1
+    assert pruned["test_accuracy"] is not None  # evaluated on the test split after the stop
+    job = httpx.get(f"{url}/v1/jobs/{pruned['job_id']}", headers=auth, timeout=30).json()
+    assert "model.safetensors" in job["artifacts"]
+
+    events = httpx.get(f"{url}/v1/jobs/{pruned['job_id']}/events", headers=auth).json()["items"]
+    decision = next(event for event in events if "pruned by ASHA at epoch 1" in event["message"])
+    decided = datetime.fromisoformat(decision["created_at"])
+    stopped = datetime.fromisoformat(job["finished_at"])
+    epoch_seconds = job["metrics"]["latest"]["epoch_seconds"]
+    # Told at the next heartbeat, stopped within one batch, then its test pass and model files.
+    delay = (stopped - decided).total_seconds()
+    print(
+        f"pruned at epoch 1: ended {delay:.2f} s after the decision (epoch {epoch_seconds:.1f} s)"
+    )
+    assert delay < HEARTBEAT_SECONDS + 2.0 < epoch_seconds
 
 
 def wait_for_trials(url: str, auth: dict[str, str], sweep_id: str, ended: int) -> None:
