@@ -106,11 +106,13 @@ def leaderboard(sweep: dict[str, Any]) -> list[str]:
     front = {trial["number"] for trial in sweep["pareto"] or []}
     names = short_names(list(sweep["parameters"]))
     objectives = [item["metric"] for item in sweep["objective"]]
+    # A constraint's metric (val_accuracy for "the fastest that reaches 90%") is shown too.
+    bounded = [metric for metric in sweep.get("constraint") or {} if metric not in objectives]
     headers = [
         "RANK",
         "TRIAL",
         "STATUS",
-        *(metric.upper() for metric in objectives),
+        *(metric.upper() for metric in objectives + bounded),
         "EPOCHS",
         "TEST ACC",
         "JOB",
@@ -125,13 +127,14 @@ def leaderboard(sweep: dict[str, Any]) -> list[str]:
                 str(trial["number"]),
                 _trial_status(trial),
                 *(metric_value(m, v) for m, v in zip(objectives, values, strict=True)),
+                *(metric_value(metric, trial["metrics"].get(metric)) for metric in bounded),
                 str(trial["epochs_trained"]),
                 metric_value("test_accuracy", trial["test_accuracy"]),
                 trial["job_id"],
                 params_text(trial["params"], names),
             ]
         )
-    numeric = frozenset({0, 1, *range(3, 3 + len(objectives) + 2)})
+    numeric = frozenset({0, 1, *range(3, 3 + len(objectives) + len(bounded) + 2)})
     lines = table(headers, rows, right=numeric)
     if front:
         lines.append("* on the Pareto front")

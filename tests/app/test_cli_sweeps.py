@@ -76,12 +76,23 @@ def test_a_trial_outside_the_constraint_is_listed_but_not_ranked() -> None:
         trial(0, "succeeded", [12.5], within_constraint=False),
         trial(1, "succeeded", [30.25]),
     ]
+    trials[0]["metrics"] = {"val_accuracy": 0.8834}
+    trials[1]["metrics"] = {"val_accuracy": 0.9012}
     constraint = {"val_accuracy": {"min": 0.9, "max": None}}
     shown = sweep(trials, [SECONDS], constraint=constraint, best=trials[1])
     assert objective_text(shown) == "minimize train_seconds where val_accuracy >= 0.9"
-    rows = leaderboard(shown)[1:]
-    assert rows[0].split()[:4] == ["1", "1", "succeeded", "30.25s"]
-    assert rows[1].split()[:5] == ["-", "0", "succeeded", "(outside", "constraint)"]
+    header, *rows = leaderboard(shown)
+    assert header.split()[3:5] == ["TRAIN_SECONDS", "VAL_ACCURACY"]
+    assert rows[0].split()[:5] == ["1", "1", "succeeded", "30.25s", "0.9012"]
+    assert rows[1].split()[:7] == [
+        "-",
+        "0",
+        "succeeded",
+        "(outside",
+        "constraint)",
+        "12.50s",
+        "0.8834",
+    ]
 
 
 def test_two_objectives_mark_the_pareto_front_and_rank_it_first() -> None:

@@ -116,8 +116,11 @@ class SweepPage {
     const names = shortNames(Object.keys(sweep.parameters));
     const front = new Set((sweep.pareto || []).map((trial) => trial.number));
     const metrics = sweep.objective.map((item) => item.metric);
+    // A constraint's metric (val_accuracy for "the fastest that reaches 90%") is shown too.
+    const bounded = Object.keys(sweep.constraint || {}).filter((metric) => !metrics.includes(metric));
     const columns = [
-      ["Rank", true], ["Trial", true], ["Status", false], ...metrics.map((metric) => [metric, true]),
+      ["Rank", true], ["Trial", true], ["Status", false],
+      ...[...metrics, ...bounded].map((metric) => [metric, true]),
       ["Epochs", true], ["Test accuracy", true], ...Object.values(names).map((name) => [name, false]),
     ];
     replaceChildren(this.boardHead, h("tr", {}, columns.map(([text, numeric]) =>
@@ -126,10 +129,11 @@ class SweepPage {
       h("td", { class: "number", text: rank ? `${rank}${front.has(trial.number) ? " (front)" : ""}` : "—" }),
       h("td", { class: "number" }, h("a", { href: `#/jobs/${encodeURIComponent(trial.job_id)}`,
         text: String(trial.number), "aria-label": `Trial ${trial.number}` })),
-      h("td", {}, h("span", { class: `status status-${trial.status}`, text: trialStatus(trial) })),
+      h("td", {}, h("span", { class: `status status-${statusColor(trial)}`, text: trialStatus(trial) })),
       // Until a trial ends its objective is unknown; its latest measurement shows meanwhile.
       metrics.map((metric, index) => h("td", { class: "number",
         text: metricValue(metric, trial.values ? trial.values[index] : trial.metrics[metric]) })),
+      bounded.map((metric) => h("td", { class: "number", text: metricValue(metric, trial.metrics[metric]) })),
       h("td", { class: "number", text: String(trial.epochs_trained) }),
       h("td", { class: "number", text: percent(trial.test_accuracy, 2) }),
       Object.keys(names).map((path) => h("td", { text: path in trial.params ? paramValue(trial.params[path]) : "—" })))));
@@ -190,6 +194,11 @@ class SweepPage {
     clearTimeout(this.timer);
     if (this.chart) this.chart.destroy();
   }
+}
+
+// A trial that ended outside the constraint reads as set aside (grey), not as a success.
+function statusColor(trial) {
+  return trial.status === "succeeded" && trial.within_constraint === false ? "queued" : trial.status;
 }
 
 /** One objective: value per trial number, split by whether the trial counts, and the best so
