@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     # Jobs one tenant may have queued or running at once: a runaway script cannot bury the
     # queue that other tenants share.
     max_active_jobs_per_tenant: int = Field(default=1000, ge=1)
+    # Jobs one tenant may have running (or sent to a worker) at once on a queue; unset: as many
+    # as there are free workers. A tenant's own `max_running` overrides it.
+    max_running_per_tenant: int | None = Field(default=None, ge=1)
+    # How often a worker tells the API it is alive, with its queues and job slots; the API sends
+    # jobs only to the slots of workers heard from within three periods.
+    presence_seconds: float = Field(default=5.0, gt=0)
 
     max_json_bytes: int = 1_000_000
     max_artifact_bytes: int = 4 * 1024**3

@@ -24,6 +24,7 @@ from app.internal.router import router as internal_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
 from app.reconciler import Reconciler
+from app.scheduling.router import router as presence_router
 from app.spec import LimitViolation
 from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from app.stream.hub import StreamHub
@@ -147,6 +148,7 @@ def create_app() -> FastAPI:
     app.include_router(sweeps_router)
     app.include_router(datasets_router)
     app.include_router(internal_router)
+    app.include_router(presence_router)
     app.include_router(dashboard_router)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(LimitViolation, _limit_violation)

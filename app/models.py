@@ -5,6 +5,7 @@ from app.auth.models import ApiKey, Tenant
 from app.datasets.models import Dataset
 from app.db import Base
 from app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint, MetricStep
+from app.scheduling.models import WorkerPresence
 from app.stream.models import StreamEvent
 from app.sweeps.models import Sweep
 
@@ -22,4 +23,5 @@ __all__ = [
     "StreamEvent",
     "Sweep",
     "Tenant",
+    "WorkerPresence",
 ]

@@ -10,12 +10,14 @@ A thread in each API process, every ``reconcile_seconds``:
   ``max_attempts``;
 - checkpoints, or all artifacts, of jobs that ended longer ago than their retention setting are
   deleted (none by default);
-- queued jobs that no worker claimed are sent to the broker again, with a growing delay and
-  only while their queue holds fewer messages than queued jobs, so a broker that lost some
-  messages delays jobs but never loses them, and a long queue does not fill with copies;
+- jobs sent to the broker that no worker claimed are sent again, with a growing delay and only
+  while their queue holds fewer messages than such jobs, so a broker that lost some messages
+  delays jobs but never loses them, and a queue does not fill with copies;
 - each running sweep starts the trials it has room for, or ends (app/sweeps/controller.py);
 - a Redis broker that came back from a restart without its data (a mark the reconcilers keep in
-  it is gone) gets every queued job again at once.
+  it is gone) has its jobs dispatched again at once;
+- waiting jobs are dispatched to free worker slots (app/scheduling/dispatch.py), in case an
+  event that freed a slot was missed, and workers gone for an hour are forgotten.
 
 Every change is a compare-and-set on the job's status and attempt, so several API processes can
 reconcile at once: one wins, the others change nothing.
@@ -29,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from app.artifacts.service import expire_artifacts
@@ -39,6 +41,8 @@ from app.config import Settings
 from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
 from app.jobs.models import Attempt, Job
 from app.jobs.service import cancelled, record_event, transition
+from app.scheduling.dispatch import dispatch
+from app.scheduling.presence import forget_gone_workers
 from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from app.sweeps.controller import advance_sweep
 from app.sweeps.models import Sweep
@@ -61,11 +65,12 @@ class Reconciled:
     re_enqueued: list[str] = field(default_factory=list)  # queued, sent to the broker again
     expired: list[str] = field(default_factory=list)  # storage keys past their retention
     sweep_trials: list[str] = field(default_factory=list)  # trials the sweeps started
+    dispatched: list[str] = field(default_factory=list)  # waiting, sent to a free worker slot
 
 
 def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
-    """One pass: end overdue and lost attempts (unless told not to), then re-send unclaimed
-    jobs."""
+    """One pass: end overdue and lost attempts (unless told not to), re-send lost messages,
+    then dispatch waiting jobs to free worker slots."""
     done = Reconciled()
     if expire_leases:
         with session_scope() as session:
@@ -82,8 +87,10 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
         if broker_came_back_empty():
             _forget_lost_messages(session)
             session.commit()
+        forget_gone_workers(session)
+        session.commit()
         due = _unclaimed_jobs(session, settings.requeue_after_seconds)
-        for job in _needing_a_send(session, due):
+        for job in _lost_messages(session, due):
             count = job.enqueue_count
             if not _note_enqueue(session, job):
                 continue  # another API process is sending it
@@ -94,23 +101,20 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 session.commit()
                 break
             done.re_enqueued.append(job.id)
+    done.dispatched = dispatch(settings)
     return done
 
 
 def _advance_sweeps(settings: Settings) -> list[str]:
-    """Each running sweep starts the trials it has room for (or ends), one transaction each;
-    the new trials go to the broker after their commit."""
+    """Each running sweep starts the trials it has room for (or ends), one transaction each."""
     started: list[str] = []
     with session_scope() as session:
         sweep_ids = list(session.scalars(select(Sweep.id).where(Sweep.status == "running")))
     for sweep_id in sweep_ids:
         with session_scope() as session:
-            trials = advance_sweep(session, sweep_id, settings)
+            started += [trial.id for trial in advance_sweep(session, sweep_id, settings)]
             session.commit()
-            for trial in trials:
-                enqueue_job(trial.id, trial.queue, attempt_time_limit(trial.spec, settings))
-                started.append(trial.id)
-    return started
+    return started  # they wait for a worker slot like any job: dispatched below
 
 
 def _expire_old_artifacts(settings: Settings) -> list[str]:
@@ -238,27 +242,26 @@ def _end_attempt(
 
 
 def _unclaimed_jobs(session: Session, requeue_after_seconds: float) -> list[Job]:
-    """Queued jobs whose last enqueue is older than their (growing) delay."""
+    """Queued jobs sent to the broker longer ago than their (growing) delay."""
     now = utcnow()
     # Only jobs past the shortest delay leave the database; the growing delay is checked below.
     oldest = now - timedelta(seconds=requeue_after_seconds)
-    queued = session.scalars(
-        select(Job).where(
-            Job.status == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at <= oldest)
-        )
+    sent = session.scalars(
+        select(Job).where(Job.status == "queued", Job.enqueued_at <= oldest)
     ).all()
     due = []
-    for job in queued:
+    for job in sent:
         backoff = min(2**job.enqueue_count, MAX_REQUEUE_BACKOFF)
         last = job.enqueued_at
-        if last is None or (now - last).total_seconds() >= requeue_after_seconds * backoff:
+        if last is not None and (now - last).total_seconds() >= requeue_after_seconds * backoff:
             due.append(job)
     return due
 
 
 def _forget_lost_messages(session: Session) -> None:
-    """The broker lost every message: each queued job is due at once, with its delay reset,
-    instead of waiting out a growing delay meant for messages that merely wait their turn."""
+    """The broker lost every message: each job sent and not claimed waits again, to be
+    dispatched at once, instead of waiting out a growing delay meant for messages that merely
+    wait their turn."""
     result = session.execute(
         update(Job)
         .where(Job.status == "queued")
@@ -270,24 +273,23 @@ def _forget_lost_messages(session: Session) -> None:
         logger.warning("the broker came back without its messages: sending %d jobs again", count)
 
 
-def _needing_a_send(session: Session, due: list[Job]) -> list[Job]:
-    """The due jobs to send to the broker. A job with no message yet (the broker was down, or
-    its attempt was lost) always goes. The others go only when their queue holds fewer messages
-    than it has queued jobs, that is when some queued job may have lost its message: a broker
-    that lost its messages gets them back, while a long queue of jobs merely waiting for a free
-    worker does not fill up with copies."""
-    needing = [job for job in due if job.enqueued_at is None]
-    resends = [job for job in due if job.enqueued_at is not None]
-    for queue in sorted({job.queue for job in resends}):
+def _lost_messages(session: Session, due: list[Job]) -> list[Job]:
+    """The due jobs to send again: those of a queue that holds fewer messages than it has jobs
+    sent and not claimed, that is where some message may have been lost. A broker that lost
+    messages gets them back, while messages that merely wait for a worker are not copied."""
+    resend: list[Job] = []
+    for queue in sorted({job.queue for job in due}):
         waiting = queue_depth(queue)  # None: the broker does not answer; the send will tell
-        if waiting is None or waiting < _queued_count(session, queue):
-            needing += [job for job in resends if job.queue == queue]
-    return needing
+        if waiting is None or waiting < _sent_count(session, queue):
+            resend += [job for job in due if job.queue == queue]
+    return resend
 
 
-def _queued_count(session: Session, queue: str) -> int:
+def _sent_count(session: Session, queue: str) -> int:
     count = session.scalar(
-        select(func.count()).select_from(Job).where(Job.status == "queued", Job.queue == queue)
+        select(func.count())
+        .select_from(Job)
+        .where(Job.status == "queued", Job.queue == queue, Job.enqueued_at.is_not(None))
     )
     return int(count or 0)
 

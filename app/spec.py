@@ -185,6 +185,13 @@ class JobSpec(StrictModel):
     acceleration: Literal["off", "auto"] | AccelerationSpec = "auto"
     device: DeviceName = "auto"
     exports: list[ExportFormat] = Field(default_factory=_default_exports, max_length=4)
+    priority: int = Field(
+        default=0,
+        ge=-10,
+        le=10,
+        description="among this tenant's own queued jobs, a higher priority runs first; "
+        "between tenants, the one with the fewest running jobs goes first",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -85,6 +85,20 @@ def worker_auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {WORKER_TOKEN}"}
 
 
+@pytest.fixture
+def live_worker(api: TestClient, worker_auth: dict[str, str]) -> Callable[..., None]:
+    """A worker the API has heard from, with 8 job slots on both queues (call it again to say
+    otherwise): jobs are dispatched to the broker only for free slots of live workers."""
+
+    def say_alive(slots: int = 8, queues: tuple[str, ...] = ("cpu", "gpu")) -> None:
+        body = {"queues": list(queues), "slots": slots}
+        response = api.put("/internal/v1/workers/test-worker", json=body, headers=worker_auth)
+        assert response.status_code == 200, response.text
+
+    say_alive()
+    return say_alive
+
+
 class SessionServers:
     """The PostgreSQL and Redis the tests use, chosen when a test first needs one:
 

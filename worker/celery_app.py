@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 from billiard.process import current_process
 from celery.exceptions import CPendingDeprecationWarning
@@ -17,6 +18,7 @@ from celery.signals import (
 from app.broker import make_celery_app
 from app.config import get_settings
 from worker.devices import pin_gpu
+from worker.presence import Presence
 from worker.runner import SHUTTING_DOWN
 
 celery_app = make_celery_app(get_settings())
@@ -65,5 +67,23 @@ def _pin_this_process_to_its_gpu(**_: object) -> None:
 
 @worker_shutting_down.connect
 def _stop_the_running_job(**_: object) -> None:
-    # SIGTERM (warm shutdown): the running job stops within a batch and is given back.
+    # SIGTERM (warm shutdown): the running job stops within a batch and is given back, and the
+    # API sends no more work to this worker's slots.
     SHUTTING_DOWN.set()
+    if _presence is not None:
+        _presence.stop()
+
+
+_presence: Presence | None = None
+
+
+@worker_ready.connect
+def _say_alive(sender: Any, **_: object) -> None:
+    """From now on the API dispatches jobs to this worker's slots (app/scheduling)."""
+    global _presence
+    settings = get_settings()
+    if not settings.worker_token:
+        return  # the first job says what is missing (worker/runner.py)
+    queues = [queue.name for queue in sender.task_consumer.queues]
+    _presence = Presence(settings.api_url, settings.worker_token, queues, sender.pool.limit)
+    _presence.start()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
@@ -16,6 +16,11 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Jobs it may have running at once per queue (None: TAAS_MAX_RUNNING_PER_TENANT).
+    max_running: Mapped[int | None] = mapped_column(Integer, default=None)
+    # When a job of this tenant was last sent to a worker: between tenants with as many running
+    # jobs, the one served longest ago goes first (app/scheduling/dispatch.py).
+    last_dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant")
 

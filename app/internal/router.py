@@ -21,7 +21,6 @@ from app.artifacts.service import (
 )
 from app.artifacts.storage import StoredObject
 from app.auth.dependencies import SettingsDep, WorkerAuth
-from app.broker import enqueue_job
 from app.config import Settings
 from app.datasets.dependencies import DatasetStorageDep
 from app.db import SessionDep
@@ -39,6 +38,7 @@ from app.internal.schemas import (
     MetricPointIn,
     ReleaseRequest,
 )
+from app.scheduling.dispatch import dispatch
 from app.storage_space import require_room_for_new_work
 from app.sweeps.controller import advance_sweep
 from app.time_limits import attempt_time_limit, describe_time_limit
@@ -237,11 +237,9 @@ def release(
 ) -> Ack:
     """The worker is shutting down (SIGTERM): the job goes back to the queue, to resume from
     its last checkpoint."""
-    job = service.release_attempt(session, job_id, attempt, body.reason)
+    service.release_attempt(session, job_id, attempt, body.reason)
     session.commit()
-    if job is not None:
-        # Should the broker be down, the reconciler sends it later.
-        enqueue_job(job.id, job.queue, attempt_time_limit(job.spec, settings))
+    dispatch(settings)  # the job waits again, and its slot is free (for it or another)
     return Ack()
 
 
@@ -256,8 +254,7 @@ def finish(
     job = service.finish_attempt(session, job_id, attempt, body)
     session.commit()
     if job.sweep_id is not None:  # its sweep's next trial starts now, not at the next pass
-        trials = advance_sweep(session, job.sweep_id, settings)
+        advance_sweep(session, job.sweep_id, settings)
         session.commit()
-        for trial in trials:
-            enqueue_job(trial.id, trial.queue, attempt_time_limit(trial.spec, settings))
+    dispatch(settings)  # its slot is free
     return Ack()

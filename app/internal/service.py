@@ -224,7 +224,7 @@ def _error_columns(job: Job, result: FinishRequest) -> dict[str, Any]:
 def release_attempt(session: Session, job_id: str, attempt: int, reason: str) -> Job | None:
     """The worker gives the job back (it is shutting down): the attempt ends as ``released`` and
     the job is queued again, to resume from its last checkpoint on any worker. A job being
-    cancelled ends cancelled instead. Returns the job when it is to be sent to the broker."""
+    cancelled ends cancelled instead. Returns the job when it waits again for a worker."""
     job, row = current_attempt(session, job_id, attempt)
     now = utcnow()
     row.status, row.finished_at = "released", now
@@ -232,7 +232,7 @@ def release_attempt(session: Session, job_id: str, attempt: int, reason: str) ->
     if transition(session, job, ["cancelling"], "cancelled", **cancelled(message)):
         record_event(session, job, message, status="cancelled", attempt=attempt)
         return None
-    if not transition(session, job, ["running"], "queued", enqueued_at=now, enqueue_count=0):
+    if not transition(session, job, ["running"], "queued", enqueued_at=None, enqueue_count=0):
         raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
     record_event(
         session,

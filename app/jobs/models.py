@@ -16,6 +16,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_jobs_queue_status", "queue", "status"),
         # A trial number is used once per sweep, whatever races the controllers run into.
         UniqueConstraint("sweep_id", "trial_number", name="uq_jobs_sweep_trial"),
     )
@@ -29,6 +30,7 @@ class Job(Base):
     # dataset can find the jobs that still need it.
     dataset: Mapped[str] = mapped_column(String(100), index=True)
     queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # the spec's, for the dispatcher
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     parameter_count: Mapped[int] = mapped_column(Integer)
     epochs: Mapped[int] = mapped_column(Integer)
@@ -50,6 +52,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When the job id was last sent to the broker, and how often: the reconciler re-sends
     # unclaimed jobs with a growing delay.
+    # When its message was last sent to the broker; None while it waits in the database for a
+    # free worker slot (app/scheduling/dispatch.py).
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     enqueue_count: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from app.artifacts.dependencies import StorageDep
 from app.artifacts.service import check_artifact_name, check_range_header
 from app.auth.dependencies import CurrentTenant, SettingsDep
-from app.broker import enqueue_job
 from app.db import SessionDep
 from app.errors import InvalidInput, NotFound
 from app.jobs import idempotency, service
@@ -25,9 +24,9 @@ from app.jobs.schemas import (
     MetricList,
     StepList,
 )
+from app.scheduling.dispatch import dispatch
 from app.spec import JobSpec
 from app.storage_space import require_room_for_new_work
-from app.time_limits import attempt_time_limit
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job for this tenant"}}
@@ -86,10 +85,9 @@ def submit_job(
         response.headers["Idempotent-Replayed"] = "true"
         return service.describe_job(session, replayed)
     # Only after the commit: a worker must never receive an id the database does not have yet.
-    if not enqueue_job(job.id, job.queue, attempt_time_limit(job.spec, settings)):
-        job.enqueued_at = None  # the reconciler sends it as soon as the broker answers
-        service.record_event(session, job, "broker unreachable; the job waits in the queue")
-        session.commit()
+    # It waits in the database until a worker slot is free and it is the fairest job to run.
+    dispatch(settings)
+    session.refresh(job)
     return service.describe_job(session, job)
 
 
@@ -129,9 +127,10 @@ def get_job(job: OwnedJob, session: SessionDep) -> JobOut:
     response_model=JobOut,
     responses={**NOT_FOUND, 409: {"description": "the job already ended"}},
 )
-def cancel_job(job: OwnedJob, session: SessionDep) -> JobOut:
+def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> JobOut:
     service.cancel_job(session, job)
     session.commit()
+    dispatch(settings)  # a queued job already sent to a worker held a slot
     return service.describe_job(session, job)
 
 

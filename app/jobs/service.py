@@ -140,7 +140,8 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
         status="queued",
         spec=stored_spec,
         dataset=spec.dataset,
-        enqueued_at=utcnow(),  # the router sends it right after the commit
+        enqueued_at=None,  # waits for a free worker slot (app/scheduling/dispatch.py)
+        priority=spec.priority,
         queue=QUEUE_FOR_DEVICE.get(spec.device, settings.default_queue),
         parameter_count=parameter_count(spec.model, info.shape, info.num_classes),
         epochs=spec.training.epochs,

@@ -8,13 +8,12 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from app.artifacts.dependencies import StorageDep
 from app.auth.dependencies import CurrentTenant, SettingsDep
-from app.broker import enqueue_job
 from app.db import SessionDep
+from app.scheduling.dispatch import dispatch
 from app.sweeps import service
 from app.sweeps.controller import advance_sweep
 from app.sweeps.models import Sweep
 from app.sweeps.schemas import SweepIn, SweepList, SweepOut
-from app.time_limits import attempt_time_limit
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such sweep for this tenant"}}
@@ -34,10 +33,9 @@ def submit_sweep(
 ) -> SweepOut:
     sweep = service.create_sweep(session, tenant, request)
     session.commit()
-    trials = advance_sweep(session, sweep.id, settings)
+    advance_sweep(session, sweep.id, settings)
     session.commit()
-    for trial in trials:  # after the commit, as for any job; the reconciler resends on failure
-        enqueue_job(trial.id, trial.queue, attempt_time_limit(trial.spec, settings))
+    dispatch(settings)  # after the commit, as for any job
     return service.describe_sweep(session, sweep)
 
 
@@ -60,9 +58,10 @@ def get_sweep(sweep: OwnedSweep, session: SessionDep) -> SweepOut:
     response_model=SweepOut,
     responses={**NOT_FOUND, 409: {"description": "the sweep already ended"}},
 )
-def cancel_sweep(sweep: OwnedSweep, session: SessionDep) -> SweepOut:
+def cancel_sweep(sweep: OwnedSweep, session: SessionDep, settings: SettingsDep) -> SweepOut:
     service.cancel_sweep(session, sweep)
     session.commit()
+    dispatch(settings)
     return service.describe_sweep(session, sweep)
 
 

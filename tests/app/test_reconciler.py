@@ -25,6 +25,11 @@ from tests.conftest import TINY_SYNTHETIC, clear_caches, redis_url
 __all__ = ["full_database"]  # the fixture
 
 
+@pytest.fixture(autouse=True)
+def _workers_are_alive(live_worker: Callable[..., None]) -> None:
+    """Jobs go to the broker only for free slots of live workers (app/scheduling)."""
+
+
 def settings(**overrides: object) -> Settings:
     return get_settings().model_copy(update=overrides)
 
@@ -238,11 +243,11 @@ def test_a_send_that_fails_does_not_count(
         row = session.get(Job, job_id)
         assert row is not None
         row.enqueued_at = None
-    monkeypatch.setattr(
-        "app.reconciler.enqueue_job", lambda job_id, queue, time_limit: False
-    )  # broker down
+    for sender in ("app.reconciler.enqueue_job", "app.scheduling.dispatch.enqueue_job"):
+        monkeypatch.setattr(sender, lambda job_id, queue, time_limit: False)  # broker down
 
-    assert reconcile(settings()).re_enqueued == []
+    done = reconcile(settings())
+    assert (done.re_enqueued, done.dispatched) == ([], [])
 
     with session_scope() as session:
         row = session.get(Job, job_id)
@@ -373,7 +378,8 @@ def test_jobs_whose_messages_a_restarted_redis_lost_are_sent_again_at_once(
     assert redis_broker.llen("cpu") == 0
 
     # Just sent, so the growing delay alone would wait 10 minutes and more.
-    resent = reconcile(settings(requeue_after_seconds=600)).re_enqueued
-    assert sorted(resent) == sorted(jobs)
+    done = reconcile(settings(requeue_after_seconds=600))
+    assert sorted(done.dispatched) == sorted(jobs)  # waiting again, so dispatched at once
     assert redis_broker.llen("cpu") == 2
-    assert reconcile(settings(requeue_after_seconds=600)).re_enqueued == []  # once per restart
+    again = reconcile(settings(requeue_after_seconds=600))
+    assert again.re_enqueued == again.dispatched == []  # once per restart

@@ -4,6 +4,7 @@ hard limit, and the reconciler fails a job whose worker did not stop it in time 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,11 @@ from app.time_limits import attempt_time_limit, describe_time_limit, format_seco
 from tests.conftest import TINY_SYNTHETIC
 
 WITH_BUDGET = {**TINY_SYNTHETIC, "training": {**TINY_SYNTHETIC["training"], "max_seconds": 90}}
+
+
+@pytest.fixture(autouse=True)
+def _workers_are_alive(live_worker: Callable[..., None]) -> None:
+    """Jobs go to the broker only for free slots of live workers (app/scheduling)."""
 
 
 def settings(**overrides: object) -> Settings:

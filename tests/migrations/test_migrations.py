@@ -15,6 +15,7 @@ from app import migrate, models
 
 TABLES = {
     "tenants",
+    "workers",
     "api_keys",
     "jobs",
     "attempts",
