@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from app.auth.scopes import Scope
 from app.config import get_settings
 
 cli = typer.Typer(
@@ -114,17 +116,104 @@ def migrate() -> None:
     typer.echo("database is at the latest schema")
 
 
+TenantOption = Annotated[
+    str | None,
+    typer.Option(
+        help="operator: act on this tenant's keys in the database directly (no server, no key; "
+        "create makes the tenant if new). Without it, through the API with your admin key."
+    ),
+]
+
+
 @keys_cli.command("create")
 def keys_create(
-    tenant: Annotated[str, typer.Option(help="tenant name; created if new")],
+    tenant: TenantOption = None,
+    name: Annotated[str, typer.Option(help="what the key is for")] = "default",
+    scope: Annotated[
+        str,
+        typer.Option(
+            "--scope",
+            "--scopes",
+            help="read (GET only), write (also submit, cancel, upload, delete) or admin (also "
+            "manage keys)",
+        ),
+    ] = "admin",
+    expires_in: Annotated[
+        str | None, typer.Option(help="e.g. 90d, 12h, 30m (default: never expires)")
+    ] = None,
 ) -> None:
-    """Create an API key for a tenant and print it (it is not stored and cannot be shown again)."""
-    from app.auth.service import create_api_key
-    from app.db import session_scope
+    """Create an API key and print it (it is stored hashed and cannot be shown again)."""
+    from app.cli_keys import create_offline, created_note
 
-    with session_scope() as session:
-        key = create_api_key(session, tenant)
-    typer.echo(key)
+    checked_scope = _scope(scope)
+    expires_at = _expiry(expires_in)
+    if tenant is not None:
+        key = _offline(lambda: create_offline(tenant, name, checked_scope, expires_at))
+    else:
+        with _client() as client:
+            when = expires_at.isoformat() if expires_at else None
+            key = _run(lambda: client.create_key(name, checked_scope, when))
+    typer.echo(created_note(key, tenant), err=True)
+    typer.echo(key["key"])
+
+
+@keys_cli.command("list")
+def keys_list(tenant: TenantOption = None) -> None:
+    """The keys that work (or expired; not revoked ones): id, name, scope and dates."""
+    from app.cli_keys import key_table, list_offline
+
+    if tenant is not None:
+        keys = _offline(lambda: list_offline(tenant))
+    else:
+        with _client() as client:
+            keys = _run(client.keys)
+    for line in key_table(keys):
+        typer.echo(line)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: str, tenant: TenantOption = None) -> None:
+    """Revoke a key (`key_...`, from `taas keys list`): refused from its next request on."""
+    from app.cli_keys import revoke_offline
+
+    if tenant is not None:
+        _offline(lambda: revoke_offline(tenant, key_id))
+    else:
+        with _client() as client:
+            _run(lambda: client.revoke_key(key_id))
+    typer.echo(f"{key_id} revoked")
+
+
+def _scope(value: str) -> Scope:
+    from app.auth.scopes import SCOPES
+
+    if value not in SCOPES:
+        raise typer.BadParameter(
+            f"{value!r} is not a scope: one of {', '.join(SCOPES)}", param_hint="--scope"
+        )
+    return value
+
+
+def _expiry(expires_in: str | None) -> datetime | None:
+    from app.cli_keys import parse_duration
+
+    if expires_in is None:
+        return None
+    try:
+        return datetime.now(UTC) + parse_duration(expires_in)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--expires-in") from None
+
+
+def _offline(action: Any) -> Any:
+    """Run an operator action on the database; a missing tenant or key is a sentence, exit 1."""
+    from app.errors import DomainError
+
+    try:
+        return action()
+    except DomainError as error:
+        typer.echo(error.message, err=True)
+        raise typer.Exit(EXIT_REQUEST_FAILED) from None
 
 
 def _key_file() -> Path:

@@ -17,6 +17,10 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 STREAM_READ_TIMEOUT = 45.0
 
 StreamEvent = tuple[str | None, str, dict[str, Any]]
+# A 429 (the key's rate limit) is waited out and retried this many times, each wait as long as
+# the server's Retry-After but never longer than RATE_LIMIT_WAIT_CAP seconds.
+RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_WAIT_CAP = 60.0
 
 
 class ApiError(Exception):
@@ -46,6 +50,11 @@ class TaasClient:
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
+        for _ in range(RATE_LIMIT_RETRIES):
+            if response.status_code != 429 or "Retry-After" not in response.headers:
+                break
+            time.sleep(_retry_after(response))
+            response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             raise ApiError(response)
         return response.json() if response.content else None
@@ -140,6 +149,19 @@ class TaasClient:
     def delete_sweep(self, sweep_id: str) -> None:
         self._json("DELETE", f"/v1/sweeps/{sweep_id}")
 
+    def create_key(self, name: str, scope: str, expires_at: str | None = None) -> dict[str, Any]:
+        """A new key of this key's tenant (needs an admin key); its ``key`` is shown this once."""
+        body = {"name": name, "scope": scope, "expires_at": expires_at}
+        created: dict[str, Any] = self._json("POST", "/v1/keys", json=body)
+        return created
+
+    def keys(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._json("GET", "/v1/keys")["items"]
+        return items
+
+    def revoke_key(self, key_id: str) -> None:
+        self._json("DELETE", f"/v1/keys/{key_id}")
+
     def wait(
         self,
         job_id: str,
@@ -181,3 +203,11 @@ class TaasClient:
             raise ValueError(f"{name}: sha256 {digest.hexdigest()} != listed {item['sha256']}")
         partial.replace(target)
         return target
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        seconds = float(response.headers["Retry-After"])
+    except ValueError:
+        seconds = 1.0  # an HTTP date: not sent by this server, so wait a little and see
+    return min(max(seconds, 0.0), RATE_LIMIT_WAIT_CAP)

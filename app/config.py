@@ -10,9 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.rate_limits import parse_rate_limit
 from app.spec import Limits
 
 
@@ -69,6 +70,11 @@ class Settings(BaseSettings):
     # How often a worker tells the API it is alive, with its queues and job slots; the API sends
     # jobs only to the slots of workers heard from within three periods.
     presence_seconds: float = Field(default=5.0, gt=0)
+    # Requests per API key, in moving windows (`limits` notation, policies separated by ';';
+    # "off" turns limiting off). Shared by all API processes through Redis when the broker is
+    # Redis, counted per process otherwise. The defaults let a dashboard and a few scripts work
+    # on one key, and stop a runaway loop long before it hurts other tenants.
+    rate_limit: str = "20/second;600/minute"
 
     max_json_bytes: int = 1_000_000
     max_artifact_bytes: int = 4 * 1024**3
@@ -102,6 +108,12 @@ class Settings(BaseSettings):
     max_uncompressed_bytes: int = 8 * 1024**3
     max_compression_ratio: float = Field(default=200.0, gt=1.0)
     max_image_pixels: int = 4096 * 4096
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        parse_rate_limit(value)  # a ValueError that names TAAS_RATE_LIMIT and the value
+        return value
 
     @property
     def resolved_database_url(self) -> str:

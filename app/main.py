@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 
 from app import models  # noqa: F401  (registers every table on Base.metadata)
+from app.auth.router import router as keys_router
 from app.config import get_settings
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
@@ -23,6 +24,7 @@ from app.health import router as health_router
 from app.internal.router import router as internal_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
+from app.rate_limits import KeyRateLimiter, RateLimitHeaders
 from app.reconciler import Reconciler
 from app.scheduling.router import router as presence_router
 from app.spec import LimitViolation
@@ -147,6 +149,7 @@ def create_app() -> FastAPI:
     app.include_router(stream_router)
     app.include_router(sweeps_router)
     app.include_router(datasets_router)
+    app.include_router(keys_router)
     app.include_router(internal_router)
     app.include_router(presence_router)
     app.include_router(dashboard_router)
@@ -166,4 +169,8 @@ def create_app() -> FastAPI:
         max_bytes=settings.max_json_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
+    # Per API key: authentication counts each request (app/auth/dependencies.py); routes
+    # without a key (health, the dashboard's files, the docs, the workers') are not limited.
+    app.state.rate_limiter = KeyRateLimiter.from_settings(settings)
+    app.add_middleware(RateLimitHeaders)
     return app

@@ -56,7 +56,8 @@ def ensure_api_key(home: Path) -> str | None:
     if path.exists():
         return None
     with session_scope() as session:
-        key = create_api_key(session, "default")
+        # Admin: the one person using this service may also make and revoke keys.
+        key = create_api_key(session, "default", name="taas serve", scope="admin")
     write_secret(path, key)
     return key
 

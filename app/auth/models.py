@@ -26,15 +26,25 @@ class Tenant(Base):
 
 
 class ApiKey(Base):
-    """Only the SHA-256 of a key is stored; the key itself is shown once, when created."""
+    """Only the SHA-256 of a key is stored; the key itself is shown once, when created.
+
+    ``public_id`` (``key_<prefix>``) names the key in lists and in DELETE /v1/keys/{id}; the
+    prefix is also in the key itself, so whoever holds a key can tell which one to revoke.
+    A revoked key stays as a row (its hash keeps the key unusable and the list of what existed
+    stays whole) but is no longer listed."""
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16))  # read | write | admin (app/auth/scopes.py)
     prefix: Mapped[str] = mapped_column(String(32))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")

@@ -1,7 +1,7 @@
 """fair dispatch: job priorities, workers' presence, per-tenant running caps
 
 Revision ID: 9b1e4c7d2a65
-Revises: 4f6b2d9e8a17
+Revises: 9a3e5c71d2b4
 Create Date: 2026-12-01 03:30:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "9b1e4c7d2a65"
-down_revision: str | None = "4f6b2d9e8a17"
+down_revision: str | None = "9a3e5c71d2b4"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

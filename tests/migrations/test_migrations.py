@@ -93,3 +93,36 @@ def test_jobs_created_before_datasets_existed_get_their_dataset(tmp_path: Path) 
     with engine.connect() as connection:
         assert connection.execute(text("SELECT dataset FROM jobs")).scalar_one() == "mnist"
     engine.dispose()
+
+
+def test_keys_made_before_scopes_existed_become_default_admin_keys(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(url, "4f6b2d9e8a17")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO tenants (id, name, created_at) VALUES (1, 'a', '2026-01-01')")
+        )
+        for key_id, prefix in [(1, "0a1b2c3d"), (2, "0a1b2c3d"), (3, "99887766")]:
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, created_at) "
+                    "VALUES (:id, 1, :prefix, :hash, '2026-01-01')"
+                ),
+                {"id": key_id, "prefix": prefix, "hash": f"h{key_id}"},
+            )
+    engine.dispose()
+
+    migrate.upgrade(url)
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT public_id, name, scope, expires_at FROM api_keys ORDER BY id")
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        ("key_0a1b2c3d", "default", "admin", None),
+        ("key_0a1b2c3d_2", "default", "admin", None),  # the old prefixes could collide
+        ("key_99887766", "default", "admin", None),
+    ]
