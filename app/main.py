@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from app import models  # noqa: F401  (registers every table on Base.metadata)
@@ -24,6 +27,7 @@ from app.health import router as health_router
 from app.internal.router import router as internal_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
+from app.openapi import complete_openapi, methods_of_path
 from app.rate_limits import KeyRateLimiter, RateLimitHeaders
 from app.reconciler import Reconciler
 from app.scheduling.router import router as presence_router
@@ -75,6 +79,17 @@ def _is_raw_body_error(item: dict[str, Any]) -> bool:
     # FastAPI hands a body it did not parse as JSON (wrong or missing Content-Type) to the model
     # as raw bytes, and the model then only says "Input should be a valid dictionary".
     return bool(item["loc"] == ["body"] and item["type"] == "model_attributes_type")
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """FastAPI's answer, except that a 405's Allow lists every method of the path: Starlette
+    names only those of the first route that matched it (GET of GET and DELETE /v1/jobs/{id})."""
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 405:
+        methods = methods_of_path(request.app.openapi(), request.url.path)
+        if methods:  # else a path the document leaves out (the dashboard's): Starlette's is right
+            error.headers = {**(error.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, error)
 
 
 def _client_disconnected(request: Request, _error: Exception) -> Response:
@@ -153,6 +168,7 @@ def create_app() -> FastAPI:
     app.include_router(internal_router)
     app.include_router(presence_router)
     app.include_router(dashboard_router)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(LimitViolation, _limit_violation)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -164,6 +180,8 @@ def create_app() -> FastAPI:
     for error_class in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error_class, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
+    # Adds the error statuses every route shares and the links between operations.
+    app.openapi = partial(complete_openapi, app)  # type: ignore[method-assign]
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_json_bytes,

@@ -25,8 +25,16 @@ from app.config import Settings, get_settings
 from app.db import SessionDep, session_scope, utcnow
 from app.rate_limits import STATE_KEY, KeyRateLimiter
 
-api_key_scheme = HTTPBearer(auto_error=False, scheme_name="ApiKey", description="taas API key")
-worker_scheme = HTTPBearer(auto_error=False, scheme_name="WorkerToken", description="worker token")
+api_key_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="A tenant's API key: `Authorization: Bearer taas_...` (public `/v1` routes)",
+)
+worker_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="WorkerToken",
+    description="The workers' shared token, TAAS_WORKER_TOKEN (`/internal` routes only)",
+)
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_scheme)]
 WorkerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(worker_scheme)]

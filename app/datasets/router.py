@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from sqlalchemy.orm import Session
@@ -22,13 +22,13 @@ from app.datasets.schemas import DatasetList, DatasetOut
 from app.datasets.storage import DatasetStorage
 from app.db import SessionDep
 from app.errors import Conflict, InvalidInput, UnsupportedMediaType
+from app.openapi import error_responses
 from app.spec import BUILTIN_DATASETS
 from app.storage_space import require_room_for_new_work
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"description": "no such dataset for this tenant"}
-}
+NO_SUCH_DATASET = {404: "no such dataset for this tenant"}
+NOT_FOUND = error_responses(NO_SUCH_DATASET)
 DatasetId = Annotated[str, Path(max_length=200, description="`ds_...`, or a built-in's name")]
 FORM_FIELDS = ("file", "name", "label_column", "image_size")
 IMAGE_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX,]\s*(\d{1,5})\s*$")
@@ -40,6 +40,7 @@ UPLOAD_FORM = {
             "schema": {
                 "type": "object",
                 "required": ["file"],
+                "additionalProperties": False,  # parse_upload_form refuses other fields
                 "properties": {
                     "file": {
                         "type": "string",
@@ -75,10 +76,14 @@ class UploadForm:
     openapi_extra={"requestBody": UPLOAD_FORM},
     responses={
         200: {"description": "the same bytes were uploaded before: that dataset"},
-        413: {"description": "the upload (or what it unpacks to) is too large"},
-        415: {"description": "not multipart/form-data, or a file format that is not supported"},
-        422: {"description": "the file is not a valid dataset; the message says why"},
-        507: {"description": "a storage location is below TAAS_MIN_FREE_BYTES; the detail says"},
+        **error_responses(
+            {
+                413: "the upload (or what it unpacks to) is too large",
+                415: "not multipart/form-data, or a file format that is not supported",
+                422: "the file is not a valid dataset, or a field is wrong; the message says why",
+                507: "a storage location is below TAAS_MIN_FREE_BYTES; the detail says",
+            }
+        ),
     },
 )
 async def upload_dataset(
@@ -214,7 +219,7 @@ def valid_owned_upload(
 @router.delete(
     "/{dataset_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**NOT_FOUND, 409: {"description": "built in, or unfinished jobs use it"}},
+    responses=error_responses({**NO_SUCH_DATASET, 409: "built in, or unfinished jobs use it"}),
 )
 def delete_dataset(
     dataset: Annotated[Dataset, Depends(valid_owned_upload)],

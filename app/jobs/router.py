@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
@@ -24,12 +24,14 @@ from app.jobs.schemas import (
     MetricList,
     StepList,
 )
+from app.openapi import error_responses
 from app.scheduling.dispatch import dispatch
 from app.spec import JobSpec
 from app.storage_space import require_room_for_new_work
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such job for this tenant"}}
+NO_SUCH_JOB = {404: "no such job for this tenant"}
+NOT_FOUND = error_responses(NO_SUCH_JOB)
 JobId = Annotated[str, Path(max_length=200, description="the job id, `job_...`")]
 
 
@@ -45,11 +47,15 @@ OwnedJob = Annotated[Job, Depends(valid_owned_job)]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=JobOut,
-    responses={
-        409: {"description": "the Idempotency-Key was used for another body"},
-        429: {"description": "the tenant has the most jobs queued or running it may have"},
-        507: {"description": "a storage location is below TAAS_MIN_FREE_BYTES; the detail says"},
-    },
+    responses=error_responses(
+        {
+            409: "the Idempotency-Key was used for another body",
+            422: "the spec does not validate, breaks a limit of this server, names an unknown "
+            "dataset or does not fit its input; each item names the field",
+            429: "the tenant has the most jobs queued or running it may have",
+            507: "a storage location is below TAAS_MIN_FREE_BYTES; the detail says",
+        }
+    ),
 )
 def submit_job(
     spec: JobSpec,
@@ -125,7 +131,7 @@ def get_job(job: OwnedJob, session: SessionDep) -> JobOut:
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses={**NOT_FOUND, 409: {"description": "the job already ended"}},
+    responses=error_responses({**NO_SUCH_JOB, 409: "the job already ended"}),
 )
 def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> JobOut:
     service.cancel_job(session, job)
@@ -137,7 +143,7 @@ def cancel_job(job: OwnedJob, session: SessionDep, settings: SettingsDep) -> Job
 @router.delete(
     "/{job_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**NOT_FOUND, 409: {"description": "the job has not ended"}},
+    responses=error_responses({**NO_SUCH_JOB, 409: "the job has not ended"}),
 )
 def delete_job(job: OwnedJob, session: SessionDep, storage: StorageDep) -> Response:
     service.delete_job(session, job)
@@ -182,7 +188,7 @@ def job_artifacts(job: OwnedJob, session: SessionDep) -> ArtifactList:
         200: {"content": {"application/octet-stream": {}}, "description": "the file's bytes"},
         206: {"description": "the requested byte range"},
         304: {"description": "If-None-Match matched the ETag"},
-        **NOT_FOUND,
+        **error_responses({**NO_SUCH_JOB, 400: "a malformed Range header"}),
     },
 )
 def download_artifact(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from app.artifacts.dependencies import StorageDep
 from app.auth.dependencies import CurrentTenant, SettingsDep
 from app.db import SessionDep
+from app.openapi import error_responses
 from app.scheduling.dispatch import dispatch
 from app.sweeps import service
 from app.sweeps.controller import advance_sweep
@@ -16,7 +17,8 @@ from app.sweeps.models import Sweep
 from app.sweeps.schemas import SweepIn, SweepList, SweepOut
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such sweep for this tenant"}}
+NO_SUCH_SWEEP = {404: "no such sweep for this tenant"}
+NOT_FOUND = error_responses(NO_SUCH_SWEEP)
 SweepId = Annotated[str, Path(max_length=200, description="the sweep id, `swp_...`")]
 
 
@@ -27,7 +29,17 @@ def valid_owned_sweep(sweep_id: SweepId, session: SessionDep, tenant: CurrentTen
 OwnedSweep = Annotated[Sweep, Depends(valid_owned_sweep)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepOut,
+    responses=error_responses(
+        {
+            422: "the request does not validate, or its search space or base spec is wrong "
+            "(an unknown parameter path, a value a job spec refuses); each item names the field"
+        }
+    ),
+)
 def submit_sweep(
     request: SweepIn, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
 ) -> SweepOut:
@@ -56,7 +68,7 @@ def get_sweep(sweep: OwnedSweep, session: SessionDep) -> SweepOut:
     "/{sweep_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=SweepOut,
-    responses={**NOT_FOUND, 409: {"description": "the sweep already ended"}},
+    responses=error_responses({**NO_SUCH_SWEEP, 409: "the sweep already ended"}),
 )
 def cancel_sweep(sweep: OwnedSweep, session: SessionDep, settings: SettingsDep) -> SweepOut:
     service.cancel_sweep(session, sweep)
@@ -68,7 +80,7 @@ def cancel_sweep(sweep: OwnedSweep, session: SessionDep, settings: SettingsDep) 
 @router.delete(
     "/{sweep_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**NOT_FOUND, 409: {"description": "the sweep or one of its trials has not ended"}},
+    responses=error_responses({**NO_SUCH_SWEEP, 409: "the sweep or a trial of it has not ended"}),
 )
 def delete_sweep(sweep: OwnedSweep, session: SessionDep, storage: StorageDep) -> Response:
     job_ids = service.delete_sweep(session, sweep)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import APIRouter
 from fastapi.testclient import TestClient
+
+from app.auth.dependencies import CurrentTenant
+from app.main import create_app
 
 PUBLIC_ROUTES = {
     ("post", "/v1/jobs"): "201",
@@ -75,3 +79,68 @@ def test_routes_declare_their_authentication(api: TestClient) -> None:
     upload = document["paths"]["/internal/v1/jobs/{job_id}/attempts/{attempt}/artifacts/{name}"]
     assert upload["put"]["security"] == [{"WorkerToken": []}]
     assert "application/octet-stream" in upload["put"]["requestBody"]["content"]
+
+
+def test_every_public_operation_declares_the_shared_errors_with_the_error_shape(
+    api: TestClient,
+) -> None:
+    document = schema(api)
+    error = {"$ref": "#/components/schemas/Error"}
+    assert document["components"]["schemas"]["Error"]["required"] == ["detail"]
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    public = [
+        (path, operation)
+        for path, item in document["paths"].items()
+        for operation in item.values()
+        if operation.get("security") == [{"ApiKey": []}]
+    ]
+    assert len(public) >= 20
+    for path, operation in public:
+        responses = operation["responses"]
+        for status in ("401", "403", "429", "503"):
+            assert responses[status]["content"]["application/json"]["schema"] == error, path
+        assert "Retry-After" in responses["429"]["headers"], path
+        if "{" in path:
+            assert responses["404"]["content"]["application/json"]["schema"] == error, path
+
+
+def test_a_new_router_gets_the_shared_errors_without_declaring_them(api: TestClient) -> None:
+    router = APIRouter()
+
+    @router.delete("/v1/things/{thing_id}", status_code=204)
+    def delete_thing(thing_id: str, tenant: CurrentTenant) -> None:
+        """A route that declares nothing but its success."""
+
+    app = create_app()
+    app.include_router(router)
+    responses = app.openapi()["paths"]["/v1/things/{thing_id}"]["delete"]["responses"]
+    assert {"204", "401", "403", "404", "422", "429", "503", "507"} <= set(responses)
+
+
+def test_creating_operations_link_to_the_operations_on_what_they_created(
+    api: TestClient,
+) -> None:
+    paths = schema(api)["paths"]
+
+    def linked(path: str, status: str) -> set[str]:
+        links = paths[path]["post"]["responses"][status]["links"]
+        assert {link["parameters"][next(iter(link["parameters"]))] for link in links.values()} == {
+            "$response.body#/id"
+        }
+        return {link["operationId"] for link in links.values()}
+
+    job_links = linked("/v1/jobs", "201")
+    for target in ("get_job", "cancel_job", "delete_job", "job_metrics", "job_events"):
+        assert any(operation.startswith(target) for operation in job_links), target
+    assert any(operation.startswith("job_artifacts") for operation in job_links)
+    assert any(operation.startswith("job_stream") for operation in job_links)
+    assert len(linked("/v1/datasets", "201")) == 2
+    assert len(linked("/v1/sweeps", "201")) == 3
+
+
+def test_an_undeclared_method_is_405_with_every_method_of_the_path(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    response = api.request("PATCH", "/v1/jobs/job_x", headers=auth)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
