@@ -27,6 +27,10 @@ MAX_EXAMPLES = "30"  # per operation and phase: about a minute on 2 cores
 #   design, and a request-response fuzzer waits for a body that never ends. Their statuses
 #   are checked in tests/app/stream/test_router.py.
 EXCLUDED_PATHS = r"^/internal/|/stream$"
+# - revoking a key: the stateful phase follows GET /v1/keys to DELETE /v1/keys/{key_id} and
+#   revokes the very key the run uses, leaving every later request 401. Revocation is checked in
+#   tests/app/auth/test_keys.py.
+EXCLUDED_OPERATION = "DELETE /v1/keys/{key_id}"
 # Jobs stay queued (no worker runs): this bounds what the run leaves in the queue.
 MAX_ACTIVE_JOBS = "50"
 
@@ -55,6 +59,7 @@ def test_every_answer_matches_the_openapi_document(
         f"--seed={SEED}",
         f"--max-examples={MAX_EXAMPLES}",
         f"--exclude-path-regex={EXCLUDED_PATHS}",
+        f"--exclude-name={EXCLUDED_OPERATION}",
         "--header",
         f"Authorization: Bearer {key}",
         "--request-timeout=10",
@@ -64,6 +69,7 @@ def test_every_answer_matches_the_openapi_document(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
     )
     output = result.stdout + result.stderr
+    print(output[-700:])  # the summary, for the record
     assert result.returncode == 0, output + "\n" + api_without_workers.logs()
     summary = output.strip().splitlines()[-1]
     assert " passed" in output, output
