@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,15 @@ def test_dockerfile_entrypoint_and_default_command_are_the_cli() -> None:
     assert parse(command).command.name == "api"
     assert "ARG TORCH_VARIANT" in dockerfile
     assert "pip install ." in dockerfile
+
+
+def test_every_package_folder_ships_in_the_wheel() -> None:
+    """pyproject.toml lists the packages one by one: a new folder missing there works in a
+    checkout and fails in an installed wheel."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("app", "worker")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert folders <= set(config["packages"])
