@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.rate_limits import parse_rate_limit
 from app.spec import Limits
@@ -76,6 +76,23 @@ class Settings(BaseSettings):
     # on one key, and stop a runaway loop long before it hurts other tenants.
     rate_limit: str = "20/second;600/minute"
 
+    # Webhooks. Receivers on loopback, private, link-local or metadata addresses are refused
+    # unless this is true (`taas serve` sets it: a developer's receivers are on localhost).
+    webhook_allow_private: bool = False
+    # Each API process runs a sender for due deliveries; false leaves sending to the others.
+    webhook_sender: bool = True
+    webhook_max_endpoints_per_tenant: int = Field(default=20, ge=1)
+    # Seconds before each attempt of a delivery (Standard Webhooks' schedule: at once, 5 s,
+    # 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); after the last one fails it gives up. In the
+    # environment, comma-separated seconds.
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0,
+    )  # fmt: skip
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How often each API process looks for due deliveries besides being woken by a commit that
+    # wrote some (deliveries written by another process, retries coming due).
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
     max_json_bytes: int = 1_000_000
     max_artifact_bytes: int = 4 * 1024**3
     max_epochs: int = 200
@@ -113,6 +130,29 @@ class Settings(BaseSettings):
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
         parse_rate_limit(value)  # a ValueError that names TAAS_RATE_LIMIT and the value
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule_from_text(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = tuple(float(item) for item in value.split(",") if item.strip())
+            except ValueError as error:
+                raise ValueError(
+                    f"TAAS_WEBHOOK_RETRY_SCHEDULE has value {value!r}: "
+                    "not a comma-separated list of seconds"
+                ) from error
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule_is_sane(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError(
+                f"TAAS_WEBHOOK_RETRY_SCHEDULE has value {value!r}: "
+                "give at least one delay, none negative"
+            )
         return value
 
     @property

@@ -36,6 +36,8 @@ from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from app.stream.hub import StreamHub
 from app.stream.router import router as stream_router
 from app.sweeps.router import router as sweeps_router
+from app.webhooks.router import router as webhooks_router
+from app.webhooks.sender import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -136,14 +138,20 @@ def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Each API process reconciles the database with the broker and the workers while it runs,
-    and reads new stream events for the streams its clients have open."""
-    reconciler = Reconciler(get_settings())
+    reads new stream events for the streams its clients have open, and sends due webhooks."""
+    settings = get_settings()
+    reconciler = Reconciler(settings)
     reconciler.start()
+    sender = WebhookSender(settings) if settings.webhook_sender else None
+    if sender is not None:
+        sender.start()
     app.state.stream_hub = StreamHub(open_session)
     try:
         yield
     finally:
         await app.state.stream_hub.close()
+        if sender is not None:
+            sender.stop()
         reconciler.stop()
 
 
@@ -163,6 +171,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(stream_router)
     app.include_router(sweeps_router)
+    app.include_router(webhooks_router)
     app.include_router(datasets_router)
     app.include_router(keys_router)
     app.include_router(internal_router)

@@ -8,6 +8,7 @@ from app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint, Me
 from app.scheduling.models import WorkerPresence
 from app.stream.models import StreamEvent
 from app.sweeps.models import Sweep
+from app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
@@ -23,5 +24,7 @@ __all__ = [
     "StreamEvent",
     "Sweep",
     "Tenant",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerPresence",
 ]

@@ -261,6 +261,8 @@ def serve(host: str, port: int) -> None:
     os.environ.setdefault("TAAS_API_URL", f"http://{connect_host(host)}:{port}")
     # One machine, one worker: a lost worker is noticed sooner than a cluster's default allows.
     os.environ.setdefault("TAAS_LEASE_SECONDS", str(EMBEDDED_LEASE_SECONDS))
+    # A developer's webhook receivers are on localhost; production refuses private addresses.
+    os.environ.setdefault("TAAS_WEBHOOK_ALLOW_PRIVATE", "true")
     get_settings.cache_clear()
     reset_engine_cache()
     log_api_to_file(home)

@@ -50,6 +50,8 @@ def taas_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("TAAS_WORKER_TOKEN", WORKER_TOKEN)
     # In-process apps reconcile only when a test asks (tests call reconcile() themselves).
     monkeypatch.setenv("TAAS_RECONCILE_SECONDS", "3600")
+    # Nor do they send webhooks in the background: tests call send_due() themselves.
+    monkeypatch.setenv("TAAS_WEBHOOK_SENDER", "false")
     # In-process clients send requests far faster than any over a network: rate limits are off
     # here, and on in the tests about them (and, with the defaults, in the end-to-end tests).
     monkeypatch.setenv("TAAS_RATE_LIMIT", "off")

@@ -40,6 +40,7 @@ from app.spec import (
     parameter_count,
 )
 from app.stream.service import delete_job_events, drop_superseded_progress, publish
+from app.webhooks.events import job_status_changed
 
 QUEUE_FOR_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")
@@ -58,7 +59,8 @@ def record_event(
     attempt: int | None = None,
 ) -> None:
     """Add to the job's history, and tell the live stream: a status change (and, for a terminal
-    one, the job's end) or a log line."""
+    one, the job's end) or a log line. A status change also becomes webhook deliveries, written
+    with it."""
     kind = "status" if status is not None else "message"
     row = Event(
         job_id=job.id,
@@ -74,6 +76,7 @@ def record_event(
         publish(session, job, "log", said)
         return
     publish(session, job, "status", {"status": status, **said})
+    job_status_changed(session, job, status)
     if status in TERMINAL_STATUSES:
         publish(session, job, "end", job_outcome(job, status))
         drop_superseded_progress(session, job.id)

@@ -26,6 +26,7 @@ from app.spec import JobSpec, LimitViolation
 from app.sweeps.models import Sweep
 from app.sweeps.objectives import trial_values
 from app.sweeps.search import FinishedTrial, apply_params, parse_parameters, suggest
+from app.webhooks.events import sweep_completed
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def _end(session: Session, sweep: Sweep, trials: list[Job], status: str, reason:
         if trial.status in ("queued", "running"):
             cancel_job(session, trial)
     sweep.status, sweep.reason, sweep.finished_at = status, reason, utcnow()
+    sweep_completed(session, sweep)
     logger.info("sweep %s %s: %s", sweep.id, status, reason)
     session.flush()
 

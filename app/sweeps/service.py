@@ -24,6 +24,7 @@ from app.sweeps.objectives import measured, meets_constraint, objective_values
 from app.sweeps.pruning import pruning_metric
 from app.sweeps.schemas import SweepIn, SweepOut, TrialOut
 from app.sweeps.search import check_space, pareto_front, parse_parameters
+from app.webhooks.events import sweep_completed
 
 SWEEP_ID_PREFIX = "swp_"
 
@@ -112,6 +113,7 @@ def cancel_sweep(session: Session, sweep: Sweep) -> None:
         if trial.status in ("queued", "running"):
             cancel_job(session, trial)
     sweep.status, sweep.reason, sweep.finished_at = "cancelled", "cancelled by the user", utcnow()
+    sweep_completed(session, sweep)
     session.flush()
 
 

@@ -27,6 +27,8 @@ TABLES = {
     "artifacts",
     "datasets",
     "idempotency_keys",
+    "webhook_endpoints",
+    "webhook_deliveries",
 }
 INITIAL_REVISION = "53c64886b8d3"
 
