@@ -18,9 +18,15 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
-        min_length=1,
+        min_length=len("http://x"),
         max_length=MAX_URL_LENGTH,
-        description="an http(s) URL on a public address",
+        # Documented for clients; the check itself (app/webhooks/addresses.py) says in words
+        # what is wrong with a URL, where a pattern could only say that it did not match.
+        json_schema_extra={
+            "format": "uri",
+            "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+([/?#]\S*)?$",
+        },
+        description="an http(s) URL on a public address (its host must resolve to one)",
     )
     events: list[EventType] = Field(min_length=1, max_length=5)
 

@@ -26,7 +26,7 @@ def owned_path_values(
 ) -> dict[str, str]:
     """A value of each path parameter, owned by the tenant of ``auth``: a succeeded job with
     its model (so its stream ends and its artifact exists), an uploaded dataset, a sweep, a
-    second API key."""
+    second API key, a webhook."""
     job_id = submit(api, auth)
     assert claim(api, worker_auth, job_id).status_code == 200
     upload_model(api, worker_auth, job_id)
@@ -35,12 +35,17 @@ def owned_path_values(
     assert status == 201, dataset
     key = api.post("/v1/keys", json={"name": "spare", "scope": "read"}, headers=auth)
     assert key.status_code == 201, key.text
+    # A literal public address: the receiver's name is never resolved, nothing is sent.
+    hook = {"url": "https://93.184.215.14/hook", "events": ["job.succeeded"]}
+    webhook = api.post("/v1/webhooks", json=hook, headers=auth)
+    assert webhook.status_code == 201, webhook.text
     return {
         "job_id": job_id,
         "name": "model.safetensors",
         "dataset_id": str(dataset["id"]),
         "sweep_id": str(submit_sweep(api, auth)["id"]),
         "key_id": str(key.json()["id"]),
+        "webhook_id": str(webhook.json()["id"]),
     }
 
 
