@@ -1,3 +1,5 @@
+"""Webhook endpoints a tenant registered, and one row per delivery of an event to one."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -6,8 +8,6 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
-
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "gave_up")
 
 
 class WebhookEndpoint(Base):
