@@ -56,8 +56,11 @@ def api(
     """Run the API server only (production: run `taas migrate` first)."""
     import uvicorn
 
+    from app.metrics_dir import metrics_shared_by_processes
+
     get_settings().check_production_safety()
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
+    with metrics_shared_by_processes(workers):
+        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @cli.command()

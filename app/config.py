@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # Redis, counted per process otherwise. The defaults let a dashboard and a few scripts work
     # on one key, and stop a runaway loop long before it hurts other tenants.
     rate_limit: str = "20/second;600/minute"
+    # Scraping /metrics needs `Authorization: Bearer <this>` when set; unset, /metrics is open
+    # (it holds counts by route template, status, queue and error type, never ids or tenants).
+    metrics_token: str | None = None
 
     max_json_bytes: int = 1_000_000
     max_artifact_bytes: int = 4 * 1024**3

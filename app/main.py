@@ -21,9 +21,11 @@ from app.datasets.router import router as datasets_router
 from app.db import DATABASE_UNAVAILABLE, describe_database_error, open_session
 from app.errors import DomainError
 from app.health import router as health_router
+from app.http_metrics import HttpMetrics
 from app.internal.router import router as internal_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
+from app.metrics_scrape import router as metrics_router
 from app.rate_limits import KeyRateLimiter, RateLimitHeaders
 from app.reconciler import Reconciler
 from app.scheduling.router import router as presence_router
@@ -145,6 +147,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(jobs_router)
     app.include_router(stream_router)
     app.include_router(sweeps_router)
@@ -173,4 +176,6 @@ def create_app() -> FastAPI:
     # without a key (health, the dashboard's files, the docs, the workers') are not limited.
     app.state.rate_limiter = KeyRateLimiter.from_settings(settings)
     app.add_middleware(RateLimitHeaders)
+    # Outermost (added last): every answer is counted and timed.
+    app.add_middleware(HttpMetrics)
     return app
