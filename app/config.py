@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Scraping /metrics needs `Authorization: Bearer <this>` when set; unset, /metrics is open
     # (it holds counts by route template, status, queue and error type, never ids or tenants).
     metrics_token: str | None = None
+    # "text" for a person at a terminal; "json" for one JSON object per log line (a log
+    # pipeline), from the API (uvicorn's access log included) and the worker (Celery's too).
+    log_format: Literal["text", "json"] = "text"
 
     max_json_bytes: int = 1_000_000
     max_artifact_bytes: int = 4 * 1024**3
