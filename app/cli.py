@@ -56,8 +56,20 @@ def api(
     """Run the API server only (production: run `taas migrate` first)."""
     import uvicorn
 
-    get_settings().check_production_safety()
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers)
+    from app.logs import uvicorn_log_config
+    from app.metrics_dir import metrics_shared_by_processes
+
+    settings = get_settings()
+    settings.check_production_safety()
+    with metrics_shared_by_processes(workers):
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=uvicorn_log_config(settings),
+        )
 
 
 @cli.command()
@@ -78,8 +90,15 @@ def worker(
     pool = (
         ["--pool=solo"] if concurrency == 1 else ["--pool=prefork", f"--concurrency={concurrency}"]
     )
+    quiet = []
+    if get_settings().log_format == "json":
+        from app.logs import start_json_logging
+
+        start_json_logging(get_settings())
+        quiet = ["--quiet"]  # Celery's banner is printed, not logged: no line a pipeline reads
     celery_app.worker_main(
         [
+            *quiet,
             "worker",
             "--loglevel=INFO",
             f"--queues={queues}",

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # Redis, counted per process otherwise. The defaults let a dashboard and a few scripts work
     # on one key, and stop a runaway loop long before it hurts other tenants.
     rate_limit: str = "20/second;600/minute"
+    # Scraping /metrics needs `Authorization: Bearer <this>` when set; unset, /metrics is open
+    # (it holds counts by route template, status, queue and error type, never ids or tenants).
+    metrics_token: str | None = None
+    # "text" for a person at a terminal; "json" for one JSON object per log line (a log
+    # pipeline), from the API (uvicorn's access log included) and the worker (Celery's too).
+    log_format: Literal["text", "json"] = "text"
 
     # Webhooks. Receivers on loopback, private, link-local or metadata addresses are refused
     # unless this is true (`taas serve` sets it: a developer's receivers are on localhost).

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -24,12 +24,16 @@ from app.datasets.router import router as datasets_router
 from app.db import DATABASE_UNAVAILABLE, describe_database_error, open_session
 from app.errors import DomainError
 from app.health import router as health_router
+from app.http_metrics import HttpMetrics
 from app.internal.router import router as internal_router
 from app.jobs.router import router as jobs_router
 from app.limits import BodySizeLimit
+from app.metrics_scrape import router as metrics_router
 from app.openapi import complete_openapi, methods_of_path
 from app.rate_limits import KeyRateLimiter, RateLimitHeaders
 from app.reconciler import Reconciler
+from app.request_context import current
+from app.request_id import REQUEST_ID_HEADER, RequestId, bind_path_ids
 from app.scheduling.router import router as presence_router
 from app.spec import LimitViolation
 from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
@@ -132,7 +136,12 @@ def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
 
 def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=error)
-    return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+    # Starlette answers this outside the middleware that adds the header to other answers.
+    context = current()
+    headers = {REQUEST_ID_HEADER: context.request_id} if context and context.request_id else None
+    return JSONResponse(
+        {"detail": "internal error; it has been logged"}, status_code=500, headers=headers
+    )
 
 
 @asynccontextmanager
@@ -166,8 +175,11 @@ def create_app() -> FastAPI:
         # Served by the dashboard router from vendored files: the defaults load them from a CDN.
         docs_url=None,
         redoc_url=None,
+        # A route about a job names it (and its attempt) in the request's log lines.
+        dependencies=[Depends(bind_path_ids)],
     )
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(jobs_router)
     app.include_router(stream_router)
     app.include_router(sweeps_router)
@@ -200,4 +212,7 @@ def create_app() -> FastAPI:
     # without a key (health, the dashboard's files, the docs, the workers') are not limited.
     app.state.rate_limiter = KeyRateLimiter.from_settings(settings)
     app.add_middleware(RateLimitHeaders)
+    # Outermost (added last): every answer has its request id, and is counted and timed.
+    app.add_middleware(RequestId)
+    app.add_middleware(HttpMetrics)
     return app

@@ -34,6 +34,7 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.artifacts.service import expire_artifacts
 from app.artifacts.storage import LocalArtifactStorage
 from app.broker import broker_came_back_empty, enqueue_job, queue_depth
@@ -102,6 +103,7 @@ def reconcile(settings: Settings, *, expire_leases: bool = True) -> Reconciled:
                 break
             done.re_enqueued.append(job.id)
     done.dispatched = dispatch(settings)
+    metrics.reconcile_pass(done)
     return done
 
 
@@ -237,6 +239,8 @@ def _end_attempt(
     attempt_status: str = "lost",
 ) -> None:
     attempt.status, attempt.finished_at = attempt_status, utcnow()
+    if attempt_status == "lost":
+        metrics.lease_expired(session, job.queue)
     record_event(session, job, message, status=status, attempt=attempt.number)
     logger.warning("job %s: %s", job.id, message)
 
@@ -338,6 +342,7 @@ class Reconciler:
             try:
                 reconcile(self.settings, expire_leases=time.monotonic() >= trusted_from)
             except Exception as error:  # a database hiccup must not end reconciling for good
+                metrics.reconcile_pass(None)
                 _log_failed_pass(error)
                 trusted_from = time.monotonic() + self.settings.lease_seconds
 

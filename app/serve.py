@@ -7,6 +7,7 @@ only the URLs differ (SQLite and a filesystem broker under TAAS_HOME).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ from app import migrate
 from app.auth.service import create_api_key
 from app.config import get_settings
 from app.db import reset_engine_cache, session_scope
+from app.logs import RedactSecrets, formatter
 
 WORKER_STOP_SECONDS = 20.0
 EMBEDDED_LEASE_SECONDS = 15.0
@@ -79,15 +81,19 @@ def banner(host: str, port: int, home: Path, new_key: str | None) -> str:
 
 
 def log_api_to_file(home: Path) -> None:
-    """The API's log (requests included) goes to a file; the console shows warnings and errors."""
+    """The API's log (requests included) goes to a file, as JSON lines with
+    TAAS_LOG_FORMAT=json; the console shows warnings and errors, as text for the person there."""
+    settings = get_settings()
     path = home / API_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(path)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_file.setFormatter(formatter(settings, "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     to_console = logging.StreamHandler()
     to_console.setLevel(logging.WARNING)
     to_console.addFilter(lambda record: not record.getMessage().startswith(HARMLESS))
     to_console.setFormatter(logging.Formatter("taas: %(levelname)s %(message)s"))
+    for handler in (to_file, to_console):
+        handler.addFilter(RedactSecrets(settings))
     logging.basicConfig(level=logging.INFO, handlers=[to_file, to_console], force=True)
 
 
@@ -118,6 +124,8 @@ class WorkerLogEcho:
                 print(shown, file=out, flush=True)
 
     def shown(self, line: str) -> str | None:
+        if line.startswith("{"):
+            return self.shown_json(line)
         record = self.RECORD.match(line)
         if record is not None:
             self.in_traceback = False
@@ -131,6 +139,19 @@ class WorkerLogEcho:
             self.in_traceback = False  # the exception's own line ends the traceback
             return f"worker: {line}"
         return f"worker: {line}" if self.in_traceback else None
+
+    @staticmethod
+    def shown_json(line: str) -> str | None:
+        """A JSON log line (TAAS_LOG_FORMAT=json): its traceback is one of its fields."""
+        try:
+            record = json.loads(line)
+            level, message = record["level"], record["message"]
+        except (ValueError, KeyError, TypeError):
+            return f"worker: {line}"
+        if level not in ("WARNING", "ERROR", "CRITICAL") or message.startswith(HARMLESS):
+            return None
+        shown = f"worker: {level} {message}"
+        return f"{shown}\n{record['exception']}" if record.get("exception") else shown
 
 
 def _die_with_parent() -> None:

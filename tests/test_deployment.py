@@ -112,3 +112,39 @@ def test_every_package_folder_ships_in_the_wheel() -> None:
         for init in (ROOT / top).rglob("__init__.py")
     }
     assert folders <= set(config["packages"])
+
+
+def test_prometheus_scrapes_the_api_service_with_the_token_when_set() -> None:
+    scrape_config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = scrape_config["scrape_configs"]
+    api_port = parse(service("api")["command"]).params["port"]
+    assert job["static_configs"][0]["targets"] == [f"api:{api_port}"]
+    assert job["metrics_path"] == "/metrics"
+    prometheus = service("prometheus")
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    token_file = job["authorization"]["credentials_file"]
+    assert token_file in prometheus["command"][0]
+    assert prometheus["environment"]["TAAS_METRICS_TOKEN"] == "${TAAS_METRICS_TOKEN:-}"
+    assert service("api")["environment"]["TAAS_METRICS_TOKEN"] == "${TAAS_METRICS_TOKEN:-}"
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist() -> None:
+    from prometheus_client import REGISTRY
+
+    import app.metrics  # noqa: F401  (registers taas's metrics)
+
+    exported = {"taas_jobs", "taas_database_up"} | {
+        sample_name
+        for family in REGISTRY.collect()
+        if family.name.startswith("taas_")
+        for sample_name in (family.name, f"{family.name}_total", f"{family.name}_bucket")
+    }
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "taas.json").read_text())
+    asked = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"taas_[a-z_]+", target["expr"])
+    }
+    assert len(dashboard["panels"]) >= 5
+    assert asked <= exported, asked - exported

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from typing import Any
 
+import celery.apps.worker
 from billiard.process import current_process
 from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import (
     after_setup_logger,
+    after_setup_task_logger,
     worker_process_init,
     worker_ready,
     worker_shutting_down,
@@ -17,6 +20,7 @@ from celery.signals import (
 
 from app.broker import make_celery_app
 from app.config import get_settings
+from app.logs import JsonFormatter, RedactSecrets
 from worker.devices import pin_gpu
 from worker.presence import Presence
 from worker.runner import SHUTTING_DOWN
@@ -53,9 +57,29 @@ def _quiet_the_connection_loss_reminder(**_: object) -> None:
 
 
 @after_setup_logger.connect
-def _broker_loss_in_one_line(logger: logging.Logger, **_: object) -> None:
+@after_setup_task_logger.connect
+def _shape_worker_logs(logger: logging.Logger, **_: object) -> None:
+    """Celery's handlers (the root logger's, and its task logger's): no secrets, one line for
+    a lost broker, and JSON lines with TAAS_LOG_FORMAT=json."""
+    settings = get_settings()
     for handler in logger.handlers:
         handler.addFilter(BrokerLossInOneLine())
+        handler.addFilter(RedactSecrets(settings))
+        if settings.log_format == "json":
+            handler.setFormatter(JsonFormatter())
+    if settings.log_format == "json":
+        celery.apps.worker.safe_say = _say_as_json  # type: ignore[attr-defined]
+
+
+def _say_as_json(message: str, file: Any = sys.__stderr__) -> None:
+    """Celery prints a few notices (a warm shutdown) from signal handlers, bypassing logging;
+    in JSON mode they become JSON lines too, written at once like Celery's own."""
+    record = logging.LogRecord("celery.worker", logging.WARNING, __file__, 0, message, (), None)
+    try:
+        file.write(JsonFormatter().format(record) + "\n")
+        file.flush()
+    except (OSError, ValueError):  # the stream is closed: nothing to say it on
+        pass
 
 
 @worker_process_init.connect

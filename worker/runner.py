@@ -6,6 +6,7 @@ the lease alive and notices a cancel, which the trainer sees between batches via
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import os
@@ -22,6 +23,8 @@ import torch
 
 from app.config import Settings, get_settings
 from app.memory import MemoryEstimate
+from app.request_context import bind as bind_log_context
+from app.request_context import job_context
 from app.spec import BUILTIN_DATASETS, JOB_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
 from app.storage_space import free_bytes, storage_full_reason
 from worker.dataset_cache import cached_dataset
@@ -194,7 +197,13 @@ class Heartbeat:
     def __init__(self, context: JobContext, period: float) -> None:
         self.context, self.period = context, min(period, PROGRESS_SECONDS)
         self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="taas-heartbeat", daemon=True)
+        # Run in a copy of this context: its log lines name the job and attempt too.
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name="taas-heartbeat",
+            daemon=True,
+        )
 
     def __enter__(self) -> Heartbeat:
         self.thread.start()
@@ -289,11 +298,13 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         storage_wait_seconds=settings.storage_wait_seconds,
     )
     try:
-        if _scratch_is_low(settings, job_id):
-            return
-        claim = _claim(reporter, job_id)
-        if claim is not None:
-            _run_claimed(claim, reporter, scratch, settings)
+        with job_context(job_id):  # every log line until the job is done names it
+            if _scratch_is_low(settings, job_id):
+                return
+            claim = _claim(reporter, job_id)
+            if claim is not None:
+                bind_log_context(attempt=claim.attempt)
+                _run_claimed(claim, reporter, scratch, settings)
     finally:
         reporter.close()
         # However the job ended (even when its result could not be reported), this worker's
@@ -332,6 +343,7 @@ def _claim(reporter: ApiReporter, job_id: str) -> Claim | None:
 def _run_claimed(claim: Claim, reporter: ApiReporter, scratch: Path, settings: Settings) -> None:
     spec = JobSpec.model_validate(claim.spec)
     context = JobContext(reporter, claim.job_id, claim.attempt, spec.training.epochs, scratch)
+    logger.info("job %s: attempt %d started", claim.job_id, claim.attempt)
     with (
         Heartbeat(context, claim.heartbeat_seconds),
         Watchdog(context, claim.time_limit_seconds),
@@ -350,6 +362,7 @@ def _run_claimed(claim: Claim, reporter: ApiReporter, scratch: Path, settings: S
     # StorageFull propagates and the attempt's lease expires: the reconciler then re-queues or
     # fails the job as soon as the database takes writes again.
     context.call_api(reporter.finish, outcome)
+    logger.info("job %s: attempt %d ended %s", claim.job_id, claim.attempt, outcome["status"])
 
 
 def _timeout_message(claim: Claim, context: JobContext) -> str:

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app import request_context
 from app.auth.models import ApiKey, Tenant
 from app.auth.scopes import Scope, grants, scope_for_method
 from app.auth.service import (
@@ -59,6 +60,7 @@ def authenticated_key(request: Request, session: SessionDep, credentials: Creden
     reason = refusal(api_key, now)
     if reason is not None or api_key is None:
         raise _unauthorized(reason or "invalid API key")
+    request_context.bind(tenant=api_key.tenant.name)  # every log line of this request says whose
     _count_request(request, api_key.public_id)
     if api_key.last_used_at is None or api_key.last_used_at < now - LAST_USED_RESOLUTION:
         # Its own short transaction: the request's may last as long as an upload, and must not

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app import request_context
 from app.artifacts.dependencies import StorageDep
 from app.artifacts.service import (
     ARTIFACT_KINDS,
@@ -60,6 +61,7 @@ def claim(
     require_room_for_new_work(settings, f"claim of job {job_id[:64]}")
     job = service.claim_job(session, job_id, body.worker, settings)
     session.commit()
+    request_context.bind(attempt=job.attempt)  # the attempt this claim started
     uploaded = service.uploaded_dataset(session, job)
     return ClaimResponse(
         job_id=job.id,

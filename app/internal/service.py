@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.artifacts.models import Artifact
 from app.config import Settings
 from app.datasets.models import Dataset
@@ -148,6 +149,7 @@ def add_metric_point(session: Session, job_id: str, attempt: int, point: MetricP
     if exists is None:
         session.add(MetricPoint(job_id=job_id, attempt=attempt, **point.model_dump()))
         publish(session, job, "metric", {"granularity": "epoch", **point.model_dump()})
+        metrics.epoch_reported(session, job.queue, point.samples_per_second, point.epoch_seconds)
         if job.sweep_id is not None:
             session.flush()
             _consider_pruning(session, job, point.epoch)

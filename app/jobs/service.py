@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.artifacts.models import Artifact
 from app.auth.models import Tenant
 from app.config import Settings
@@ -99,6 +100,7 @@ def transition(
 ) -> bool:
     """Compare-and-set the job's status, so concurrent writers (a cancel racing a finish) cannot
     overwrite each other: the update applies only if the status and attempt are still as read."""
+    previous = job.status
     result = session.execute(
         update(Job)
         .where(Job.id == job.id, Job.attempt == job.attempt, Job.status.in_(list(allowed_from)))
@@ -106,7 +108,10 @@ def transition(
         .execution_options(synchronize_session=False)
     )
     session.refresh(job)
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    changed = bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if changed:
+        metrics.job_transitioned(session, job, previous, new_status)
+    return changed
 
 
 def cancelled(message: str) -> dict[str, Any]:
