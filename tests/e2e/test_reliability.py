@@ -196,14 +196,36 @@ def test_serve_restarts_its_killed_worker_and_the_job_resumes(embedded: Deployme
     assert "the worker exited (-9); restarting it" in serve.log()
 
 
+class Presence:
+    """A worker's presence, said to the API directly (as a worker does every few seconds)."""
+
+    def __init__(self, deployment: Deployment, name: str) -> None:
+        self.url = f"{deployment.api_url}/internal/v1/workers/{name}"
+        self.headers = {"Authorization": f"Bearer {deployment.env['TAAS_WORKER_TOKEN']}"}
+
+    def put(self) -> None:
+        body = {"queues": ["cpu"], "slots": 1}
+        response = httpx.put(self.url, json=body, headers=self.headers, timeout=30)
+        assert response.status_code == 200, response.text
+
+    def delete(self) -> None:
+        assert httpx.delete(self.url, headers=self.headers, timeout=30).status_code == 204
+
+
+def say_alive(deployment: Deployment, name: str) -> Presence:
+    presence = Presence(deployment, name)
+    presence.put()
+    return presence
+
+
 def test_jobs_queued_across_a_redis_restart_all_run(
     private_redis: PrivateRedis, production: Callable[..., Deployment]
 ) -> None:
     # Requeue after 1 s (doubling): jobs the broker lost are sent again soon after it is back.
     deployment = production(broker_url=private_redis.url, workers=0, TAAS_REQUEUE_AFTER_SECONDS="1")
     with client_for(deployment) as client:
-        job_ids = [client.submit(TINY_JOB)["id"] for _ in range(5)]
-        private_redis.kill()  # and with it the 5 messages
+        job_ids = [client.submit(TINY_JOB)["id"] for _ in range(5)]  # waiting: no worker yet
+        private_redis.kill()
 
         ready = httpx.get(f"{deployment.api_url}/readyz", timeout=30)
         assert ready.status_code == 503
@@ -213,7 +235,10 @@ def test_jobs_queued_across_a_redis_restart_all_run(
         assert during.status_code == 201, during.text
         assert during.json()["status"] == "queued"
         job_ids.append(during.json()["id"])
-        assert "broker unreachable" in " ".join(messages(client, job_ids[-1]))
+        # A worker says it has a free slot: the fairest job is sent, and the broker refuses it.
+        slot = say_alive(deployment, "a-worker-whose-broker-is-down")
+        assert "broker unreachable" in " ".join(messages(client, job_ids[0]))
+        slot.delete()
 
         private_redis.start()
         wait_until(

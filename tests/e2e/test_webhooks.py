@@ -1,6 +1,6 @@
-"""Webhooks end to end: `taas serve` sends signed deliveries of a real job to a real receiver on
-127.0.0.1, retries a failing receiver with the same webhook-id, and a job's end arrives within
-2 s of the job's finished_at."""
+"""Webhooks end to end, on `taas serve` and on PostgreSQL + Redis: the API sends signed
+deliveries of a real job to a real receiver on 127.0.0.1, retries a failing receiver with the
+same webhook-id, and a job's end arrives within 2 s of the job's finished_at."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_SYNTHETIC
-from tests.e2e.conftest import Deployment, start_embedded
+from tests.e2e.conftest import Deployment, start_embedded, start_production
 
 FLAKY_FAILURES = 2  # /flaky answers 500 this many times, then 200
 
@@ -75,15 +75,22 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[Deployment]:
-    deployment = start_embedded(
-        tmp_path,
-        TAAS_WEBHOOK_ALLOW_PRIVATE="true",
-        TAAS_WEBHOOK_RETRY_SCHEDULE="0,0.5,0.5",  # seconds, not the spec's minutes
-    )
-    yield deployment
-    deployment.stop()
+WEBHOOK_SETTINGS = {
+    "TAAS_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
+    "TAAS_WEBHOOK_RETRY_SCHEDULE": "0,0.5,0.5",  # seconds, not the spec's minutes
+}
+
+
+@pytest.fixture(params=["embedded", "production"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    """`taas serve`, or `taas api` + `taas worker` on PostgreSQL and Redis."""
+    if request.param == "embedded":
+        started = start_embedded(tmp_path, **WEBHOOK_SETTINGS)
+    else:
+        postgres_url = request.getfixturevalue("postgres_url")
+        started = start_production(tmp_path, postgres_url, **WEBHOOK_SETTINGS)
+    yield started
+    started.stop()
 
 
 def verify(secret: str, arrival: Arrival) -> None:
@@ -107,11 +114,11 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def test_job_events_are_delivered_signed_retried_and_promptly(
-    embedded: Deployment, receiver: Receiver
+    deployment: Deployment, receiver: Receiver
 ) -> None:
-    key = embedded.create_key("acme")
+    key = deployment.create_key("acme")
     headers = {"Authorization": f"Bearer {key}"}
-    with httpx.Client(base_url=embedded.api_url, headers=headers, timeout=30) as api:
+    with httpx.Client(base_url=deployment.api_url, headers=headers, timeout=30) as api:
         check_deliveries(api, receiver)
 
 

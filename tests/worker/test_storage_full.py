@@ -9,6 +9,7 @@ import errno
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -191,7 +192,7 @@ def test_the_scratch_folder_is_removed_even_when_the_finish_cannot_be_reported(
         raise StorageFull(507, "storage full: the database or its disk is full")
 
     monkeypatch.setattr(runner, "_run_claimed", claim_then_fill_scratch)
-    monkeypatch.setattr(runner, "_claim", lambda *_args: object())
+    monkeypatch.setattr(runner, "_claim", lambda *_args: SimpleNamespace(attempt=1))
     with pytest.raises(StorageFull):
         run_job_by_id(job_id, settings)
     assert not scratch.exists()
