@@ -165,6 +165,8 @@ def job_summary(
         ),
         ("training", _recipe(spec["training"])),
     ]
+    if job.get("waiting_for"):
+        fields.insert(2, ("waiting", f"for {job['waiting_for']}"))
     if metrics["test_accuracy"] is not None:
         test = f"accuracy {metrics['test_accuracy']:.4f}, loss {number(metrics['test_loss'])}"
         fields.append(("test", test))

@@ -91,6 +91,9 @@ class JobOut(BaseModel):
     device: str | None = Field(description="the device the last attempt trained on")
     acceleration: dict[str, Any] | None = Field(description="what the trainer applied, and why")
     stop_reason: str | None = Field(description="completed, cancelled, target_reached, ...")
+    waiting_for: str | None = Field(
+        default=None, description="while queued: what it waits for, in words"
+    )
     sweep_id: str | None = Field(default=None, description="the sweep this job is a trial of")
     trial_number: int | None = Field(default=None, description="its number in that sweep")
     params: dict[str, Any] | None = Field(

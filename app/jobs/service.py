@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app import metrics
 from app.artifacts.models import Artifact
 from app.auth.models import Tenant
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.datasets.service import info_for_job
 from app.db import utcnow
 from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
@@ -32,6 +32,7 @@ from app.jobs.schemas import (
     StepPointOut,
 )
 from app.memory import check_fits_largest_worker
+from app.scheduling.presence import waiting_for
 from app.spec import (
     JOB_ID_PATTERN,
     JobSpec,
@@ -340,10 +341,18 @@ def describe_job(session: Session, job: Job) -> JobOut:
         device=job.device,
         acceleration=job.acceleration,
         stop_reason=job.stop_reason,
+        waiting_for=_waiting_for(session, job),
         sweep_id=job.sweep_id,
         trial_number=job.trial_number,
         params=job.params,
     )
+
+
+def _waiting_for(session: Session, job: Job) -> str | None:
+    if job.status != "queued":
+        return None
+    sent = job.enqueued_at is not None
+    return waiting_for(session, job.queue, sent, get_settings().presence_seconds)
 
 
 def describe_progress(job: Job, fraction: float) -> Progress:

@@ -27,7 +27,7 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.orm import Session
@@ -38,7 +38,7 @@ from app.config import Settings
 from app.db import session_scope, utcnow
 from app.jobs.models import Job
 from app.jobs.service import record_event
-from app.scheduling.models import WorkerPresence
+from app.scheduling.presence import live_workers
 from app.time_limits import attempt_time_limit
 
 logger = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ logger = logging.getLogger(__name__)
 # pg_advisory_xact_lock's key for "choosing jobs to dispatch": a constant the service owns.
 _DISPATCH_LOCK_KEY = 0x7461_6173_0002
 _PROCESS_LOCK = threading.Lock()
-# A worker not heard from within this many presence periods has no free slots.
-PRESENCE_PERIODS = 3
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
@@ -102,7 +100,9 @@ def choose_jobs(session: Session, settings: Settings) -> list[Sent]:
 def free_slots(session: Session, queue: str, settings: Settings) -> int:
     """Slots of live workers on the queue, less its jobs running and sent but not claimed."""
     capacity = sum(
-        worker.slots for worker in live_workers(session, settings) if queue in worker.queues
+        worker.slots
+        for worker in live_workers(session, settings.presence_seconds)
+        if queue in worker.queues
     )
     if capacity == 0:
         return 0
@@ -110,13 +110,6 @@ def free_slots(session: Session, queue: str, settings: Settings) -> int:
         select(func.count()).select_from(Job).where(Job.queue == queue, _holds_a_slot())
     )
     return capacity - int(taken or 0)
-
-
-def live_workers(session: Session, settings: Settings) -> list[WorkerPresence]:
-    heard_since = utcnow() - timedelta(seconds=settings.presence_seconds * PRESENCE_PERIODS)
-    return list(
-        session.scalars(select(WorkerPresence).where(WorkerPresence.seen_at >= heard_since))
-    )
 
 
 def _holds_a_slot() -> ColumnElement[bool]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -13,6 +13,8 @@ from app.scheduling.schemas import PresenceIn
 
 # Rows of workers gone this long are deleted (they stopped counting long before).
 FORGET_AFTER = timedelta(hours=1)
+# A worker not heard from within this many presence periods has no free slots.
+PRESENCE_PERIODS = 3
 
 
 def note_presence(session: Session, name: str, presence: PresenceIn) -> None:
@@ -36,3 +38,23 @@ def forget_gone_workers(session: Session) -> int:
         delete(WorkerPresence).where(WorkerPresence.seen_at < utcnow() - FORGET_AFTER)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def live_workers(session: Session, presence_seconds: float) -> list[WorkerPresence]:
+    """The workers heard from within three presence periods."""
+    heard_since = utcnow() - timedelta(seconds=presence_seconds * PRESENCE_PERIODS)
+    query = select(WorkerPresence).where(WorkerPresence.seen_at >= heard_since)
+    return list(session.scalars(query))
+
+
+def waiting_for(session: Session, queue: str, sent: bool, presence_seconds: float) -> str:
+    """What a queued job waits for, in words: a job nobody can run must not wait in silence."""
+    if sent:
+        return f"a worker on the {queue} queue to take it (it was sent to a free slot)"
+    slots = sum(w.slots for w in live_workers(session, presence_seconds) if queue in w.queues)
+    if slots == 0:
+        return f"a worker on the {queue} queue: none is running now; it starts when one is"
+    return (
+        f"a free slot on the {queue} queue ({slots} in all, busy with jobs that came first or "
+        "are fairer to run: fewer running for their tenant, or a higher priority)"
+    )

@@ -129,3 +129,10 @@ def test_job_table_shows_waiting_and_running_time_and_accuracy() -> None:
     assert lines[2].split()[1:] == [
         "queued", "fashion-cnn", "epoch", "0/2", "(0%)", "1h00m", "-", "-",
     ]  # fmt: skip
+
+
+def test_a_queued_job_says_what_it_waits_for() -> None:
+    waiting = "a worker on the gpu queue: none is running now; it starts when one is"
+    job = a_job(status="queued", started_at=None, finished_at=None, waiting_for=waiting)
+    lines = job_summary(job, [], [], now=NOW)
+    assert lines[2] == f"waiting   for {waiting}"

@@ -71,12 +71,26 @@ def tenants(make_key: Callable[[str], str]) -> dict[str, dict[str, str]]:
     return {name: {"Authorization": f"Bearer {make_key(name)}"} for name in ("a", "b")}
 
 
-def test_without_a_live_worker_jobs_wait_in_the_database(
-    api: TestClient, auth: dict[str, str]
+def test_without_a_live_worker_jobs_wait_in_the_database_and_say_so(
+    api: TestClient, auth: dict[str, str], worker: Any
 ) -> None:
-    submit(api, auth, "first")
+    job_id = submit(api, auth, "first")
     assert (sent(), messages()) == ([], 0)
-    assert api.get("/v1/jobs", headers=auth).json()["items"][0]["status"] == "queued"
+    job = api.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert job["status"] == "queued"
+    assert job["waiting_for"] == (
+        "a worker on the cpu queue: none is running now; it starts when one is"
+    )
+    worker(slots=1)
+    assert api.get(f"/v1/jobs/{job_id}", headers=auth).json()["waiting_for"] == (
+        "a worker on the cpu queue to take it (it was sent to a free slot)"
+    )
+    second = submit(api, auth, "second")
+    assert (
+        api.get(f"/v1/jobs/{second}", headers=auth)
+        .json()["waiting_for"]
+        .startswith("a free slot on the cpu queue (1 in all")
+    )
 
 
 def test_one_job_per_free_slot_reaches_the_broker(

@@ -182,6 +182,7 @@ class JobPage {
       ["Started", dateTime(job.started_at)], ["Finished", dateTime(job.finished_at)],
       ["Duration", duration(jobSeconds(job))],
     ];
+    if (job.waiting_for) facts.splice(1, 0, ["Waiting for", job.waiting_for]);
     const items = facts.map(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]);
     if (job.sweep_id) {
       items.push(h("dt", { text: "Sweep" }), h("dd", {},
