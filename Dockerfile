@@ -15,6 +15,7 @@ RUN pip install "torch>=2.10" "torchvision>=0.25" \
 
 WORKDIR /src
 COPY pyproject.toml README.md alembic.ini ./
+COPY sdk ./sdk
 COPY app ./app
 COPY worker ./worker
 COPY migrations ./migrations

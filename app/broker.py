@@ -15,7 +15,7 @@ from celery import Celery
 from kombu import Queue
 from kombu.exceptions import ChannelError
 
-from app.config import Settings, get_settings
+from taas.app.config import Settings, get_settings
 
 RUN_JOB_TASK = "taas.run_job"
 ALL_QUEUES = ("cpu", "gpu")

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from app.auth.scopes import Scope
-from app.config import get_settings
+from taas.app.auth.scopes import Scope
+from taas.app.config import get_settings
 
 cli = typer.Typer(
     help="taas: training as a service.",
@@ -42,7 +42,7 @@ def serve(
 
     Logs go to files under TAAS_HOME/logs; the console shows where things are, and warnings and
     errors."""
-    from app.serve import serve as run_embedded
+    from taas.app.serve import serve as run_embedded
 
     run_embedded(host, port)
 
@@ -56,14 +56,14 @@ def api(
     """Run the API server only (production: run `taas migrate` first)."""
     import uvicorn
 
-    from app.logs import uvicorn_log_config
-    from app.metrics_dir import metrics_shared_by_processes
+    from taas.app.logs import uvicorn_log_config
+    from taas.app.metrics_dir import metrics_shared_by_processes
 
     settings = get_settings()
     settings.check_production_safety()
     with metrics_shared_by_processes(workers):
         uvicorn.run(
-            "app.main:create_app",
+            "taas.app.main:create_app",
             factory=True,
             host=host,
             port=port,
@@ -84,7 +84,7 @@ def worker(
     """Run a Celery worker that trains jobs from the given queues."""
     if gpus is not None:
         concurrency = _one_process_per_gpu(gpus, concurrency)
-    from worker.celery_app import celery_app
+    from taas.worker.celery_app import celery_app
 
     # One job per process: the solo pool runs it in this process; more means prefork children.
     pool = (
@@ -92,7 +92,7 @@ def worker(
     )
     quiet = []
     if get_settings().log_format == "json":
-        from app.logs import start_json_logging
+        from taas.app.logs import start_json_logging
 
         start_json_logging(get_settings())
         quiet = ["--quiet"]  # Celery's banner is printed, not logged: no line a pipeline reads
@@ -111,7 +111,7 @@ def worker(
 
 def _one_process_per_gpu(gpus: str, concurrency: int) -> int:
     """Hand the GPU list to the pool processes (each takes its own); returns the concurrency."""
-    from worker.devices import GPUS_ENV, parse_gpus, pin_gpu
+    from taas.worker.devices import GPUS_ENV, parse_gpus, pin_gpu
 
     try:
         listed = parse_gpus(gpus)
@@ -131,7 +131,7 @@ def _one_process_per_gpu(gpus: str, concurrency: int) -> int:
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date (Alembic)."""
-    from app import migrate as migrations
+    from taas.app import migrate as migrations
 
     migrations.upgrade()
     typer.echo("database is at the latest schema")
@@ -164,7 +164,7 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key and print it (it is stored hashed and cannot be shown again)."""
-    from app.cli_keys import create_offline, created_note
+    from taas.app.cli_keys import create_offline, created_note
 
     checked_scope = _scope(scope)
     expires_at = _expiry(expires_in)
@@ -181,7 +181,7 @@ def keys_create(
 @keys_cli.command("list")
 def keys_list(tenant: TenantOption = None) -> None:
     """The keys that work (or expired; not revoked ones): id, name, scope and dates."""
-    from app.cli_keys import key_table, list_offline
+    from taas.app.cli_keys import key_table, list_offline
 
     if tenant is not None:
         keys = _offline(lambda: list_offline(tenant))
@@ -195,7 +195,7 @@ def keys_list(tenant: TenantOption = None) -> None:
 @keys_cli.command("revoke")
 def keys_revoke(key_id: str, tenant: TenantOption = None) -> None:
     """Revoke a key (`key_...`, from `taas keys list`): refused from its next request on."""
-    from app.cli_keys import revoke_offline
+    from taas.app.cli_keys import revoke_offline
 
     if tenant is not None:
         _offline(lambda: revoke_offline(tenant, key_id))
@@ -206,7 +206,7 @@ def keys_revoke(key_id: str, tenant: TenantOption = None) -> None:
 
 
 def _scope(value: str) -> Scope:
-    from app.auth.scopes import SCOPES
+    from taas.app.auth.scopes import SCOPES
 
     if value not in SCOPES:
         raise typer.BadParameter(
@@ -216,7 +216,7 @@ def _scope(value: str) -> Scope:
 
 
 def _expiry(expires_in: str | None) -> datetime | None:
-    from app.cli_keys import parse_duration
+    from taas.app.cli_keys import parse_duration
 
     if expires_in is None:
         return None
@@ -228,7 +228,7 @@ def _expiry(expires_in: str | None) -> datetime | None:
 
 def _offline(action: Any) -> Any:
     """Run an operator action on the database; a missing tenant or key is a sentence, exit 1."""
-    from app.errors import DomainError
+    from taas.app.errors import DomainError
 
     try:
         return action()
@@ -249,8 +249,8 @@ def tenants_set(
     ],
 ) -> None:
     """Set a tenant's own cap on running jobs (on the database directly, no server needed)."""
-    from app.auth.service import find_tenant
-    from app.db import session_scope
+    from taas.app.auth.service import find_tenant
+    from taas.app.db import session_scope
 
     cap = _running_cap(max_running)
     with session_scope() as session:
@@ -275,7 +275,7 @@ def _key_file() -> Path:
 
 
 def _client() -> Any:
-    from app.client import TaasClient
+    from taas.client import Client
 
     settings = get_settings()
     key = settings.api_key
@@ -286,7 +286,7 @@ def _client() -> Any:
             f"no API key: set TAAS_API_KEY or run `taas serve` (writes {_key_file()})", err=True
         )
         raise typer.Exit(EXIT_USAGE)
-    return TaasClient(settings.api_url, key)
+    return Client(settings.api_url, key)
 
 
 def _run(action: Any, spec: dict[str, Any] | None = None, job_id: str | None = None) -> Any:
@@ -294,9 +294,9 @@ def _run(action: Any, spec: dict[str, Any] | None = None, job_id: str | None = N
     import httpx
     from httpx_sse import SSEError
 
-    from app.cli_errors import Target, explain
-    from app.client import ApiError
-    from app.job_feed import StreamLost
+    from taas.app.cli_errors import Target, explain
+    from taas.app.job_feed import StreamLost
+    from taas.errors import ApiError
 
     try:
         return action()
@@ -329,8 +329,8 @@ def _watch_job(client: Any, job_id: str, view: Any = None) -> None:
     """Show the job's events until its end, then exit with its outcome's code."""
     import sys
 
-    from app.cli_watch import LiveView, PlainView, watch
-    from app.job_feed import job_events
+    from taas.app.cli_watch import LiveView, PlainView, watch
+    from taas.app.job_feed import job_events
 
     if view is None and sys.stdout.isatty():
         from rich.console import Console
@@ -385,7 +385,7 @@ def jobs(
     limit: Annotated[int, typer.Option(help="how many")] = 20,
 ) -> None:
     """List your jobs, newest first: how long each waited and ran, and its accuracy."""
-    from app.cli_format import job_table
+    from taas.app.cli_format import job_table
 
     with _client() as client:
         page = _run(lambda: client.jobs(status=status, limit=limit))
@@ -402,7 +402,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="the job as the API returns it")] = False,
 ) -> None:
     """Show a job: status, progress, times, device, metrics per epoch, error, artifacts."""
-    from app.cli_format import job_summary
+    from taas.app.cli_format import job_summary
 
     with _client() as client:
         job = _run(lambda: client.job(job_id), job_id=job_id)
@@ -425,9 +425,9 @@ def logs(
     """Print a job's events: status changes and messages from its attempts."""
     import sys
 
-    from app.cli_format import event_line
-    from app.cli_watch import LogView
-    from app.job_feed import history_items
+    from taas.app.cli_format import event_line
+    from taas.app.cli_watch import LogView
+    from taas.app.job_feed import history_items
 
     with _client() as client:
         if follow:
@@ -534,7 +534,7 @@ def _follow_sweep(client: Any, sweep: dict[str, Any]) -> None:
     code of its outcome."""
     import time
 
-    from app.cli_sweeps import SweepEnd, progress_line, sweep_summary
+    from taas.app.cli_sweeps import SweepEnd, progress_line, sweep_summary
 
     shown, sweep_id = "", sweep["id"]
     try:
@@ -568,7 +568,7 @@ def sweep_status(
     ] = False,
 ) -> None:
     """Show a sweep: objective, trial counts, best trial, and the leaderboard of its trials."""
-    from app.cli_sweeps import sweep_summary
+    from taas.app.cli_sweeps import sweep_summary
 
     with _client() as client:
         sweep = _run(lambda: client.sweep(sweep_id))
@@ -592,7 +592,7 @@ def sweep_best(
     ] = None,
 ) -> None:
     """The best trial (or the Pareto front): its params, objective values and test accuracy."""
-    from app.cli_sweeps import params_text, trial_result
+    from taas.app.cli_sweeps import params_text, trial_result
 
     with _client() as client:
         sweep = _run(lambda: client.sweep(sweep_id))
@@ -614,8 +614,8 @@ def sweep_best(
 @sweep_cli.command("list")
 def sweep_list(limit: Annotated[int, typer.Option(help="how many")] = 20) -> None:
     """Your sweeps, newest first."""
-    from app.cli_format import table
-    from app.cli_sweeps import best_text, objective_text
+    from taas.app.cli_format import table
+    from taas.app.cli_sweeps import best_text, objective_text
 
     with _client() as client:
         sweeps = _run(lambda: client.sweeps(limit))
@@ -651,7 +651,7 @@ def sweep_cancel(sweep_id: str) -> None:
 )
 def bench(ctx: typer.Context) -> None:
     """Measure the accelerated trainer against the plain PyTorch loop (options: --help)."""
-    from worker.trainer import bench as trainer_bench
+    from taas.worker.trainer import bench as trainer_bench
 
     # The options live in one place, the bench's own parser: forward them all, --help included.
     raise typer.Exit(trainer_bench.main(ctx.args, prog="taas bench"))

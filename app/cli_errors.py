@@ -16,8 +16,8 @@ from typing import Any, Literal, Union
 import httpx
 from pydantic import BaseModel
 
-from app.client import ApiError
-from app.spec import BUILTIN_DATASETS, JobSpec
+from taas.app.spec import BUILTIN_DATASETS, JobSpec
+from taas.errors import ApiError
 
 
 @dataclass(frozen=True)

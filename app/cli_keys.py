@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.auth.scopes import Scope
-from app.cli_format import table
+from taas.app.auth.scopes import Scope
+from taas.app.cli_format import table
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -31,9 +31,9 @@ def create_offline(
     tenant: str, name: str, scope: Scope, expires_at: datetime | None
 ) -> dict[str, Any]:
     """A key for the tenant (created if new), written to the database directly."""
-    from app.auth.schemas import CreatedKey, KeyOut
-    from app.auth.service import get_or_create_tenant, issue_key
-    from app.db import session_scope
+    from taas.app.auth.schemas import CreatedKey, KeyOut
+    from taas.app.auth.service import get_or_create_tenant, issue_key
+    from taas.app.db import session_scope
 
     with session_scope() as session:
         issued = issue_key(session, get_or_create_tenant(session, tenant), name, scope, expires_at)
@@ -42,9 +42,9 @@ def create_offline(
 
 
 def list_offline(tenant: str) -> list[dict[str, Any]]:
-    from app.auth.schemas import KeyOut
-    from app.auth.service import find_tenant, list_keys
-    from app.db import session_scope
+    from taas.app.auth.schemas import KeyOut
+    from taas.app.auth.service import find_tenant, list_keys
+    from taas.app.db import session_scope
 
     with session_scope() as session:
         rows = list_keys(session, find_tenant(session, tenant).id)
@@ -52,8 +52,8 @@ def list_offline(tenant: str) -> list[dict[str, Any]]:
 
 
 def revoke_offline(tenant: str, key_id: str) -> None:
-    from app.auth.service import find_tenant, revoke_key
-    from app.db import session_scope
+    from taas.app.auth.service import find_tenant, revoke_key
+    from taas.app.db import session_scope
 
     with session_scope() as session:
         revoke_key(session, find_tenant(session, tenant).id, key_id)

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from app.cli_format import duration, table
+from taas.app.cli_format import duration, table
 
 SweepEnd = frozenset({"succeeded", "failed", "cancelled"})
 UNFINISHED = ("queued", "running", "cancelling")

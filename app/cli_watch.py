@@ -11,8 +11,8 @@ from typing import Any, Protocol, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from app.cli_format import duration, event_line, number, outcome_lines
-from app.job_feed import JobEvent
+from taas.app.cli_format import duration, event_line, number, outcome_lines
+from taas.app.job_feed import JobEvent
 
 PROGRESS_LINE_SECONDS = 5.0  # plain output: at most one progress line this often within an epoch
 

@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.rate_limits import parse_rate_limit
-from app.spec import Limits
+from taas.app.rate_limits import parse_rate_limit
+from taas.app.spec import Limits
 
 
 class Settings(BaseSettings):

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from app.config import get_settings
+from taas.app.config import get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from app.auth.dependencies import SettingsDep
-from app.broker import broker_answers
-from app.db import get_engine
-from app.storage_space import api_locations, measure
+from taas.app.auth.dependencies import SettingsDep
+from taas.app.broker import broker_answers
+from taas.app.db import get_engine
+from taas.app.storage_space import api_locations, measure
 
 router = APIRouter(tags=["health"])
 

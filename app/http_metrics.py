@@ -6,7 +6,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from taas.app import metrics
 
 # Labels must stay few whatever clients send: any other method is "other", and a path that
 # matched no route is "unmatched", never the raw path (which would hold job ids, or anything).

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError
 
-from app.client import TERMINAL, ApiError, TaasClient
+from taas.client import TERMINAL, Client
+from taas.errors import ApiError
 
 RECONNECT_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)  # about 30 s in all, then give up
 NO_STREAM = frozenset({404, 405})
@@ -38,7 +39,7 @@ Notice = Callable[[str], None]
 
 
 def job_events(
-    client: TaasClient,
+    client: Client,
     job_id: str,
     *,
     poll_seconds: float = 1.0,
@@ -84,7 +85,7 @@ def _no_stream(error: Exception) -> bool:
     return True
 
 
-def _ended(client: TaasClient, job_id: str) -> JobEvent | None:
+def _ended(client: Client, job_id: str) -> JobEvent | None:
     """The end of a job that has ended; None while it runs or when the server is not there."""
     try:
         job = client.job(job_id)
@@ -98,7 +99,7 @@ def _reason(error: Exception) -> str:
 
 
 def _polled(
-    client: TaasClient, job_id: str, poll_seconds: float, sleep: Callable[[float], None]
+    client: Client, job_id: str, poll_seconds: float, sleep: Callable[[float], None]
 ) -> Iterator[JobEvent]:
     """The events of a job made by polling it: what changed since the previous poll."""
     seen_events, seen_epochs = 0, 0

@@ -16,8 +16,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from app import request_context
-from app.config import Settings, get_settings
+from taas.app import request_context
+from taas.app.config import Settings, get_settings
 
 REDACTED = "[redacted]"
 # Secrets recognised by their shape, whatever their value.

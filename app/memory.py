@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.spec import (
+from taas.app.spec import (
     CnnSpec,
     DatasetInfo,
     JobSpec,

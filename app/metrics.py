@@ -22,8 +22,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
-    from app.jobs.models import Job
-    from app.reconciler import Reconciled
+    from taas.app.jobs.models import Job
+    from taas.app.reconciler import Reconciled
 
 # Seconds, from a cached GET (milliseconds) to an upload or a stream (minutes).
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -28,11 +28,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from app.auth.dependencies import SettingsDep
-from app.broker import ALL_QUEUES
-from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope
-from app.jobs.models import JOB_STATUSES, Job
-from app.metrics_dir import MULTIPROCESS_ENV
+from taas.app.auth.dependencies import SettingsDep
+from taas.app.broker import ALL_QUEUES
+from taas.app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope
+from taas.app.jobs.models import JOB_STATUSES, Job
+from taas.app.metrics_dir import MULTIPROCESS_ENV
 
 logger = logging.getLogger(__name__)
 

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from importlib.resources import files
-from importlib.util import find_spec
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-from app.config import get_settings
-from app.db import ensure_sqlite_folder
+from taas.app.config import get_settings
+from taas.app.db import ensure_sqlite_folder
 
 
 def script_location() -> str:
-    """Installed, the scripts ship as ``app.migrations``; imported from a source checkout (as the
-    test suite does), ``app`` is the folder and the scripts are its sibling ``migrations/``."""
-    if find_spec("app.migrations") is not None:
-        return str(files("app.migrations"))
-    return str(Path(__file__).resolve().parent.parent / "migrations")
+    """The scripts live in the repository's migrations/ folder and ship as
+    ``taas.app.migrations`` (see pyproject.toml)."""
+    return str(files("taas.app.migrations"))
 
 
 def alembic_config(database_url: str | None = None) -> Config:

@@ -1,14 +1,14 @@
 """Every ORM model, imported once so that ``Base.metadata`` knows all tables (Alembic needs it)."""
 
-from app.artifacts.models import Artifact
-from app.auth.models import ApiKey, Tenant
-from app.datasets.models import Dataset
-from app.db import Base
-from app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint, MetricStep
-from app.scheduling.models import WorkerPresence
-from app.stream.models import StreamEvent
-from app.sweeps.models import Sweep
-from app.webhooks.models import WebhookDelivery, WebhookEndpoint
+from taas.app.artifacts.models import Artifact
+from taas.app.auth.models import ApiKey, Tenant
+from taas.app.datasets.models import Dataset
+from taas.app.db import Base
+from taas.app.jobs.models import Attempt, Event, IdempotencyKey, Job, MetricPoint, MetricStep
+from taas.app.scheduling.models import WorkerPresence
+from taas.app.stream.models import StreamEvent
+from taas.app.sweeps.models import Sweep
+from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from app.auth.dependencies import api_key_scheme
+from taas.app.auth.dependencies import api_key_scheme
 
 Responses = dict[int | str, dict[str, Any]]
 

@@ -29,7 +29,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from taas.app.config import Settings
 
 logger = logging.getLogger(__name__)
 

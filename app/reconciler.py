@@ -34,20 +34,20 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
-from app import metrics
-from app.artifacts.service import expire_artifacts
-from app.artifacts.storage import LocalArtifactStorage
-from app.broker import broker_came_back_empty, enqueue_job, queue_depth
-from app.config import Settings
-from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
-from app.jobs.models import Attempt, Job
-from app.jobs.service import cancelled, record_event, transition
-from app.scheduling.dispatch import dispatch
-from app.scheduling.presence import forget_gone_workers
-from app.storage_space import STORAGE_FULL_LOG, storage_full_reason
-from app.sweeps.controller import advance_sweep
-from app.sweeps.models import Sweep
-from app.time_limits import attempt_time_limit, describe_time_limit
+from taas.app import metrics
+from taas.app.artifacts.service import expire_artifacts
+from taas.app.artifacts.storage import LocalArtifactStorage
+from taas.app.broker import broker_came_back_empty, enqueue_job, queue_depth
+from taas.app.config import Settings
+from taas.app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
+from taas.app.jobs.models import Attempt, Job
+from taas.app.jobs.service import cancelled, record_event, transition
+from taas.app.scheduling.dispatch import dispatch
+from taas.app.scheduling.presence import forget_gone_workers
+from taas.app.storage_space import STORAGE_FULL_LOG, storage_full_reason
+from taas.app.sweeps.controller import advance_sweep
+from taas.app.sweeps.models import Sweep
+from taas.app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import uuid
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.request_context import LogContext, bind, start
+from taas.app.request_context import LogContext, bind, start
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is kept when it is short and plain: it goes into every log line of the request,

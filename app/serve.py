@@ -22,11 +22,11 @@ from typing import IO, Any
 
 import uvicorn
 
-from app import migrate
-from app.auth.service import create_api_key
-from app.config import get_settings
-from app.db import reset_engine_cache, session_scope
-from app.logs import RedactSecrets, formatter
+from taas.app import migrate
+from taas.app.auth.service import create_api_key
+from taas.app.config import get_settings
+from taas.app.db import reset_engine_cache, session_scope
+from taas.app.logs import RedactSecrets, formatter
 
 WORKER_STOP_SECONDS = 20.0
 EMBEDDED_LEASE_SECONDS = 15.0
@@ -164,7 +164,7 @@ def _die_with_parent() -> None:
 
 
 def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu"]
+    command = [sys.executable, "-m", "taas.app.cli", "worker", "--queues", "cpu,gpu"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # Its own session: Ctrl-C in the terminal reaches only `taas serve`, which stops the worker.
     with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
@@ -292,7 +292,7 @@ def serve(host: str, port: int) -> None:
     supervisor = WorkerSupervisor(home / WORKER_LOG)
     supervisor.start()
     try:
-        from app.main import create_app
+        from taas.app.main import create_app
 
         # log_config=None: uvicorn's loggers go through the handlers above, not its own.
         config = uvicorn.Config(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from app.config import Settings
-from app.errors import InsufficientStorage
+from taas.app.config import Settings
+from taas.app.errors import InsufficientStorage
 
 STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full

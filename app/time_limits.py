@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.config import Settings
+from taas.app.config import Settings
 
 
 def attempt_time_limit(spec: dict[str, Any], settings: Settings) -> float:

@@ -15,8 +15,8 @@ import subprocess
 import sys
 from typing import Any
 
-from app.memory import estimate_memory, format_bytes
-from app.spec import JobSpec, dataset_info
+from taas.app.memory import estimate_memory, format_bytes
+from taas.app.spec import JobSpec, dataset_info
 
 FASHION_SIZED = {"shape": [1, 28, 28], "train_size": 60000, "test_size": 10000}
 SPECS: dict[str, dict[str, Any]] = {
@@ -101,8 +101,8 @@ def measure(spec_json: str) -> None:
     """In this (fresh) process: train the spec, print its peak bytes and whether amp was on."""
     import torch
 
-    from worker.trainer.data import load_dataset
-    from worker.trainer.loop import train
+    from taas.worker.trainer.data import load_dataset
+    from taas.worker.trainer.loop import train
 
     spec = JobSpec.model_validate_json(spec_json)
     cuda = spec.device == "cuda"

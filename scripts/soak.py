@@ -54,7 +54,8 @@ from typing import Any
 
 import httpx
 
-from app.client import ApiError, TaasClient
+from taas.client import Client
+from taas.errors import ApiError
 from tests.e2e.conftest import Deployment
 from tests.e2e.processes import Process, base_env, free_port, taas_command, wait_until_healthy
 from tests.private_servers import (
@@ -341,7 +342,7 @@ def restart(server: PrivateServer, down_seconds: float) -> str:
     return f"stopped, answering again after {time.monotonic() - began:.1f} s"
 
 
-def submit_all(client: TaasClient, count: int, run: str, accepted: dict[int, str]) -> None:
+def submit_all(client: Client, count: int, run: str, accepted: dict[int, str]) -> None:
     """Submit ``count`` jobs into ``accepted`` (job ids by submission number); a failed request is
     retried with the same Idempotency-Key, so a job is made once however often it is sent."""
     for number in range(count):
@@ -356,7 +357,7 @@ def submit_all(client: TaasClient, count: int, run: str, accepted: dict[int, str
                 time.sleep(1)
 
 
-def unfinished(client: TaasClient) -> int:
+def unfinished(client: Client) -> int:
     """How many of the tenant's jobs have not ended yet."""
     total = 0
     for status in NOT_ENDED:
@@ -370,14 +371,14 @@ def unfinished(client: TaasClient) -> int:
     return total
 
 
-def all_ended(client: TaasClient) -> bool:
+def all_ended(client: Client) -> bool:
     try:
         return unfinished(client) == 0
     except (httpx.TransportError, ApiError):
         return False  # a fault is under way; ask again later
 
 
-def print_progress(client: TaasClient, accepted: int, started: float) -> None:
+def print_progress(client: Client, accepted: int, started: float) -> None:
     with contextlib.suppress(httpx.TransportError, ApiError):
         waiting = unfinished(client)
         print(
@@ -387,7 +388,7 @@ def print_progress(client: TaasClient, accepted: int, started: float) -> None:
         )
 
 
-def all_job_ids(client: TaasClient) -> list[str]:
+def all_job_ids(client: Client) -> list[str]:
     ids, cursor = [], None
     while True:
         page = client.jobs(limit=100, cursor=cursor)
@@ -397,7 +398,7 @@ def all_job_ids(client: TaasClient) -> list[str]:
             return ids
 
 
-def check_job(client: TaasClient, job_id: str, report: Report) -> None:
+def check_job(client: Client, job_id: str, report: Report) -> None:
     """Count the job's outcome, and flag anything done twice."""
     try:
         job = client.job(job_id)
@@ -435,7 +436,7 @@ def check_job(client: TaasClient, job_id: str, report: Report) -> None:
 
 
 def run_with_faults(
-    chaos: ChaosDeployment, client: TaasClient, options: argparse.Namespace
+    chaos: ChaosDeployment, client: Client, options: argparse.Namespace
 ) -> tuple[dict[int, str], list[tuple[float, str, str]]]:
     """Submit in a thread while this thread injects faults, until every job ended or the
     timeout. Returns the accepted job ids and the faults."""
@@ -467,7 +468,7 @@ def soak(chaos: ChaosDeployment, options: argparse.Namespace) -> Report:
     report = Report()
     started = time.monotonic()
     key = chaos.deployment.create_key("soak")
-    with TaasClient(chaos.api_url, key, timeout=60) as client:
+    with Client(chaos.api_url, key, timeout=60) as client:
         accepted, report.faults = run_with_faults(chaos, client, options)
         print(f"soak: {len(accepted)} jobs accepted; checking them", flush=True)
         report.wall_seconds = time.monotonic() - started

@@ -127,7 +127,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="taas-stream-load-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("TAAS_")}
     env["TAAS_HOME"] = str(home)
-    taas = [sys.executable, "-m", "app.cli"]
+    taas = [sys.executable, "-m", "taas.app.cli"]
     try:
         subprocess.run([*taas, "migrate"], env=env, check=True, capture_output=True)
         key = (

@@ -89,7 +89,7 @@ def main() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TAAS_")}
     env |= {"TAAS_HOME": str(home), "TAAS_RECONCILE_SECONDS": "1"}
     port = free_port()
-    taas = [sys.executable, "-m", "app.cli"]
+    taas = [sys.executable, "-m", "taas.app.cli"]
     with open(home / "serve.log", "wb") as log:
         serve = subprocess.Popen(
             [*taas, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT

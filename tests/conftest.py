@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from app import migrate
-from app.auth.service import create_api_key
-from app.broker import get_celery_app
-from app.config import get_settings
-from app.db import reset_engine_cache, session_scope
+from taas.app import migrate
+from taas.app.auth.service import create_api_key
+from taas.app.broker import get_celery_app
+from taas.app.config import get_settings
+from taas.app.db import reset_engine_cache, session_scope
 from tests.private_servers import (
     PrivatePostgres,
     PrivateRedis,
@@ -63,7 +63,7 @@ def taas_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 @pytest.fixture
 def api(taas_home: Path) -> Iterator[TestClient]:
-    from app.main import create_app
+    from taas.app.main import create_app
 
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = {
     "ruff check": [sys.executable, "-m", "ruff", "check", "."],
     "ruff format": [sys.executable, "-m", "ruff", "format", "--check", "."],
-    "mypy": [sys.executable, "-m", "mypy", "app", "worker"],
+    "mypy": [sys.executable, "-m", "mypy"],
 }
 
 

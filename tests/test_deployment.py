@@ -14,8 +14,8 @@ import pytest
 import typer
 import yaml
 
-from app.cli import cli
-from app.config import Settings
+from taas.app.cli import cli
+from taas.app.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -102,16 +102,26 @@ def test_dockerfile_entrypoint_and_default_command_are_the_cli() -> None:
     assert "pip install ." in dockerfile
 
 
-def test_every_package_folder_ships_in_the_wheel() -> None:
-    """pyproject.toml lists the packages one by one: a new folder missing there works in a
-    checkout and fails in an installed wheel."""
+def test_every_package_folder_ships_in_the_wheel_under_taas() -> None:
+    """pyproject.toml lists the packages one by one, all under `taas`: a new folder missing
+    there works in a checkout and fails in an installed wheel, and a package outside `taas`
+    would shadow a user's own module of that name."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    folders = {
-        ".".join(init.parent.relative_to(ROOT).parts)
+    shipped = {
+        "taas." + ".".join(init.parent.relative_to(ROOT).parts)
         for top in ("app", "worker")
         for init in (ROOT / top).rglob("__init__.py")
     }
-    assert folders <= set(config["packages"])
+    shipped |= {"taas", "taas.app.migrations", "taas.app.migrations.versions"}
+    assert set(config["packages"]) == shipped
+    assert all(package.split(".")[0] == "taas" for package in config["packages"])
+    mapping = config["package-dir"]
+    assert mapping == {
+        "taas": "sdk/taas",
+        "taas.app": "app",
+        "taas.app.migrations": "migrations",
+        "taas.worker": "worker",
+    }
 
 
 def test_prometheus_scrapes_the_api_service_with_the_token_when_set() -> None:
@@ -131,7 +141,7 @@ def test_prometheus_scrapes_the_api_service_with_the_token_when_set() -> None:
 def test_the_grafana_dashboard_asks_only_for_metrics_that_exist() -> None:
     from prometheus_client import REGISTRY
 
-    import app.metrics  # noqa: F401  (registers taas's metrics)
+    import taas.app.metrics  # noqa: F401  (registers taas's metrics)
 
     exported = {"taas_jobs", "taas_database_up"} | {
         sample_name

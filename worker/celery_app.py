@@ -1,4 +1,4 @@
-"""The worker's Celery app: the shared configuration from app.broker plus this package's tasks."""
+"""The worker's Celery app: the shared configuration from taas.app.broker, plus its tasks."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from app.broker import make_celery_app
-from app.config import get_settings
-from app.logs import JsonFormatter, RedactSecrets
-from worker.devices import pin_gpu
-from worker.presence import Presence
-from worker.runner import SHUTTING_DOWN
+from taas.app.broker import make_celery_app
+from taas.app.config import get_settings
+from taas.app.logs import JsonFormatter, RedactSecrets
+from taas.worker.devices import pin_gpu
+from taas.worker.presence import Presence
+from taas.worker.runner import SHUTTING_DOWN
 
 celery_app = make_celery_app(get_settings())
-celery_app.conf.include = ["worker.tasks"]
+celery_app.conf.include = ["taas.worker.tasks"]
 
 
 class BrokerLossInOneLine(logging.Filter):

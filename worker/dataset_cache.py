@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from worker.reporter import DatasetRef, sha256_of
-from worker.trainer.data import DatasetUnavailable
+from taas.worker.reporter import DatasetRef, sha256_of
+from taas.worker.trainer.data import DatasetUnavailable
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SUFFIX = ".safetensors"

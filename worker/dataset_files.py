@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.spec import BUILTIN_DATASETS
+from taas.app.spec import BUILTIN_DATASETS
 
 # Debian's dataset-fashion-mnist package installs the IDX files here.
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from app.config import Settings
-from app.memory import DeviceKind, MemoryEstimate, estimate_memory, format_bytes
-from app.spec import DatasetInfo, JobSpec
-from worker.kernel_memory import cgroup_room, meminfo, resident_bytes
-from worker.trainer.accel import plan_acceleration
+from taas.app.config import Settings
+from taas.app.memory import DeviceKind, MemoryEstimate, estimate_memory, format_bytes
+from taas.app.spec import DatasetInfo, JobSpec
+from taas.worker.kernel_memory import cgroup_room, meminfo, resident_bytes
+from taas.worker.trainer.accel import plan_acceleration
 
 
 class NotEnoughMemory(Exception):

@@ -2,7 +2,7 @@
 
 A process killed with SIGKILL can report nothing itself, and without this its job would look like
 a lost worker: retried, killed again, and failed as ``infra`` at the last attempt. So while a job
-trains, a small watcher process (``python -m worker.oom_watch``, no PyTorch) holds a pipe from
+trains, a small watcher process (``python -m taas.worker.oom_watch``, no PyTorch) holds a pipe from
 the worker. The worker writes notes (the job's memory estimate) and, when the job ends however
 it ends, ``done``. An end of the pipe without ``done`` means the worker process is gone: if an
 OOM-kill counter of the kernel (worker.kernel_memory.oom_kill_counts) moved meanwhile, the watcher
@@ -22,7 +22,7 @@ import subprocess
 import sys
 from types import TracebackType
 
-from app.config import get_settings
+from taas.app.config import get_settings
 
 DONE = "done"
 NOTE = "note "
@@ -38,12 +38,12 @@ class OomWatch:
     """Runs the watcher for one attempt; ``note`` tells it the estimate to quote."""
 
     def __init__(self, job_id: str, attempt: int, api_url: str, worker_token: str) -> None:
-        from worker.kernel_memory import oom_kill_counts
+        from taas.worker.kernel_memory import oom_kill_counts
 
         command = [
             sys.executable,
             "-m",
-            "worker.oom_watch",
+            "taas.worker.oom_watch",
             job_id,
             str(attempt),
             json.dumps(oom_kill_counts()),
@@ -89,7 +89,7 @@ class OomWatch:
 
 def watch(job_id: str, attempt: int, counts_before: dict[str, int]) -> bool:
     """Read the worker's pipe to its end; True when it failed the attempt for memory."""
-    from worker.kernel_memory import oom_kill_counts
+    from taas.worker.kernel_memory import oom_kill_counts
 
     note, done = DEFAULT_NOTE, False
     for line in sys.stdin:
@@ -106,7 +106,7 @@ def watch(job_id: str, attempt: int, counts_before: dict[str, int]) -> bool:
 
 
 def _fail_for_memory(job_id: str, attempt: int, message: str) -> None:
-    from worker.reporter import ApiRefused, ApiReporter
+    from taas.worker.reporter import ApiRefused, ApiReporter
 
     settings = get_settings()
     reporter = ApiReporter(settings.api_url, settings.worker_token or "")

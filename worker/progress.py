@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from worker.trainer.series import StepPoint
+from taas.worker.trainer.series import StepPoint
 
 # The API takes at most this many step points per heartbeat; the rest wait for the next one.
 POINTS_PER_REPORT = 1000

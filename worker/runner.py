@@ -21,28 +21,28 @@ from typing import Any
 
 import torch
 
-from app.config import Settings, get_settings
-from app.memory import MemoryEstimate
-from app.request_context import bind as bind_log_context
-from app.request_context import job_context
-from app.spec import BUILTIN_DATASETS, JOB_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
-from app.storage_space import free_bytes, storage_full_reason
-from worker.dataset_cache import cached_dataset
-from worker.devices import device_label
-from worker.memory import NotEnoughMemory, check_fits
-from worker.oom_watch import OomWatch
-from worker.progress import LiveProgress
-from worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt, StorageFull
-from worker.trainer.data import (
+from taas.app.config import Settings, get_settings
+from taas.app.memory import MemoryEstimate
+from taas.app.request_context import bind as bind_log_context
+from taas.app.request_context import job_context
+from taas.app.spec import BUILTIN_DATASETS, JOB_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
+from taas.app.storage_space import free_bytes, storage_full_reason
+from taas.worker.dataset_cache import cached_dataset
+from taas.worker.devices import device_label
+from taas.worker.memory import NotEnoughMemory, check_fits
+from taas.worker.oom_watch import OomWatch
+from taas.worker.progress import LiveProgress
+from taas.worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt, StorageFull
+from taas.worker.trainer.data import (
     Dataset,
     DatasetUnavailable,
     dataset_info_of_canonical,
     load_canonical,
     load_dataset,
 )
-from worker.trainer.export import ExportFailed, artifact_kind, write_model_files
-from worker.trainer.loop import MetricPoint, TrainingPreempted, TrainResult, train
-from worker.trainer.series import StepPoint
+from taas.worker.trainer.export import ExportFailed, artifact_kind, write_model_files
+from taas.worker.trainer.loop import MetricPoint, TrainingPreempted, TrainResult, train
+from taas.worker.trainer.series import StepPoint
 
 logger = logging.getLogger(__name__)
 

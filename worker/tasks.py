@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery.exceptions import Reject
 
-from app.broker import RUN_JOB_TASK
-from worker.celery_app import celery_app
-from worker.runner import SHUTTING_DOWN, run_job_by_id
+from taas.app.broker import RUN_JOB_TASK
+from taas.worker.celery_app import celery_app
+from taas.worker.runner import SHUTTING_DOWN, run_job_by_id
 
 
 @celery_app.task(name=RUN_JOB_TASK)

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app.artifacts.storage import ArtifactStorage, LocalArtifactStorage
-from app.config import get_settings
+from taas.app.artifacts.storage import ArtifactStorage, LocalArtifactStorage
+from taas.app.config import get_settings
 
 
 def get_storage() -> ArtifactStorage:

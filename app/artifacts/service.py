@@ -8,11 +8,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.artifacts.models import Artifact
-from app.artifacts.storage import StoredObject
-from app.errors import InvalidInput, MalformedHeader
-from app.jobs.models import Job
-from app.jobs.service import record_event
+from taas.app.artifacts.models import Artifact
+from taas.app.artifacts.storage import StoredObject
+from taas.app.errors import InvalidInput, MalformedHeader
+from taas.app.jobs.models import Job
+from taas.app.jobs.service import record_event
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")

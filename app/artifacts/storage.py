@@ -21,8 +21,8 @@ from typing import BinaryIO, Protocol
 
 from anyio import to_thread
 
-from app.errors import IntegrityFailure, PayloadTooLarge
-from app.spec import JOB_ID_PATTERN
+from taas.app.errors import IntegrityFailure, PayloadTooLarge
+from taas.app.spec import JOB_ID_PATTERN
 
 # Bytes handed to the disk thread at once: few thread hops per upload, 1 MiB held per upload.
 WRITE_BATCH_BYTES = 1024 * 1024

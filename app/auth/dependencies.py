@@ -12,19 +12,19 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app import request_context
-from app.auth.models import ApiKey, Tenant
-from app.auth.scopes import Scope, grants, scope_for_method
-from app.auth.service import (
+from taas.app import request_context
+from taas.app.auth.models import ApiKey, Tenant
+from taas.app.auth.scopes import Scope, grants, scope_for_method
+from taas.app.auth.service import (
     LAST_USED_RESOLUTION,
     find_key,
     note_key_use,
     refusal,
     worker_token_matches,
 )
-from app.config import Settings, get_settings
-from app.db import SessionDep, session_scope, utcnow
-from app.rate_limits import STATE_KEY, KeyRateLimiter
+from taas.app.config import Settings, get_settings
+from taas.app.db import SessionDep, session_scope, utcnow
+from taas.app.rate_limits import STATE_KEY, KeyRateLimiter
 
 api_key_scheme = HTTPBearer(
     auto_error=False,

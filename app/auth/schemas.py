@@ -7,8 +7,8 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.auth.models import ApiKey
-from app.auth.scopes import Scope
+from taas.app.auth.models import ApiKey
+from taas.app.auth.scopes import Scope
 
 
 class KeyIn(BaseModel):

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from app.auth.models import ApiKey, Tenant
-from app.auth.scopes import Scope
-from app.db import utcnow
-from app.errors import InvalidInput, NotFound
+from taas.app.auth.models import ApiKey, Tenant
+from taas.app.auth.scopes import Scope
+from taas.app.db import utcnow
+from taas.app.errors import InvalidInput, NotFound
 
 KEY_PREFIX = "taas"
 # last_used_at is written at most once a minute per key: a write per request would double the

@@ -4,8 +4,8 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from app.config import get_settings
-from app.datasets.storage import DatasetStorage
+from taas.app.config import get_settings
+from taas.app.datasets.storage import DatasetStorage
 
 
 def get_dataset_storage() -> DatasetStorage:

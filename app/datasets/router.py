@@ -11,20 +11,20 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from app.auth.dependencies import CurrentTenant, SettingsDep
-from app.auth.models import Tenant
-from app.config import Settings
-from app.datasets import service
-from app.datasets.dependencies import DatasetStorageDep
-from app.datasets.ingest import IngestOptions
-from app.datasets.models import Dataset
-from app.datasets.schemas import DatasetList, DatasetOut
-from app.datasets.storage import DatasetStorage
-from app.db import SessionDep
-from app.errors import Conflict, InvalidInput, UnsupportedMediaType
-from app.openapi import error_responses
-from app.spec import BUILTIN_DATASETS
-from app.storage_space import require_room_for_new_work
+from taas.app.auth.dependencies import CurrentTenant, SettingsDep
+from taas.app.auth.models import Tenant
+from taas.app.config import Settings
+from taas.app.datasets import service
+from taas.app.datasets.dependencies import DatasetStorageDep
+from taas.app.datasets.ingest import IngestOptions
+from taas.app.datasets.models import Dataset
+from taas.app.datasets.schemas import DatasetList, DatasetOut
+from taas.app.datasets.storage import DatasetStorage
+from taas.app.db import SessionDep
+from taas.app.errors import Conflict, InvalidInput, UnsupportedMediaType
+from taas.app.openapi import error_responses
+from taas.app.spec import BUILTIN_DATASETS
+from taas.app.storage_space import require_room_for_new_work
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 NO_SUCH_DATASET = {404: "no such dataset for this tenant"}

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.auth.models import Tenant
-from app.config import Settings
-from app.datasets.ingest import (
+from taas.app.auth.models import Tenant
+from taas.app.config import Settings
+from taas.app.datasets.ingest import (
     CanonicalDataset,
     IngestLimits,
     IngestOptions,
@@ -24,13 +24,13 @@ from app.datasets.ingest import (
     ingest,
     write_canonical,
 )
-from app.datasets.models import Dataset
-from app.datasets.schemas import DatasetOut
-from app.datasets.storage import DatasetStorage, StagedUpload
-from app.errors import Conflict, DomainError, NotFound
-from app.jobs.models import Job
-from app.spec import BUILTIN_DATASETS, DATASET_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
-from worker import dataset_files
+from taas.app.datasets.models import Dataset
+from taas.app.datasets.schemas import DatasetOut
+from taas.app.datasets.storage import DatasetStorage, StagedUpload
+from taas.app.errors import Conflict, DomainError, NotFound
+from taas.app.jobs.models import Job
+from taas.app.spec import BUILTIN_DATASETS, DATASET_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
+from taas.worker import dataset_files
 
 ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")
 

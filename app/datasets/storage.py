@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from app.artifacts.storage import fsync_dir
-from app.errors import PayloadTooLarge
-from app.spec import DATASET_ID_PATTERN
-from app.storage_space import raise_if_storage_full
+from taas.app.artifacts.storage import fsync_dir
+from taas.app.errors import PayloadTooLarge
+from taas.app.spec import DATASET_ID_PATTERN
+from taas.app.storage_space import raise_if_storage_full
 
 CHUNK_BYTES = 1024 * 1024
 

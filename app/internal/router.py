@@ -9,9 +9,9 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import request_context
-from app.artifacts.dependencies import StorageDep
-from app.artifacts.service import (
+from taas.app import request_context
+from taas.app.artifacts.dependencies import StorageDep
+from taas.app.artifacts.service import (
     ARTIFACT_KINDS,
     check_artifact_name,
     check_checkpoint_name,
@@ -20,14 +20,14 @@ from app.artifacts.service import (
     prune_checkpoints,
     record_artifact,
 )
-from app.artifacts.storage import StoredObject
-from app.auth.dependencies import SettingsDep, WorkerAuth
-from app.config import Settings
-from app.datasets.dependencies import DatasetStorageDep
-from app.db import SessionDep
-from app.errors import InvalidInput, NotFound, PayloadTooLarge
-from app.internal import service
-from app.internal.schemas import (
+from taas.app.artifacts.storage import StoredObject
+from taas.app.auth.dependencies import SettingsDep, WorkerAuth
+from taas.app.config import Settings
+from taas.app.datasets.dependencies import DatasetStorageDep
+from taas.app.db import SessionDep
+from taas.app.errors import InvalidInput, NotFound, PayloadTooLarge
+from taas.app.internal import service
+from taas.app.internal.schemas import (
     Ack,
     ClaimRequest,
     ClaimResponse,
@@ -39,10 +39,10 @@ from app.internal.schemas import (
     MetricPointIn,
     ReleaseRequest,
 )
-from app.scheduling.dispatch import dispatch
-from app.storage_space import require_room_for_new_work
-from app.sweeps.controller import advance_sweep
-from app.time_limits import attempt_time_limit, describe_time_limit
+from taas.app.scheduling.dispatch import dispatch
+from taas.app.storage_space import require_room_for_new_work
+from taas.app.sweeps.controller import advance_sweep
+from taas.app.time_limits import attempt_time_limit, describe_time_limit
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"], dependencies=[WorkerAuth])
 JobId = Annotated[str, Path(max_length=40)]

@@ -13,20 +13,20 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import metrics
-from app.artifacts.models import Artifact
-from app.config import Settings
-from app.datasets.models import Dataset
-from app.db import utcnow
-from app.errors import Conflict, NotFound
-from app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn, StepPointIn
-from app.jobs.models import Attempt, Job, MetricPoint, MetricStep
-from app.jobs.service import cancelled, describe_progress, record_event, transition
-from app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
-from app.stream.service import publish
-from app.sweeps.models import Sweep
-from app.sweeps.pruning import prune_reason
-from app.time_limits import attempt_time_limit, describe_time_limit
+from taas.app import metrics
+from taas.app.artifacts.models import Artifact
+from taas.app.config import Settings
+from taas.app.datasets.models import Dataset
+from taas.app.db import utcnow
+from taas.app.errors import Conflict, NotFound
+from taas.app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn, StepPointIn
+from taas.app.jobs.models import Attempt, Job, MetricPoint, MetricStep
+from taas.app.jobs.service import cancelled, describe_progress, record_event, transition
+from taas.app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
+from taas.app.stream.service import publish
+from taas.app.sweeps.models import Sweep
+from taas.app.sweeps.pruning import prune_reason
+from taas.app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
 ACTIVE_STATUSES = ("running", "cancelling")

@@ -11,11 +11,11 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.auth.models import Tenant
-from app.db import utcnow
-from app.errors import Conflict, InvalidInput
-from app.jobs.models import IdempotencyKey, Job
-from app.spec import JobSpec
+from taas.app.auth.models import Tenant
+from taas.app.db import utcnow
+from taas.app.errors import Conflict, InvalidInput
+from taas.app.jobs.models import IdempotencyKey, Job
+from taas.app.spec import JobSpec
 
 MAX_KEY_LENGTH = 255
 

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, UTCDateTime, utcnow
+from taas.app.db import Base, UTCDateTime, utcnow
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
 
-from app.artifacts.dependencies import StorageDep
-from app.artifacts.service import check_artifact_name, check_range_header
-from app.auth.dependencies import CurrentTenant, SettingsDep
-from app.db import SessionDep
-from app.errors import InvalidInput, NotFound
-from app.jobs import idempotency, service
-from app.jobs.models import Job
-from app.jobs.schemas import (
+from taas.app.artifacts.dependencies import StorageDep
+from taas.app.artifacts.service import check_artifact_name, check_range_header
+from taas.app.auth.dependencies import CurrentTenant, SettingsDep
+from taas.app.db import SessionDep
+from taas.app.errors import InvalidInput, NotFound
+from taas.app.jobs import idempotency, service
+from taas.app.jobs.models import Job
+from taas.app.jobs.schemas import (
     ArtifactList,
     EventList,
     JobList,
@@ -24,10 +24,10 @@ from app.jobs.schemas import (
     MetricList,
     StepList,
 )
-from app.openapi import error_responses
-from app.scheduling.dispatch import dispatch
-from app.spec import JobSpec
-from app.storage_space import require_room_for_new_work
+from taas.app.openapi import error_responses
+from taas.app.scheduling.dispatch import dispatch
+from taas.app.spec import JobSpec
+from taas.app.storage_space import require_room_for_new_work
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NO_SUCH_JOB = {404: "no such job for this tenant"}

@@ -13,15 +13,15 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app import metrics
-from app.artifacts.models import Artifact
-from app.auth.models import Tenant
-from app.config import Settings, get_settings
-from app.datasets.service import info_for_job
-from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from app.jobs.models import TERMINAL_STATUSES, Event, Job, MetricPoint, MetricStep
-from app.jobs.schemas import (
+from taas.app import metrics
+from taas.app.artifacts.models import Artifact
+from taas.app.auth.models import Tenant
+from taas.app.config import Settings, get_settings
+from taas.app.datasets.service import info_for_job
+from taas.app.db import utcnow
+from taas.app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from taas.app.jobs.models import TERMINAL_STATUSES, Event, Job, MetricPoint, MetricStep
+from taas.app.jobs.schemas import (
     ArtifactOut,
     EventOut,
     JobError,
@@ -31,9 +31,9 @@ from app.jobs.schemas import (
     Progress,
     StepPointOut,
 )
-from app.memory import check_fits_largest_worker
-from app.scheduling.presence import waiting_for
-from app.spec import (
+from taas.app.memory import check_fits_largest_worker
+from taas.app.scheduling.presence import waiting_for
+from taas.app.spec import (
     JOB_ID_PATTERN,
     JobSpec,
     check_limits,
@@ -41,8 +41,8 @@ from app.spec import (
     normalized,
     parameter_count,
 )
-from app.stream.service import delete_job_events, drop_superseded_progress, publish
-from app.webhooks.events import job_status_changed
+from taas.app.stream.service import delete_job_events, drop_superseded_progress, publish
+from taas.app.webhooks.events import job_status_changed
 
 QUEUE_FOR_DEVICE = {"cpu": "cpu", "cuda": "gpu"}
 ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")

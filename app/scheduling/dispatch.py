@@ -32,14 +32,14 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.orm import Session
 
-from app.auth.models import Tenant
-from app.broker import ALL_QUEUES, enqueue_job
-from app.config import Settings
-from app.db import session_scope, utcnow
-from app.jobs.models import Job
-from app.jobs.service import record_event
-from app.scheduling.presence import live_workers
-from app.time_limits import attempt_time_limit
+from taas.app.auth.models import Tenant
+from taas.app.broker import ALL_QUEUES, enqueue_job
+from taas.app.config import Settings
+from taas.app.db import session_scope, utcnow
+from taas.app.jobs.models import Job
+from taas.app.jobs.service import record_event
+from taas.app.scheduling.presence import live_workers
+from taas.app.time_limits import attempt_time_limit
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
-from app.scheduling.models import WorkerPresence
-from app.scheduling.schemas import PresenceIn
+from taas.app.db import utcnow
+from taas.app.scheduling.models import WorkerPresence
+from taas.app.scheduling.schemas import PresenceIn
 
 # Rows of workers gone this long are deleted (they stopped counting long before).
 FORGET_AFTER = timedelta(hours=1)

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from app.auth.dependencies import SettingsDep, WorkerAuth
-from app.db import SessionDep
-from app.scheduling.dispatch import dispatch
-from app.scheduling.presence import forget_worker, note_presence
-from app.scheduling.schemas import PresenceIn, PresenceOut
+from taas.app.auth.dependencies import SettingsDep, WorkerAuth
+from taas.app.db import SessionDep
+from taas.app.scheduling.dispatch import dispatch
+from taas.app.scheduling.presence import forget_worker, note_presence
+from taas.app.scheduling.schemas import PresenceIn, PresenceOut
 
 router = APIRouter(prefix="/internal/v1/workers", tags=["internal"], dependencies=[WorkerAuth])
 WorkerName = Annotated[str, Path(min_length=1, max_length=200)]

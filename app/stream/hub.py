@@ -18,8 +18,8 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from app.db import DATABASE_UNAVAILABLE, describe_database_error
-from app.stream.service import Published, newest_id, read_after
+from taas.app.db import DATABASE_UNAVAILABLE, describe_database_error
+from taas.app.stream.service import Published, newest_id, read_after
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

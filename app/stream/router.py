@@ -15,11 +15,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.auth.dependencies import CurrentTenant
-from app.db import SessionDep, open_session
-from app.jobs.router import NOT_FOUND, OwnedJob
-from app.stream.hub import StreamHub, Subscription
-from app.stream.service import Published, read_after
+from taas.app.auth.dependencies import CurrentTenant
+from taas.app.db import SessionDep, open_session
+from taas.app.jobs.router import NOT_FOUND, OwnedJob
+from taas.app.stream.hub import StreamHub, Subscription
+from taas.app.stream.service import Published, read_after
 
 router = APIRouter(tags=["stream"])
 

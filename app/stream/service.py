@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
-from app.jobs.models import Job
-from app.stream.models import StreamEvent
+from taas.app.jobs.models import Job
+from taas.app.stream.models import StreamEvent
 
 EVENT_KINDS = ("status", "progress", "metric", "log", "end")
 # Events waiting in a session for its commit.

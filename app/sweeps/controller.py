@@ -16,17 +16,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth.models import Tenant
-from app.config import Settings
-from app.db import utcnow
-from app.errors import DomainError, InsufficientStorage, TooManyRequests
-from app.jobs.models import TERMINAL_STATUSES, Job
-from app.jobs.service import cancel_job, submit_job
-from app.spec import JobSpec, LimitViolation
-from app.sweeps.models import Sweep
-from app.sweeps.objectives import trial_values
-from app.sweeps.search import FinishedTrial, apply_params, parse_parameters, suggest
-from app.webhooks.events import sweep_completed
+from taas.app.auth.models import Tenant
+from taas.app.config import Settings
+from taas.app.db import utcnow
+from taas.app.errors import DomainError, InsufficientStorage, TooManyRequests
+from taas.app.jobs.models import TERMINAL_STATUSES, Job
+from taas.app.jobs.service import cancel_job, submit_job
+from taas.app.spec import JobSpec, LimitViolation
+from taas.app.sweeps.models import Sweep
+from taas.app.sweeps.objectives import trial_values
+from taas.app.sweeps.search import FinishedTrial, apply_params, parse_parameters, suggest
+from taas.app.webhooks.events import sweep_completed
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from app.jobs.models import Job, MetricPoint
-from app.sweeps.models import Sweep
+from taas.app.jobs.models import Job, MetricPoint
+from taas.app.sweeps.models import Sweep
 
 Measured = Mapping[str, float | None]
 

@@ -19,8 +19,8 @@ import statistics
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.jobs.models import Job, MetricPoint
-from app.sweeps.models import Sweep
+from taas.app.jobs.models import Job, MetricPoint
+from taas.app.sweeps.models import Sweep
 
 PRUNABLE_METRICS = ("val_accuracy", "val_loss")
 

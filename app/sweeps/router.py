@@ -6,15 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from app.artifacts.dependencies import StorageDep
-from app.auth.dependencies import CurrentTenant, SettingsDep
-from app.db import SessionDep
-from app.openapi import error_responses
-from app.scheduling.dispatch import dispatch
-from app.sweeps import service
-from app.sweeps.controller import advance_sweep
-from app.sweeps.models import Sweep
-from app.sweeps.schemas import SweepIn, SweepList, SweepOut
+from taas.app.artifacts.dependencies import StorageDep
+from taas.app.auth.dependencies import CurrentTenant, SettingsDep
+from taas.app.db import SessionDep
+from taas.app.openapi import error_responses
+from taas.app.scheduling.dispatch import dispatch
+from taas.app.sweeps import service
+from taas.app.sweeps.controller import advance_sweep
+from taas.app.sweeps.models import Sweep
+from taas.app.sweeps.schemas import SweepIn, SweepList, SweepOut
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 NO_SUCH_SWEEP = {404: "no such sweep for this tenant"}

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.jobs.schemas import JobStatus
+from taas.app.jobs.schemas import JobStatus
 
 SweepStatus = Literal["running", "succeeded", "failed", "cancelled"]
 Metric = Literal["val_accuracy", "val_loss", "train_seconds"]

@@ -28,8 +28,8 @@ from optuna.distributions import (
 )
 from pydantic import ValidationError
 
-from app.errors import InvalidInput
-from app.spec import JobSpec
+from taas.app.errors import InvalidInput
+from taas.app.spec import JobSpec
 
 METHODS = ("grid", "random", "tpe")
 MAX_PARAMETERS = 20

@@ -12,19 +12,19 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth.models import Tenant
-from app.db import utcnow
-from app.errors import Conflict, InvalidInput, NotFound
-from app.jobs.models import TERMINAL_STATUSES, Job
-from app.jobs.service import cancel_job, delete_job
-from app.spec import JobSpec, default_model
-from app.sweeps.controller import trials_of
-from app.sweeps.models import Sweep
-from app.sweeps.objectives import measured, meets_constraint, objective_values
-from app.sweeps.pruning import pruning_metric
-from app.sweeps.schemas import SweepIn, SweepOut, TrialOut
-from app.sweeps.search import check_space, pareto_front, parse_parameters
-from app.webhooks.events import sweep_completed
+from taas.app.auth.models import Tenant
+from taas.app.db import utcnow
+from taas.app.errors import Conflict, InvalidInput, NotFound
+from taas.app.jobs.models import TERMINAL_STATUSES, Job
+from taas.app.jobs.service import cancel_job, delete_job
+from taas.app.spec import JobSpec, default_model
+from taas.app.sweeps.controller import trials_of
+from taas.app.sweeps.models import Sweep
+from taas.app.sweeps.objectives import measured, meets_constraint, objective_values
+from taas.app.sweeps.pruning import pruning_metric
+from taas.app.sweeps.schemas import SweepIn, SweepOut, TrialOut
+from taas.app.sweeps.search import check_space, pareto_front, parse_parameters
+from taas.app.webhooks.events import sweep_completed
 
 SWEEP_ID_PREFIX = "swp_"
 

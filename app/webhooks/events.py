@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
-from app.jobs.models import Job
-from app.sweeps.models import Sweep
-from app.webhooks.models import WebhookDelivery, WebhookEndpoint
+from taas.app.db import utcnow
+from taas.app.jobs.models import Job
+from taas.app.sweeps.models import Sweep
+from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 JOB_EVENTS = {
     "running": "job.running",

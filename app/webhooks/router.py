@@ -6,11 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
-from app.auth.dependencies import CurrentTenant, SettingsDep
-from app.db import SessionDep
-from app.webhooks import service
-from app.webhooks.models import WebhookEndpoint
-from app.webhooks.schemas import DeliveryList, WebhookCreated, WebhookIn, WebhookList, WebhookOut
+from taas.app.auth.dependencies import CurrentTenant, SettingsDep
+from taas.app.db import SessionDep
+from taas.app.webhooks import service
+from taas.app.webhooks.models import WebhookEndpoint
+from taas.app.webhooks.schemas import (
+    DeliveryList,
+    WebhookCreated,
+    WebhookIn,
+    WebhookList,
+    WebhookOut,
+)
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {

@@ -23,14 +23,14 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
-from app.webhooks.addresses import UnsafeUrl, check_url
-from app.webhooks.events import DELIVERIES_WRITTEN
-from app.webhooks.models import WebhookDelivery, WebhookEndpoint
-from app.webhooks.retries import due_at, next_delay, parse_retry_after
-from app.webhooks.signing import signed_headers
-from app.webhooks.transport import Answer, post
+from taas.app.config import Settings
+from taas.app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
+from taas.app.webhooks.addresses import UnsafeUrl, check_url
+from taas.app.webhooks.events import DELIVERIES_WRITTEN
+from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint
+from taas.app.webhooks.retries import due_at, next_delay, parse_retry_after
+from taas.app.webhooks.signing import signed_headers
+from taas.app.webhooks.transport import Answer, post
 
 logger = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ import secrets
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from app.auth.models import Tenant
-from app.config import Settings
-from app.errors import InvalidInput, NotFound, TooManyRequests
-from app.webhooks.addresses import UnsafeUrl, check_url
-from app.webhooks.models import WebhookDelivery, WebhookEndpoint
-from app.webhooks.schemas import DeliveryOut, WebhookIn, WebhookOut
-from app.webhooks.signing import new_secret
+from taas.app.auth.models import Tenant
+from taas.app.config import Settings
+from taas.app.errors import InvalidInput, NotFound, TooManyRequests
+from taas.app.webhooks.addresses import UnsafeUrl, check_url
+from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint
+from taas.app.webhooks.schemas import DeliveryOut, WebhookIn, WebhookOut
+from taas.app.webhooks.signing import new_secret
 
 WEBHOOK_ID_PREFIX = "wh_"
 

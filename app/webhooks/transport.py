@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from app.webhooks.addresses import DEFAULT_PORTS, Target
+from taas.app.webhooks.addresses import DEFAULT_PORTS, Target
 
 RESPONSE_READ_CAP = 1024
 RESPONSE_PREFIX_BYTES = 256

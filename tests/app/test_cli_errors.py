@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.cli_errors import Target, explain
-from app.client import ApiError
+from taas.app.cli_errors import Target, explain
+from taas.errors import ApiError
 from tests.e2e.processes import base_env, free_port, taas_command
 
 TARGET = Target("http://127.0.0.1:8000", "/home/me/.taas/api_key")
@@ -21,7 +21,9 @@ def refusal(api: TestClient, auth: dict[str, str], spec: dict[str, Any]) -> list
     """What the CLI prints when the in-process server refuses ``spec``."""
     response = api.post("/v1/jobs", json=spec, headers=auth)
     assert response.status_code == 422, response.text
-    return explain(ApiError(response), Target(TARGET.api_url, "", spec=spec)).splitlines()
+    return explain(
+        ApiError.from_response(response), Target(TARGET.api_url, "", spec=spec)
+    ).splitlines()
 
 
 def test_a_refused_spec_is_one_line_per_field(api: TestClient, auth: dict[str, str]) -> None:
@@ -76,7 +78,7 @@ def test_a_far_miss_gets_no_guess(api: TestClient, auth: dict[str, str]) -> None
 def test_a_refused_key_says_where_the_key_came_from() -> None:
     answer = httpx.Response(401, json={"detail": "invalid or revoked API key"})
 
-    message = explain(ApiError(answer), TARGET)
+    message = explain(ApiError.from_response(answer), TARGET)
 
     assert message.startswith("the API key was refused (invalid or revoked API key)")
     assert "the key saved in /home/me/.taas/api_key by `taas serve`" in message
@@ -86,7 +88,9 @@ def test_a_refused_key_says_where_the_key_came_from() -> None:
 def test_an_unknown_job_is_named() -> None:
     answer = httpx.Response(404, json={"detail": "job 'job_x' not found"})
 
-    message = explain(ApiError(answer), Target(TARGET.api_url, "TAAS_API_KEY", job_id="job_x"))
+    message = explain(
+        ApiError.from_response(answer), Target(TARGET.api_url, "TAAS_API_KEY", job_id="job_x")
+    )
 
     assert message.startswith("unknown job job_x:")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from app.cli_format import duration, job_summary, job_table, size
+from taas.app.cli_format import duration, job_summary, job_table, size
 
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.cli_keys import parse_duration
-from app.serve import ensure_api_key
+from taas.app.cli import cli
+from taas.app.cli_keys import parse_duration
+from taas.app.serve import ensure_api_key
 
 
 def taas(*arguments: str) -> tuple[int, str, str]:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.cli_sweeps import leaderboard, objective_text, progress_line, short_names, sweep_summary
+from taas.app.cli_sweeps import (
+    leaderboard,
+    objective_text,
+    progress_line,
+    short_names,
+    sweep_summary,
+)
 
 
 def trial(number: int, status: str, values: list[float] | None, **extra: Any) -> dict[str, Any]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from app.auth.models import Tenant
-from app.cli import cli
-from app.db import session_scope
+from taas.app.auth.models import Tenant
+from taas.app.cli import cli
+from taas.app.db import session_scope
 
 
 def taas(*arguments: str) -> tuple[int, str]:

@@ -7,8 +7,8 @@ import re
 
 from rich.console import Console
 
-from app.cli_watch import PROGRESS_LINE_SECONDS, LiveView, PlainView, watch
-from app.job_feed import JobEvent
+from taas.app.cli_watch import PROGRESS_LINE_SECONDS, LiveView, PlainView, watch
+from taas.app.job_feed import JobEvent
 
 JOB = "job_" + "b" * 24
 ANSI = re.compile(r"\x1b\[")

@@ -32,8 +32,8 @@ def restartable_postgres() -> Iterator[PrivatePostgres]:
 def api_on_restartable_postgres(
     taas_home: Path, restartable_postgres: PrivatePostgres, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
-    from app import migrate
-    from app.main import create_app
+    from taas.app import migrate
+    from taas.app.main import create_app
 
     url = restartable_postgres.url.replace("postgresql://", "postgresql+psycopg://")
     monkeypatch.setenv("TAAS_DATABASE_URL", url)
@@ -51,8 +51,8 @@ def test_a_stopped_database_is_503_with_retry_after_and_service_resumes(
     worker_auth: dict[str, str],
 ) -> None:
     api = api_on_restartable_postgres
-    from app.auth.service import create_api_key
-    from app.db import session_scope
+    from taas.app.auth.service import create_api_key
+    from taas.app.db import session_scope
 
     with session_scope() as session:
         auth = {"Authorization": f"Bearer {create_api_key(session, 'acme')}"}
@@ -85,7 +85,7 @@ def test_a_request_whose_connection_the_database_ended_closes_without_an_error(
     server terminated meanwhile (a restart) has nothing to roll back, and must not raise there."""
     from sqlalchemy import text
 
-    from app.db import get_session
+    from taas.app.db import get_session
 
     monkeypatch.setenv("TAAS_DATABASE_URL", postgres_url)
     clear_caches()

@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.client import ApiError, TaasClient
-from app.job_feed import job_events
+from taas.app.job_feed import job_events
+from taas.client import Client
+from taas.errors import ApiError
 
 JOB = "job_" + "a" * 24
 
@@ -35,8 +36,8 @@ EVENTS = [
 ]
 
 
-def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> TaasClient:
-    client = TaasClient("http://taas.test", "taas_key")
+def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> Client:
+    client = Client("http://taas.test", "taas_key")
     client.http = httpx.Client(
         base_url="http://taas.test",
         headers={"Authorization": "Bearer taas_key"},

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth.dependencies import CurrentTenant
-from app.config import Settings
-from app.logs import JsonFormatter, RedactSecrets, uvicorn_log_config
-from app.request_context import bind, job_context
-from app.serve import WorkerLogEcho
+from taas.app.auth.dependencies import CurrentTenant
+from taas.app.config import Settings
+from taas.app.logs import JsonFormatter, RedactSecrets, uvicorn_log_config
+from taas.app.request_context import bind, job_context
+from taas.app.serve import WorkerLogEcho
 from tests.app.internal.test_router import claimed_job, write
 from tests.conftest import WORKER_TOKEN, clear_caches
 
@@ -26,7 +26,9 @@ API_KEY = "taas_0123456789ab_" + "k" * 43
 DATABASE_URL = "postgresql+psycopg://taas:hunter2-database-password@db:5432/taas"
 
 
-def record(message: str, *args: Any, name: str = "app.test", **extra: Any) -> logging.LogRecord:
+def record(
+    message: str, *args: Any, name: str = "taas.app.test", **extra: Any
+) -> logging.LogRecord:
     made = logging.LogRecord(name, logging.INFO, __file__, 1, message, args, None)
     made.__dict__.update(extra)
     return made
@@ -54,7 +56,7 @@ class Lines(logging.Handler):
 @pytest.fixture
 def app_lines() -> Iterator[Lines]:
     handler = Lines()
-    logger = logging.getLogger("app")
+    logger = logging.getLogger("taas.app")
     logger.addHandler(handler)
     old_level = logger.level
     logger.setLevel(logging.INFO)
@@ -69,7 +71,7 @@ def test_a_json_line_has_the_fields_of_the_job_it_is_about() -> None:
         line = json_line(record("epoch %d done", 3))
     assert line["message"] == "epoch 3 done"
     assert line["level"] == "INFO"
-    assert line["logger"] == "app.test"
+    assert line["logger"] == "taas.app.test"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])
     assert line["job_id"] == "job_0123456789abcdef01234567"
     assert line["attempt"] == 2
@@ -81,7 +83,9 @@ def test_a_traceback_is_one_field_of_one_line() -> None:
     try:
         raise ValueError("bad value")
     except ValueError:
-        made = logging.LogRecord("app", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+        made = logging.LogRecord(
+            "taas.app", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
     line = json_line(made)
     assert line["exception"].startswith("Traceback")
     assert "ValueError: bad value" in line["exception"]
@@ -130,7 +134,9 @@ def test_a_secret_in_a_traceback_is_redacted() -> None:
     try:
         raise RuntimeError(f"cannot reach {DATABASE_URL}")
     except RuntimeError:
-        made = logging.LogRecord("app", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+        made = logging.LogRecord(
+            "taas.app", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
     redacting().filter(made)
     assert "hunter2" not in json_line(made)["exception"]
 
@@ -142,7 +148,7 @@ def logging_api(api: TestClient) -> TestClient:
 
     @app.get("/test/log")
     def log_as_tenant(tenant: CurrentTenant) -> dict[str, str]:
-        logging.getLogger("app.test").info("working for %s", tenant.name)
+        logging.getLogger("taas.app.test").info("working for %s", tenant.name)
         return {}
 
     @app.get("/test/fail")
@@ -169,7 +175,7 @@ def test_a_requests_log_lines_name_its_id_and_tenant(
 ) -> None:
     answer = logging_api.get("/test/log", headers={**auth, "X-Request-ID": "req-1"})
     assert answer.status_code == 200
-    (line,) = [line for line in app_lines.lines if line["logger"] == "app.test"]
+    (line,) = [line for line in app_lines.lines if line["logger"] == "taas.app.test"]
     assert line == {**line, "message": "working for acme", "request_id": "req-1", "tenant": "acme"}
 
 
@@ -194,7 +200,7 @@ def test_a_workers_call_names_the_job_and_attempt(
     job_id = claimed_job(api, auth, worker_auth)
     said: list[dict[str, Any]] = []
     monkeypatch.setattr(
-        "app.internal.service.record_event",
+        "taas.app.internal.service.record_event",
         lambda *args, **kwargs: said.append(json_line(record("event"))),
     )
     assert write(api, worker_auth, job_id, "events", {"message": "hello"}).status_code == 200
@@ -217,7 +223,7 @@ def test_celery_handlers_write_json_lines_without_secrets(
 ) -> None:
     import celery.apps.worker
 
-    from worker.celery_app import _shape_worker_logs
+    from taas.worker.celery_app import _shape_worker_logs
 
     monkeypatch.setenv("TAAS_LOG_FORMAT", "json")
     clear_caches()

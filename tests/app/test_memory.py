@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import get_settings
-from app.memory import GIB, estimate_memory
-from app.spec import JobSpec, dataset_info
+from taas.app.config import get_settings
+from taas.app.memory import GIB, estimate_memory
+from taas.app.spec import JobSpec, dataset_info
 
 ROOT = Path(__file__).resolve().parents[2]
 

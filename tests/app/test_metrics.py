@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.db import session_scope
-from app.metrics import after_commit
-from app.metrics_dir import MULTIPROCESS_ENV, metrics_shared_by_processes
-from app.reconciler import reconcile
+from taas.app.db import session_scope
+from taas.app.metrics import after_commit
+from taas.app.metrics_dir import MULTIPROCESS_ENV, metrics_shared_by_processes
+from taas.app.reconciler import reconcile
 from tests.app.internal.test_router import claimed_job, finish, upload_model, write
 from tests.app.test_reconciler import settings, silence
 from tests.conftest import clear_caches

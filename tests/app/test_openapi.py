@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-from app.auth.dependencies import CurrentTenant
-from app.main import create_app
+from taas.app.auth.dependencies import CurrentTenant
+from taas.app.main import create_app
 
 PUBLIC_ROUTES = {
     ("post", "/v1/jobs"): "201",

@@ -12,13 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.config import Settings
+from taas.app.config import Settings
 from tests.conftest import clear_caches, redis_url
 
 
 def new_api() -> TestClient:
     # Not entered: no lifespan, so no reconciler talking to the broker; the routes work alone.
-    from app.main import create_app
+    from taas.app.main import create_app
 
     return TestClient(create_app(), raise_server_exceptions=False)
 

@@ -14,10 +14,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.config import Settings, get_settings
-from app.db import session_scope, utcnow
-from app.jobs.models import Attempt, Job
-from app.reconciler import Reconciler, reconcile
+from taas.app.config import Settings, get_settings
+from taas.app.db import session_scope, utcnow
+from taas.app.jobs.models import Attempt, Job
+from taas.app.reconciler import Reconciler, reconcile
 from tests.app.internal.test_router import finish, stored_files, upload, upload_model
 from tests.app.test_storage_space import full_database
 from tests.conftest import TINY_SYNTHETIC, clear_caches, redis_url
@@ -243,7 +243,7 @@ def test_a_send_that_fails_does_not_count(
         row = session.get(Job, job_id)
         assert row is not None
         row.enqueued_at = None
-    for sender in ("app.reconciler.enqueue_job", "app.scheduling.dispatch.enqueue_job"):
+    for sender in ("taas.app.reconciler.enqueue_job", "taas.app.scheduling.dispatch.enqueue_job"):
         monkeypatch.setattr(sender, lambda job_id, queue, time_limit: False)  # broker down
 
     done = reconcile(settings())
@@ -294,7 +294,7 @@ def test_a_finish_lost_to_a_full_disk_is_recorded_once_space_returns(
 
     # Every pass fails while the disk is full: the loop says so in one line each, and lives on.
     reconciler = Reconciler(silence_while_full)
-    with caplog.at_level(logging.ERROR, logger="app.reconciler"):
+    with caplog.at_level(logging.ERROR, logger="taas.app.reconciler"):
         reconciler.start()
         time.sleep(0.5)
         assert reconciler.thread.is_alive()

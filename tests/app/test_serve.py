@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from app.serve import WorkerLogEcho
+from taas.app.serve import WorkerLogEcho
 
 CELERY_START = """\
  -------------- celery@vm v5.7.0 (collider)

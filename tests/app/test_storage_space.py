@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from app.artifacts import storage as artifact_storage
-from app.config import get_settings
-from app.db import get_engine, session_scope
-from app.jobs.models import Job
-from app.storage_space import storage_full_reason
+from taas.app.artifacts import storage as artifact_storage
+from taas.app.config import get_settings
+from taas.app.db import get_engine, session_scope
+from taas.app.jobs.models import Job
+from taas.app.storage_space import storage_full_reason
 from tests.app.datasets.test_router import npz_bytes
 from tests.app.datasets.test_router import stored_files as stored_dataset_files
 from tests.app.datasets.test_router import upload as upload_dataset
@@ -199,7 +199,7 @@ def test_an_upload_that_fills_the_disk_is_507_and_leaves_no_partial_file(
 def test_a_dataset_upload_that_fills_the_disk_is_507_and_leaves_nothing(
     api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.datasets import ingest
+    from taas.app.datasets import ingest
 
     def disk_full(*_args: Any, **_kwargs: Any) -> None:
         # safetensors reports a full disk from Rust, as text, not as an OSError.

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings, get_settings
-from app.db import session_scope, utcnow
-from app.jobs.models import Attempt, Job
-from app.reconciler import reconcile
-from app.time_limits import attempt_time_limit, describe_time_limit, format_seconds
+from taas.app.config import Settings, get_settings
+from taas.app.db import session_scope, utcnow
+from taas.app.jobs.models import Attempt, Job
+from taas.app.reconciler import reconcile
+from taas.app.time_limits import attempt_time_limit, describe_time_limit, format_seconds
 from tests.conftest import TINY_SYNTHETIC
 
 WITH_BUDGET = {**TINY_SYNTHETIC, "training": {**TINY_SYNTHETIC["training"], "max_seconds": 90}}

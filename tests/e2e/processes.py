@@ -22,7 +22,7 @@ STARTUP_SECONDS = 60.0
 
 def taas_command(*args: str) -> list[str]:
     """The installed `taas` entry point, run with this interpreter (works from any directory)."""
-    return [sys.executable, "-m", "app.cli", *args]
+    return [sys.executable, "-m", "taas.app.cli", *args]
 
 
 def child_pids(pid: int) -> list[int]:

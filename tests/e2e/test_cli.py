@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from app.client import TaasClient
-from app.job_feed import JobEvent, job_events
+from taas.app.job_feed import JobEvent, job_events
+from taas.client import Client
 from tests.e2e.conftest import Deployment, start_embedded
 from tests.e2e.processes import child_pids, is_alive, taas_command
 
@@ -119,7 +119,7 @@ def test_sweep_submit_wait_status_best_download(embedded: Deployment, tmp_path: 
     board = lines[lines.index("") + 1 :]
     assert board[0].startswith("sweep      " + sweep_id)
 
-    with TaasClient(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as api:
+    with Client(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as api:
         best = api.sweep(sweep_id)["best"]
     status = taas(embedded, "sweep", "status", sweep_id, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
@@ -217,7 +217,7 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
         text=True,
     )
     events: list[JobEvent] = []
-    with TaasClient(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as client:
+    with Client(embedded.api_url, (embedded.home / "api_key").read_text().strip()) as client:
         reader = threading.Thread(target=lambda: events.extend(job_events(client, job_id)))
         reader.start()
         output = ""

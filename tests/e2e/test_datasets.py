@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.client import TaasClient
+from taas.client import Client
+from taas.worker.dataset_files import SYSTEM_FASHION_MNIST
 from tests.e2e.conftest import Deployment, start_embedded
-from worker.dataset_files import SYSTEM_FASHION_MNIST
 
 SMALL_MLP: dict[str, Any] = {
     "model": {"arch": "mlp", "hidden_sizes": [32]},
@@ -76,7 +76,7 @@ def test_each_upload_format_trains_to_a_succeeded_job(
 ) -> None:
     write, filename, fields = UPLOADS[source]
     path = write(tmp_path / filename)
-    with TaasClient(deployment.api_url, deployment.create_key("acme")) as client:
+    with Client(deployment.api_url, deployment.create_key("acme")) as client:
         dataset = client.upload_dataset(path, name=f"my {source}", **fields)
         assert dataset["format"] == source
         assert dataset["num_classes"] == 3
@@ -92,7 +92,7 @@ def test_each_upload_format_trains_to_a_succeeded_job(
 
 def test_two_jobs_on_one_upload_fetch_it_once(deployment: Deployment, tmp_path: Path) -> None:
     path = write_npz(tmp_path / "data.npz")
-    with TaasClient(deployment.api_url, deployment.create_key("acme")) as client:
+    with Client(deployment.api_url, deployment.create_key("acme")) as client:
         dataset = client.upload_dataset(path)
         fetched = []
         for seed in (1, 2):
@@ -114,7 +114,7 @@ def test_two_jobs_on_one_upload_fetch_it_once(deployment: Deployment, tmp_path: 
 def test_fashion_mnist_is_listed_available_and_trains(tmp_path: Path) -> None:
     embedded = start_embedded(tmp_path)
     try:
-        with TaasClient(embedded.api_url, embedded.create_key("acme")) as client:
+        with Client(embedded.api_url, embedded.create_key("acme")) as client:
             listed = {item["id"]: item for item in client.datasets()}
             assert listed["fashion_mnist"]["available"], listed["fashion_mnist"]
             spec = {"dataset": "fashion_mnist", **SMALL_MLP}

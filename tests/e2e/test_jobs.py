@@ -11,13 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from app.client import ApiError, TaasClient
-from app.spec import JobSpec
+from taas.app.spec import JobSpec
+from taas.client import Client
+from taas.errors import ApiError
+from taas.worker.trainer.data import load_dataset
+from taas.worker.trainer.export import load_model
+from taas.worker.trainer.loop import evaluate
 from tests.conftest import epoch_progress
 from tests.e2e.conftest import Deployment
-from worker.trainer.data import load_dataset
-from worker.trainer.export import load_model
-from worker.trainer.loop import evaluate
 
 # The reference MLP of the README, on synthetic data noisy enough that accuracy is well below 100%.
 REFERENCE_MLP: dict[str, Any] = {
@@ -35,7 +36,7 @@ LONG_JOB: dict[str, Any] = {
 }
 
 
-def wait_for_status(client: TaasClient, job_id: str, wanted: str, timeout: float) -> dict[str, Any]:
+def wait_for_status(client: Client, job_id: str, wanted: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.job(job_id)
@@ -48,7 +49,7 @@ def wait_for_status(client: TaasClient, job_id: str, wanted: str, timeout: float
 def test_reference_job_trains_and_model_reproduces_accuracy(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    with TaasClient(deployment.api_url, deployment.create_key("acme")) as client:
+    with Client(deployment.api_url, deployment.create_key("acme")) as client:
         job = client.submit(REFERENCE_MLP)
         assert job["status"] == "queued"
         final = client.wait(job["id"], timeout=180, poll_seconds=0.3)
@@ -94,7 +95,7 @@ def _assert_model_reproduces(folder: Path, job: dict[str, Any]) -> None:
 
 
 def test_cancel_running_job_stops_within_seconds(deployment: Deployment) -> None:
-    with TaasClient(deployment.api_url, deployment.create_key("acme")) as client:
+    with Client(deployment.api_url, deployment.create_key("acme")) as client:
         job = client.submit(LONG_JOB)
         running = wait_for_status(client, job["id"], "running", timeout=60)
         assert running["attempt"] == 1
@@ -114,9 +115,9 @@ def test_cancel_running_job_stops_within_seconds(deployment: Deployment) -> None
 
 def test_tenants_are_isolated_over_http(deployment: Deployment) -> None:
     with (
-        TaasClient(deployment.api_url, deployment.create_key("acme")) as owner,
-        TaasClient(deployment.api_url, deployment.create_key("globex")) as stranger,
-        TaasClient(deployment.api_url, "taas_00000000_not-a-real-key") as anonymous,
+        Client(deployment.api_url, deployment.create_key("acme")) as owner,
+        Client(deployment.api_url, deployment.create_key("globex")) as stranger,
+        Client(deployment.api_url, "taas_00000000_not-a-real-key") as anonymous,
     ):
         job = owner.submit({**REFERENCE_MLP, "training": {"epochs": 1}})
         for call in (

@@ -14,7 +14,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
-from app.client import TaasClient
+from taas.client import Client
 from tests.conftest import TINY_SYNTHETIC, redis_url
 from tests.e2e.conftest import start_production
 from tests.e2e.processes import Process, base_env, free_port, taas_command, wait_until_healthy
@@ -120,7 +120,7 @@ def test_a_whole_run_logs_json_lines_with_context_and_no_secrets(
         assert submitted.status_code == 201, submitted.text
         assert submitted.headers["x-request-id"] == "e2e-submit-1"
         job_id = submitted.json()["id"]
-        with TaasClient(deployment.api_url, key) as client:
+        with Client(deployment.api_url, key) as client:
             assert client.wait(job_id, timeout=120)["status"] == "succeeded", deployment.logs()
             client.download(job_id, tmp_path / "model")
     finally:

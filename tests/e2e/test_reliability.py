@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.client import TaasClient
+from taas.client import Client
 from tests.conftest import epoch_progress
 from tests.e2e.conftest import Deployment, start_embedded, start_production
 from tests.e2e.processes import (
@@ -94,8 +94,8 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     broker.stop()
 
 
-def client_for(deployment: Deployment) -> TaasClient:
-    return TaasClient(deployment.api_url, deployment.create_key("acme"))
+def client_for(deployment: Deployment) -> Client:
+    return Client(deployment.api_url, deployment.create_key("acme"))
 
 
 def wait_until(
@@ -109,7 +109,7 @@ def wait_until(
     raise AssertionError(f"not {what} after {timeout:.0f} s\n{deployment.logs()}")
 
 
-def wait_for_epoch(client: TaasClient, job_id: str, epoch: int, deployment: Deployment) -> int:
+def wait_for_epoch(client: Client, job_id: str, epoch: int, deployment: Deployment) -> int:
     """Wait until the job reported ``epoch``; returns the epoch it reported last."""
     seen = 0
 
@@ -124,7 +124,7 @@ def wait_for_epoch(client: TaasClient, job_id: str, epoch: int, deployment: Depl
     return seen
 
 
-def wait_for_attempt(client: TaasClient, job_id: str, attempt: int, deployment: Deployment) -> None:
+def wait_for_attempt(client: Client, job_id: str, attempt: int, deployment: Deployment) -> None:
     def claimed() -> bool:
         job = client.job(job_id)
         return bool(job["status"] == "running" and job["attempt"] == attempt)
@@ -132,11 +132,11 @@ def wait_for_attempt(client: TaasClient, job_id: str, attempt: int, deployment: 
     wait_until(f"running attempt {attempt}", claimed, deployment)
 
 
-def messages(client: TaasClient, job_id: str) -> list[str]:
+def messages(client: Client, job_id: str) -> list[str]:
     return [event["message"] for event in client.events(job_id)]
 
 
-def assert_succeeded_once(client: TaasClient, job: dict[str, Any], deployment: Deployment) -> None:
+def assert_succeeded_once(client: Client, job: dict[str, Any], deployment: Deployment) -> None:
     """Succeeded, with each epoch's metrics exactly once and exactly one model."""
     assert job["status"] == "succeeded", (job, deployment.logs())
     epochs = [point["epoch"] for point in client.metrics(job["id"])]
@@ -146,7 +146,7 @@ def assert_succeeded_once(client: TaasClient, job: dict[str, Any], deployment: D
     assert epoch_progress(job) == {"epoch": EPOCHS, "epochs": EPOCHS, "fraction": 1.0}
 
 
-def resumed_after(client: TaasClient, job_id: str) -> list[int]:
+def resumed_after(client: Client, job_id: str) -> list[int]:
     """The epochs the job's attempts resumed after, in order."""
     return [int(found[1]) for text in messages(client, job_id) if (found := RESUMED.search(text))]
 

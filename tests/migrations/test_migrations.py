@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from app import migrate, models
+from taas.app import migrate, models
 
 TABLES = {
     "tenants",

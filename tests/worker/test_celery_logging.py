@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from worker.celery_app import BrokerLossInOneLine
+from taas.worker.celery_app import BrokerLossInOneLine
 
 
 def test_an_acknowledgement_lost_with_the_broker_is_one_warning_line() -> None:

@@ -10,12 +10,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.artifacts.models import Artifact
-from app.config import get_settings
-from app.db import session_scope
+from taas.app.artifacts.models import Artifact
+from taas.app.config import get_settings
+from taas.app.db import session_scope
+from taas.worker.reporter import ApiReporter
+from taas.worker.runner import JobContext
 from tests.conftest import TINY_SYNTHETIC, WORKER_TOKEN
-from worker.reporter import ApiReporter
-from worker.runner import JobContext
 
 
 @pytest.fixture

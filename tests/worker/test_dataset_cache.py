@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.dataset_cache import cached_dataset
-from worker.reporter import DatasetRef
-from worker.trainer.data import DatasetUnavailable
+from taas.worker.dataset_cache import cached_dataset
+from taas.worker.reporter import DatasetRef
+from taas.worker.trainer.data import DatasetUnavailable
 
 CONTENT = b"canonical dataset bytes" * 100
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,8 +109,8 @@ READER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from worker.dataset_cache import cached_dataset
-from worker.reporter import DatasetRef
+from taas.worker.dataset_cache import cached_dataset
+from taas.worker.reporter import DatasetRef
 ref = DatasetRef("ds_x", sys.argv[3], 1)
 with cached_dataset(ref, Path(sys.argv[2]), None, lambda line: None):
     print("reading", flush=True)

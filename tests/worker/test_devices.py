@@ -7,8 +7,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
-from worker import devices
+from taas.app.cli import cli
+from taas.worker import devices
 
 
 def test_gpu_lists_are_checked() -> None:

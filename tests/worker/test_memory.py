@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from app.config import Settings
+from taas.app.config import Settings
+from taas.worker.kernel_memory import cgroup_folder
+from taas.worker.reporter import ApiReporter, Claim
+from taas.worker.runner import JobContext, _load, _train_and_upload
 from tests.worker.trainer.fakes import tiny_spec
-from worker.kernel_memory import cgroup_folder
-from worker.reporter import ApiReporter, Claim
-from worker.runner import JobContext, _load, _train_and_upload
 
 JOB_ID = "job_" + "b" * 24
 TOKEN = "t" * 30
@@ -87,7 +87,7 @@ def trainer_script(api_url: str, cgroup: Path | None) -> str:
         f"""
         import os, time
         from pathlib import Path
-        from worker.oom_watch import OomWatch
+        from taas.worker.oom_watch import OomWatch
         watch = OomWatch({JOB_ID!r}, 1, {api_url!r}, {TOKEN!r})
         watch.note("it was estimated to need about 64 MiB")
         {join}
@@ -159,7 +159,7 @@ def test_a_trainer_killed_for_another_reason_is_left_to_the_reconciler(fake_api:
 
 
 def test_a_watcher_that_died_does_not_break_the_job_that_ends(fake_api: str) -> None:
-    from worker.oom_watch import OomWatch
+    from taas.worker.oom_watch import OomWatch
 
     with OomWatch(JOB_ID, 1, fake_api, TOKEN) as watch:
         watch.note("x" * 100_000)  # more than the pipe holds once nobody reads it
@@ -171,7 +171,7 @@ def test_a_watcher_that_died_does_not_break_the_job_that_ends(fake_api: str) -> 
 
 
 def test_a_signal_to_the_workers_process_group_leaves_the_watcher_running(fake_api: str) -> None:
-    from worker.oom_watch import OomWatch
+    from taas.worker.oom_watch import OomWatch
 
     with OomWatch(JOB_ID, 1, fake_api, TOKEN) as watch:
         assert os.getpgid(watch.process.pid) != os.getpgid(0)  # Ctrl-C reaches the worker only

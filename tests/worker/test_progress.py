@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from worker import progress as progress_module
-from worker.progress import POINTS_PER_REPORT, LiveProgress
-from worker.trainer.series import StepPoint
+from taas.worker import progress as progress_module
+from taas.worker.progress import POINTS_PER_REPORT, LiveProgress
+from taas.worker.trainer.series import StepPoint
 
 
 class Clock:

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from celery.exceptions import Reject
 
-from app.config import Settings
-from tests.worker.trainer.fakes import tiny_spec
-from worker.reporter import ApiReporter
-from worker.runner import (
+from taas.app.config import Settings
+from taas.worker.reporter import ApiReporter
+from taas.worker.runner import (
     PREEMPTED,
     SHUTTING_DOWN,
     WEDGED_EXIT_CODE,
@@ -24,7 +23,8 @@ from worker.runner import (
     _train_and_upload,
     run_job_by_id,
 )
-from worker.tasks import run_job
+from taas.worker.tasks import run_job
+from tests.worker.trainer.fakes import tiny_spec
 
 
 @pytest.mark.parametrize("job_id", ["../../etc/passwd", "job_" + "x" * 24, "", "job_12/../.."])
@@ -34,7 +34,7 @@ def test_a_malformed_job_id_is_ignored_before_any_call(
     # The API URL points nowhere: a call would fail loudly after retries, so returning at once
     # shows that the id was rejected before any request or file name was built from it.
     settings = Settings(worker_token="t" * 30, api_url="http://127.0.0.1:9")
-    with caplog.at_level(logging.ERROR, logger="worker.runner"):
+    with caplog.at_level(logging.ERROR, logger="taas.worker.runner"):
         run_job_by_id(job_id, settings)
     assert "malformed job id" in caplog.text
 

@@ -16,14 +16,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.artifacts import storage as artifact_storage
-from app.config import Settings
+from taas.app.artifacts import storage as artifact_storage
+from taas.app.config import Settings
+from taas.worker import reporter as reporter_module
+from taas.worker import runner
+from taas.worker.reporter import ApiReporter, StorageFull
+from taas.worker.runner import JobContext, _train_and_upload, run_job_by_id
 from tests.worker.test_checkpoints import checkpoint_names, reporter, running_job, state
 from tests.worker.trainer.fakes import tiny_spec
-from worker import reporter as reporter_module
-from worker import runner
-from worker.reporter import ApiReporter, StorageFull
-from worker.runner import JobContext, _train_and_upload, run_job_by_id
 
 __all__ = ["reporter"]  # the fixture, shared with the checkpoint tests
 
@@ -169,7 +169,7 @@ def test_a_worker_whose_disk_is_low_takes_no_job(
     settings = Settings(
         worker_token="t" * 30, api_url="http://127.0.0.1:9", home=tmp_path, min_free_bytes=2**62
     )
-    with caplog.at_level(logging.WARNING, logger="worker.runner"):
+    with caplog.at_level(logging.WARNING, logger="taas.worker.runner"):
         run_job_by_id("job_" + "a" * 24, settings)
     assert (
         "not taking job job_aaaaaaaaaaaaaaaaaaaaaaaa: this worker's scratch folder" in caplog.text

@@ -15,8 +15,8 @@ from typing import Literal
 
 import torch
 
-from app.spec import AccelerationSpec, NetworkSpec
-from worker.trainer.networks import can_pool_first
+from taas.app.spec import AccelerationSpec, NetworkSpec
+from taas.worker.trainer.networks import can_pool_first
 
 Switch = Literal[
     "data_on_device",

@@ -1,6 +1,6 @@
 """Measure the accelerated trainer against the plain loop: one process, one machine, one run.
 
-    python -m worker.trainer.bench [--device cuda] [--repeats 3] [--only same-spec] ...
+    python -m taas.worker.trainer.bench [--device cuda] [--repeats 3] [--only same-spec] ...
     taas bench ...                   (the same options)
 
 Two questions, each answered as a ratio measured in this run on this machine:
@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 import torch
 
-from app.spec import JobSpec, TrainingSpec
-from worker.trainer.data import Dataset, DatasetUnavailable, load_dataset
-from worker.trainer.loop import MetricPoint, TrainResult, train
-from worker.trainer.series import StepPoint
+from taas.app.spec import JobSpec, TrainingSpec
+from taas.worker.trainer.data import Dataset, DatasetUnavailable, load_dataset
+from taas.worker.trainer.loop import MetricPoint, TrainResult, train
+from taas.worker.trainer.series import StepPoint
 
 Mode = Literal["off", "auto"]
 MODES: tuple[Mode, ...] = ("off", "auto")  # interleaved per repeat, so drift hits both alike
@@ -775,7 +775,9 @@ def echo_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m worker.trainer.bench") -> int:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m taas.worker.trainer.bench"
+) -> int:
     options = parse_options(argv, prog)
     try:
         report = run_bench(options, echo_progress)

@@ -25,10 +25,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from app.spec import JobSpec, normalized
-from worker.trainer.data import Dataset, Preprocess
-from worker.trainer.loop import MetricPoint, TrainResult
-from worker.trainer.networks import build_network
+from taas.app.spec import JobSpec, normalized
+from taas.worker.trainer.data import Dataset, Preprocess
+from taas.worker.trainer.loop import MetricPoint, TrainResult
+from taas.worker.trainer.networks import build_network
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

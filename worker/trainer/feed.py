@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from torchvision import transforms
 
-from app.spec import Augmentation
-from worker.trainer.data import Preprocess
+from taas.app.spec import Augmentation
+from taas.worker.trainer.data import Preprocess
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (B, C, H, W) float32, (B,) int64
 

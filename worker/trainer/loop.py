@@ -24,19 +24,19 @@ import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from app.spec import JobSpec
-from worker.trainer.accel import SWITCHES, AccelPlan, plan_acceleration
-from worker.trainer.data import (
+from taas.app.spec import JobSpec
+from taas.worker.trainer.accel import SWITCHES, AccelPlan, plan_acceleration
+from taas.worker.trainer.data import (
     Dataset,
     Preprocess,
     preprocess_for,
     split_holdout,
     with_test_split,
 )
-from worker.trainer.feed import DeviceBatches, LoaderBatches
-from worker.trainer.networks import build_network
-from worker.trainer.recipe import build_optimizer, build_schedule, clip_gradients, make_ema
-from worker.trainer.series import StepPoint, StepSeries
+from taas.worker.trainer.feed import DeviceBatches, LoaderBatches
+from taas.worker.trainer.networks import build_network
+from taas.worker.trainer.recipe import build_optimizer, build_schedule, clip_gradients, make_ema
+from taas.worker.trainer.series import StepPoint, StepSeries
 
 # Fixed so that evaluating saved weights later reproduces the reported test metrics exactly:
 # the batch size changes the order of the float sums.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from app.spec import (
+from taas.app.spec import (
     Activation,
     CnnSpec,
     MlpSpec,

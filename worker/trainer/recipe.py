@@ -10,7 +10,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from app.spec import TrainingSpec
+from taas.app.spec import TrainingSpec
 
 # One-cycle starts and ends this far below the peak learning rate (PyTorch's OneCycleLR values).
 ONECYCLE_START_DIVISOR = 25.0

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app import migrate
-from app.config import get_settings
+from taas.app import migrate
+from taas.app.config import get_settings
 from tests.app.artifacts import artifact_rows, claimed_job, files_under, segment, upload
 from tests.conftest import TINY_SYNTHETIC, clear_caches
 
@@ -292,7 +292,7 @@ def test_deleting_a_job_that_never_uploaded_is_204(
 def postgres_api(
     taas_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
-    from app.main import create_app
+    from taas.app.main import create_app
 
     monkeypatch.setenv("TAAS_DATABASE_URL", postgres_url)
     clear_caches()

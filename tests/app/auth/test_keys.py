@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app import migrate
-from app.auth.models import ApiKey
-from app.auth.service import create_api_key, hash_key
-from app.db import session_scope
+from taas.app import migrate
+from taas.app.auth.models import ApiKey
+from taas.app.auth.service import create_api_key, hash_key
+from taas.app.db import session_scope
 from tests.conftest import TINY_SYNTHETIC, clear_caches
 
 
@@ -191,7 +191,7 @@ def test_no_key_appears_in_the_log(
 def two_apis_on_postgres(
     taas_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[TestClient, TestClient]]:
-    from app.main import create_app
+    from taas.app.main import create_app
 
     monkeypatch.setenv("TAAS_DATABASE_URL", postgres_url)
     clear_caches()

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 
-from app.dashboard.router import CONTENT_SECURITY_POLICY, STATIC_DIR
+from taas.app.dashboard.router import CONTENT_SECURITY_POLICY, STATIC_DIR
 
 PAGES = ("/", "/docs", "/redoc")
 

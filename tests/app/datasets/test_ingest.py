@@ -21,7 +21,7 @@ import safetensors
 import safetensors.numpy
 from PIL import Image
 
-from app.datasets.ingest import (
+from taas.app.datasets.ingest import (
     CanonicalDataset,
     IngestLimits,
     IngestOptions,

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 ASK_WITHOUT_TORCH = """
 import json, sys
 from pathlib import Path
-from app.datasets.service import builtin_availability
+from taas.app.datasets.service import builtin_availability
 data_dir = Path(sys.argv[1])
 answers = {
     name: [builtin_availability(name, None, False), builtin_availability(name, data_dir, True)]

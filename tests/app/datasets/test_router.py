@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.config import get_settings
-from app.datasets.models import Dataset
-from app.db import session_scope
+from taas.app.config import get_settings
+from taas.app.datasets.models import Dataset
+from taas.app.db import session_scope
 from tests.conftest import clear_caches
 
 
@@ -234,7 +234,7 @@ def test_non_multipart_bodies_and_missing_files_are_refused(
 def small_upload_cap(taas_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("TAAS_MAX_UPLOAD_BYTES", "20000")
     clear_caches()
-    from app.main import create_app
+    from taas.app.main import create_app
 
     with TestClient(create_app(), raise_server_exceptions=False) as client:
         yield client
@@ -383,7 +383,7 @@ def test_concurrent_uploads_are_converted_one_at_a_time(
     api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each conversion may hold a whole decoded dataset in memory: they must not add up."""
-    from app.datasets import service
+    from taas.app.datasets import service
 
     real_ingest, lock = service.ingest, threading.Lock()
     converting, most_at_once = 0, 0

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from app.db import session_scope, utcnow
-from app.jobs.models import IdempotencyKey
+from taas.app.db import session_scope, utcnow
+from taas.app.jobs.models import IdempotencyKey
 from tests.conftest import TINY_SYNTHETIC
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import get_settings
+from taas.app.config import get_settings
 from tests.conftest import TINY_SYNTHETIC, epoch_progress
 
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth.models import Tenant
-from app.config import get_settings
-from app.db import session_scope, utcnow
-from app.jobs.models import Job
-from app.reconciler import reconcile
-from app.scheduling.models import WorkerPresence
+from taas.app.auth.models import Tenant
+from taas.app.config import get_settings
+from taas.app.db import session_scope, utcnow
+from taas.app.jobs.models import Job
+from taas.app.reconciler import reconcile
+from taas.app.scheduling.models import WorkerPresence
 from tests.app.internal.test_router import finish
 from tests.conftest import TINY_SYNTHETIC, clear_caches
 

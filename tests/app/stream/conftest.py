@@ -63,7 +63,7 @@ def start_server(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 @pytest.fixture
 def live_api(taas_home: Path) -> Iterator[LiveApi]:
-    from app.main import create_app
+    from taas.app.main import create_app
 
     app = create_app()
     server, thread, url = start_server(app)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.stream.router import DISCONNECT_CHECK_SECONDS
+from taas.app.stream.router import DISCONNECT_CHECK_SECONDS
 from tests.app.stream.conftest import LiveApi, Received, read_events
 
 PROGRESS = {

@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from app import migrate
-from app.auth.models import Tenant
-from app.config import get_settings
-from app.db import open_session, session_scope
-from app.jobs.models import Job
-from app.jobs.service import submit_job
-from app.spec import JobSpec
-from app.stream.models import StreamEvent
-from app.stream.service import publish, read_after
+from taas.app import migrate
+from taas.app.auth.models import Tenant
+from taas.app.config import get_settings
+from taas.app.db import open_session, session_scope
+from taas.app.jobs.models import Job
+from taas.app.jobs.service import submit_job
+from taas.app.spec import JobSpec
+from taas.app.stream.models import StreamEvent
+from taas.app.stream.service import publish, read_after
 from tests.conftest import TINY_SYNTHETIC, clear_caches
 
 WRITERS, EVENTS_EACH = 6, 30

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from app.errors import InvalidInput
-from app.spec import JobSpec
-from app.sweeps.search import (
+from taas.app.errors import InvalidInput
+from taas.app.spec import JobSpec
+from taas.app.sweeps.search import (
     FinishedTrial,
     Parameter,
     apply_params,

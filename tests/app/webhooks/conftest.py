@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from app.config import get_settings
-from app.webhooks import addresses
+from taas.app.config import get_settings
+from taas.app.webhooks import addresses
 
 # Names the tests resolve; anything else is an error (no test reaches a real DNS server).
 DNS = {

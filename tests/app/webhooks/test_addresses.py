@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from app.webhooks.addresses import UnsafeUrl, check_url
+from taas.app.webhooks.addresses import UnsafeUrl, check_url
 
 
 @pytest.mark.parametrize(

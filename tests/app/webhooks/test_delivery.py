@@ -19,15 +19,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from app import migrate
-from app.config import get_settings
-from app.db import session_scope, utcnow
-from app.jobs.models import Job
-from app.jobs.service import record_event, transition
-from app.webhooks.events import new_delivery_id
-from app.webhooks.models import WebhookDelivery, WebhookEndpoint
-from app.webhooks.sender import claim_due, send_due
-from app.webhooks.signing import new_secret
+from taas.app import migrate
+from taas.app.config import get_settings
+from taas.app.db import session_scope, utcnow
+from taas.app.jobs.models import Job
+from taas.app.jobs.service import record_event, transition
+from taas.app.webhooks.events import new_delivery_id
+from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint
+from taas.app.webhooks.sender import claim_due, send_due
+from taas.app.webhooks.signing import new_secret
 from tests.app.internal.test_router import claimed_job, finish
 from tests.app.sweeps.test_router import submit as submit_sweep
 from tests.app.webhooks.conftest import Receiver
@@ -364,7 +364,7 @@ def on_postgres(
 
 @pytest.mark.postgres
 def test_two_senders_never_claim_the_same_delivery(on_postgres: None) -> None:
-    from app.auth.service import create_api_key
+    from taas.app.auth.service import create_api_key
 
     with session_scope() as session:
         create_api_key(session, "acme")

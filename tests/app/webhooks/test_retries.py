@@ -7,8 +7,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from app.config import Settings
-from app.webhooks.retries import next_delay, parse_retry_after
+from taas.app.config import Settings
+from taas.app.webhooks.retries import next_delay, parse_retry_after
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SPEC_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)

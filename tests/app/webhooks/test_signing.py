@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from app.webhooks.signing import new_secret, secret_key, signature, signed_headers
+from taas.app.webhooks.signing import new_secret, secret_key, signature, signed_headers
 
 
 def reference_signature(secret: str, message_id: str, timestamp: int, body: str) -> str:

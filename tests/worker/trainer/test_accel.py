@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import torch
 
-from app.spec import AccelerationSpec, CnnSpec, MlpSpec, ResnetSpec
+from taas.app.spec import AccelerationSpec, CnnSpec, MlpSpec, ResnetSpec
+from taas.worker.trainer.accel import free_cores, plan_acceleration
+from taas.worker.trainer.data import load_dataset
+from taas.worker.trainer.feed import translate
+from taas.worker.trainer.loop import TrainingPreempted, TrainResult, train
 from tests.worker.trainer.fakes import RecordingContext, tiny_spec
-from worker.trainer.accel import free_cores, plan_acceleration
-from worker.trainer.data import load_dataset
-from worker.trainer.feed import translate
-from worker.trainer.loop import TrainingPreempted, TrainResult, train
 
 CNN: dict[str, Any] = {"arch": "cnn", "channels": [8, 16], "hidden_size": 32}
 # BatchNorm's running statistics need more steps than the tiny set has to settle.

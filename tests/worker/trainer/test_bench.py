@@ -10,10 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from app.cli import cli
-from tests.worker.trainer.fakes import TINY_OPTIONS
-from worker.trainer import bench
-from worker.trainer.bench import (
+from taas.app.cli import cli
+from taas.worker.trainer import bench
+from taas.worker.trainer.bench import (
     NETWORKS,
     BenchError,
     BenchOptions,
@@ -29,7 +28,8 @@ from worker.trainer.bench import (
     target_speedup,
     write_json,
 )
-from worker.trainer.loop import MetricPoint
+from taas.worker.trainer.loop import MetricPoint
+from tests.worker.trainer.fakes import TINY_OPTIONS
 
 # Low enough that every run reaches it after its first epoch (4 classes: chance is 0.25), so the
 # time-to-target ratio always exists.

@@ -16,11 +16,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from app.spec import FASHION_MNIST_CLASSES, DatasetInfo, JobSpec
-from tests.worker.trainer.fakes import tiny_spec
-from worker import dataset_files
-from worker.trainer import data
-from worker.trainer.data import (
+from taas.app.spec import FASHION_MNIST_CLASSES, DatasetInfo, JobSpec
+from taas.worker import dataset_files
+from taas.worker.trainer import data
+from taas.worker.trainer.data import (
     DatasetUnavailable,
     Preprocess,
     available,
@@ -31,6 +30,7 @@ from worker.trainer.data import (
     split_holdout,
     with_test_split,
 )
+from tests.worker.trainer.fakes import tiny_spec
 
 IDX_NAMES = (
     "train-images-idx3-ubyte",

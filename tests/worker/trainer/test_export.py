@@ -15,11 +15,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from app.spec import JobSpec, normalized
-from tests.worker.trainer.fakes import RecordingContext, tiny_spec
-from worker.trainer import load_model
-from worker.trainer.data import Dataset, load_dataset
-from worker.trainer.export import (
+from taas.app.spec import JobSpec, normalized
+from taas.worker.trainer import load_model
+from taas.worker.trainer.data import Dataset, load_dataset
+from taas.worker.trainer.export import (
     EXAMPLE_BATCH,
     METRICS_COLUMNS,
     ExportFailed,
@@ -27,7 +26,8 @@ from worker.trainer.export import (
     dataset_sha256,
     write_model_files,
 )
-from worker.trainer.loop import MetricPoint, TrainResult, evaluate, train
+from taas.worker.trainer.loop import MetricPoint, TrainResult, evaluate, train
+from tests.worker.trainer.fakes import RecordingContext, tiny_spec
 
 MODELS = [
     {"arch": "mlp", "hidden_sizes": [32, 16], "batch_norm": True, "dropout": 0.1},

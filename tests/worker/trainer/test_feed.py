@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.spec import Augmentation
-from worker.trainer.data import Preprocess
-from worker.trainer.feed import DeviceBatches, LoaderBatches
+from taas.app.spec import Augmentation
+from taas.worker.trainer.data import Preprocess
+from taas.worker.trainer.feed import DeviceBatches, LoaderBatches
 
 CPU = torch.device("cpu")
 

@@ -6,10 +6,9 @@ from typing import Any, get_args
 import pytest
 import torch
 
-from app.spec import Activation, JobSpec, OptimizerName, ScheduleName
-from tests.worker.trainer.fakes import TINY_BATCHES_PER_EPOCH, RecordingContext, tiny_spec
-from worker.trainer.data import load_dataset
-from worker.trainer.loop import (
+from taas.app.spec import Activation, JobSpec, OptimizerName, ScheduleName
+from taas.worker.trainer.data import load_dataset
+from taas.worker.trainer.loop import (
     EVAL_BATCH_SIZE,
     MetricPoint,
     TrainResult,
@@ -17,6 +16,7 @@ from worker.trainer.loop import (
     pick_device,
     train,
 )
+from tests.worker.trainer.fakes import TINY_BATCHES_PER_EPOCH, RecordingContext, tiny_spec
 
 CNN = {"arch": "cnn", "channels": [8, 16], "hidden_size": 32}
 

@@ -7,8 +7,8 @@ import torch
 from pydantic import TypeAdapter
 from torch import nn
 
-from app.spec import Activation, ModelSpec, NetworkDoesNotFit, parameter_count
-from worker.trainer.networks import ACTIVATIONS, BasicBlock, build_network, can_pool_first
+from taas.app.spec import Activation, ModelSpec, NetworkDoesNotFit, parameter_count
+from taas.worker.trainer.networks import ACTIVATIONS, BasicBlock, build_network, can_pool_first
 
 MODEL_SPEC: TypeAdapter[Any] = TypeAdapter(ModelSpec)
 

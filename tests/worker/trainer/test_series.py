@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from taas.worker.trainer.data import load_dataset
+from taas.worker.trainer.loop import train
+from taas.worker.trainer.series import TRAIN_POINTS_PER_RUN, StepPoint, StepSeries
 from tests.worker.trainer.fakes import RecordingContext, tiny_spec
-from worker.trainer.data import load_dataset
-from worker.trainer.loop import train
-from worker.trainer.series import TRAIN_POINTS_PER_RUN, StepPoint, StepSeries
 
 
 def test_a_run_of_over_1000_steps_draws_a_curve_of_bounded_length() -> None:

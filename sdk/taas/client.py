@@ -1,0 +1,313 @@
+"""The Python client of the taas API: jobs, datasets, sweeps, keys, webhooks and artifacts.
+
+    client = taas.Client()  # TAAS_API_URL and TAAS_API_KEY, or the key `taas serve` wrote
+    job = client.submit({"dataset": "fashion-mnist"})
+    job = client.wait(job["id"], on_update=lambda job: print(job["status"]))
+    client.download(job["id"], "model")
+
+Answers are the API's JSON as dicts (the fields are those of the API reference at /docs). An
+error answer raises the ApiError subclass for its status (taas.errors); a 429 from the key's rate
+limit is waited out and retried a few times first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import connect_sse
+
+from taas.errors import ApiError, ArtifactIntegrityError, TaasError, WaitTimeout
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+SWEEP_TERMINAL = TERMINAL
+# The server sends a keep-alive comment every 15 s: a stream silent for this long is dead.
+STREAM_READ_TIMEOUT = 45.0
+
+StreamEvent = tuple[str | None, str, dict[str, Any]]
+JobCallback = Callable[[dict[str, Any]], None]
+# A 429 (the key's rate limit) is waited out and retried this many times, each wait as long as
+# the server's Retry-After but never longer than RATE_LIMIT_WAIT_CAP seconds.
+RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_WAIT_CAP = 60.0
+
+
+class Client:
+    """A connection to one taas service, as one API key (one tenant)."""
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0
+    ) -> None:
+        """``url`` defaults to $TAAS_API_URL (else http://127.0.0.1:8000), ``api_key`` to
+        $TAAS_API_KEY, else the key file `taas serve` writes ($TAAS_HOME/api_key, .taas by
+        default)."""
+        url = url or os.environ.get("TAAS_API_URL") or DEFAULT_URL
+        key = api_key or _key_from_environment()
+        self.http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # Jobs
+
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a training job; with ``idempotency_key``, submitting again returns the same
+        job instead of a second one (safe to retry after a lost answer)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._object("POST", "/v1/jobs", json=spec, headers=headers)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._object("GET", f"/v1/jobs/{job_id}")
+
+    def jobs(
+        self,
+        status: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        sweep_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of the tenant's jobs, newest first: {"items": [...], "next_cursor": ...}."""
+        params = {"status": status, "cursor": cursor, "sweep_id": sweep_id}
+        present = {key: value for key, value in params.items() if value}
+        return self._object("GET", "/v1/jobs", params={**present, "limit": limit})
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._object("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def delete(self, job_id: str) -> None:
+        """Delete an ended job with its files."""
+        self._json("DELETE", f"/v1/jobs/{job_id}")
+
+    def metrics(self, job_id: str) -> list[dict[str, Any]]:
+        """One point per epoch (train and validation loss, accuracy, lr, samples/s)."""
+        return self._items(f"/v1/jobs/{job_id}/metrics")
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return self._items(f"/v1/jobs/{job_id}/events")
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = 24 * 3600.0,
+        poll_seconds: float = 1.0,
+        on_update: JobCallback | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job ends and return it. ``on_update`` sees every polled state (its
+        ``progress`` has the epoch, the fraction done and an ETA). Raises WaitTimeout after
+        ``timeout`` seconds; the job goes on."""
+        return self._wait(
+            lambda: self.job(job_id), f"job {job_id}", timeout, poll_seconds, on_update
+        )
+
+    def stream(
+        self, job_id: str | None = None, last_event_id: str | None = None
+    ) -> Iterator[StreamEvent]:
+        """Server-Sent Events as (id, event type, data): one job's from its first event (or
+        after ``last_event_id``) until its ``end``, or, without ``job_id``, every job of the
+        tenant from now on. Raises ApiError for an error answer, httpx_sse.SSEError for an
+        answer that is not an event stream, httpx.TransportError when the connection fails."""
+        path = f"/v1/jobs/{job_id}/stream" if job_id else "/v1/stream"
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT)
+        with connect_sse(self.http, "GET", path, headers=headers, timeout=timeout) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                raise ApiError.from_response(source.response)
+            for sse in source.iter_sse():
+                if sse.data:  # a keep-alive comment ends as an empty event: not one
+                    yield (sse.id or None), sse.event, json.loads(sse.data)
+
+    # Artifacts
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's files: name, kind, size and sha256 of each."""
+        return self._items(f"/v1/jobs/{job_id}/artifacts")
+
+    def download(self, job_id: str, out_dir: str | Path) -> list[Path]:
+        """Fetch every artifact into ``out_dir`` (created if needed), each checked against the
+        sha256 the service lists for it; returns the paths. A file that does not match is
+        removed and raises ArtifactIntegrityError."""
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return [self._download_one(job_id, item, folder) for item in self.artifacts(job_id)]
+
+    def _download_one(self, job_id: str, item: dict[str, Any], out_dir: Path) -> Path:
+        name = Path(item["name"]).name  # never let a server-supplied name leave out_dir
+        target, partial = out_dir / name, out_dir / f".{name}.partial"
+        digest = hashlib.sha256()
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{name}") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError.from_response(response)
+            with partial.open("wb") as file:
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    file.write(chunk)
+        if digest.hexdigest() != item["sha256"]:
+            partial.unlink()
+            raise ArtifactIntegrityError(
+                f"{name}: sha256 {digest.hexdigest()} != listed {item['sha256']}"
+            )
+        partial.replace(target)
+        return target
+
+    # Datasets
+
+    def upload_dataset(
+        self, path: str | Path, name: str | None = None, **fields: str
+    ) -> dict[str, Any]:
+        """Upload an .npz, CSV or zip file; ``fields`` are label_column or image_size. The
+        service checks it before answering; use the returned ``id`` as a job's dataset."""
+        file_path = Path(path)
+        form = {key: value for key, value in {"name": name, **fields}.items() if value}
+        with file_path.open("rb") as file:
+            files = {"file": (file_path.name, file, "application/octet-stream")}
+            return self._object("POST", "/v1/datasets", data=form, files=files)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._items("/v1/datasets")
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._object("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._json("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # Sweeps
+
+    def submit_sweep(self, sweep: dict[str, Any]) -> dict[str, Any]:
+        """Start a search over job specs (base ``spec``, ``parameters``, ``method``,
+        ``objective``, ``max_trials``, ...); its trials are ordinary jobs."""
+        return self._object("POST", "/v1/sweeps", json=sweep)
+
+    def sweep(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep with its trials, ``best`` (one objective) or ``pareto`` (two)."""
+        return self._object("GET", f"/v1/sweeps/{sweep_id}")
+
+    def sweeps(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self._items("/v1/sweeps", params={"limit": limit})
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._object("POST", f"/v1/sweeps/{sweep_id}/cancel")
+
+    def delete_sweep(self, sweep_id: str) -> None:
+        self._json("DELETE", f"/v1/sweeps/{sweep_id}")
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        timeout: float = 24 * 3600.0,
+        poll_seconds: float = 2.0,
+        on_update: JobCallback | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the sweep ends and return it; ``on_update`` sees every polled state."""
+        return self._wait(
+            lambda: self.sweep(sweep_id), f"sweep {sweep_id}", timeout, poll_seconds, on_update
+        )
+
+    # Keys and webhooks
+
+    def create_key(self, name: str, scope: str, expires_at: str | None = None) -> dict[str, Any]:
+        """A new key of this key's tenant (needs an admin key); its ``key`` is shown this once."""
+        body = {"name": name, "scope": scope, "expires_at": expires_at}
+        return self._object("POST", "/v1/keys", json=body)
+
+    def keys(self) -> list[dict[str, Any]]:
+        return self._items("/v1/keys")
+
+    def revoke_key(self, key_id: str) -> None:
+        self._json("DELETE", f"/v1/keys/{key_id}")
+
+    def create_webhook(self, url: str, events: list[str]) -> dict[str, Any]:
+        """An endpoint that gets signed deliveries of ``events`` (e.g. "job.succeeded"); its
+        signing ``secret`` is shown this once."""
+        return self._object("POST", "/v1/webhooks", json={"url": url, "events": events})
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        return self._items("/v1/webhooks")
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._json("DELETE", f"/v1/webhooks/{webhook_id}")
+
+    def webhook_deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
+        return self._items(f"/v1/webhooks/{webhook_id}/deliveries")
+
+    # Plumbing
+
+    def _wait(
+        self,
+        fetch: Callable[[], dict[str, Any]],
+        what: str,
+        timeout: float,
+        poll_seconds: float,
+        on_update: JobCallback | None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = fetch()
+            if on_update is not None:
+                on_update(state)
+            if state["status"] in TERMINAL:
+                return state
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"{what} still {state['status']} after {timeout:.0f}s")
+            time.sleep(poll_seconds)
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        answer = self._json(method, path, **kwargs)
+        if not isinstance(answer, dict):
+            raise TaasError(f"{method} {path}: expected a JSON object, got {answer!r:.200}")
+        return answer
+
+    def _items(self, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._object("GET", path, **kwargs)["items"]
+        return items
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        for _ in range(RATE_LIMIT_RETRIES):
+            if response.status_code != 429 or "Retry-After" not in response.headers:
+                break
+            time.sleep(_retry_after(response))
+            response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response.json() if response.content else None
+
+
+def _key_from_environment() -> str:
+    key = os.environ.get("TAAS_API_KEY")
+    if key:
+        return key
+    key_file = Path(os.environ.get("TAAS_HOME") or ".taas") / "api_key"
+    try:
+        return key_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise TaasError(
+            f"no API key: pass api_key=, set TAAS_API_KEY, or run where {key_file} exists"
+        ) from None
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        seconds = float(response.headers["Retry-After"])
+    except ValueError:
+        seconds = 1.0  # an HTTP date: not sent by this server, so wait a little and see
+    return min(max(seconds, 0.0), RATE_LIMIT_WAIT_CAP)
