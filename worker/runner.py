@@ -33,6 +33,7 @@ from taas.worker.memory import NotEnoughMemory, check_fits
 from taas.worker.oom_watch import OomWatch
 from taas.worker.progress import LiveProgress
 from taas.worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt, StorageFull
+from taas.worker.trainer.compiled import use_disk_cache
 from taas.worker.trainer.data import (
     Dataset,
     DatasetUnavailable,
@@ -291,6 +292,8 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         logger.error("ignoring a message with a malformed job id %r", job_id[:100])
         return
     scratch = settings.worker_scratch_dir / job_id
+    # Compiled kernels outlive the job: the next one of this architecture loads them.
+    use_disk_cache(settings.home)
     reporter = ApiReporter(
         settings.api_url,
         settings.worker_token,

@@ -24,8 +24,9 @@ import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from taas.app.spec import JobSpec
+from taas.app.spec import DatasetInfo, JobSpec
 from taas.worker.trainer.accel import SWITCHES, AccelPlan, plan_acceleration
+from taas.worker.trainer.compiled import CompiledStep, architecture_key, compile_step
 from taas.worker.trainer.data import (
     Dataset,
     Preprocess,
@@ -260,7 +261,9 @@ def _build_run(
         plan=plan,
         device=device,
         model=model,
-        forward_loss=_compiled(_ForwardLoss(model, settings.label_smoothing), plan),
+        forward_loss=_compiled(
+            _ForwardLoss(model, settings.label_smoothing), plan, spec, info, device
+        ),
         optimizer=optimizer,
         schedule=schedule,
         ema=make_ema(model, settings.ema_decay),
@@ -302,13 +305,24 @@ def _make_feed(
 
 
 def _compiled(
-    module: _ForwardLoss, plan: AccelPlan
+    module: _ForwardLoss, plan: AccelPlan, spec: JobSpec, info: DatasetInfo, device: torch.device
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     if not plan.compile:
         return module
+    # Everything that shapes the compiled step (compiled.py keeps one per architecture).
+    key = architecture_key(
+        {
+            "model": spec.model.model_dump(mode="json"),
+            "input": info.shape,
+            "classes": info.num_classes,
+            "batch_size": spec.training.batch_size,
+            "label_smoothing": spec.training.label_smoothing,
+            "switches": [name for name in SWITCHES if getattr(plan, name)],
+            "device": device.type,
+        }
+    )
     # "reduce-overhead" replays the compiled forward and backward as CUDA graphs.
-    mode = "reduce-overhead" if plan.cuda_graphs else "default"
-    return torch.compile(module, mode=mode)
+    return compile_step(module, key, "reduce-overhead" if plan.cuda_graphs else "default")
 
 
 @contextmanager
@@ -452,6 +466,16 @@ class _ForwardLoss(nn.Module):
 
 
 def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step; a compiled step times its first two (what compiling cost)."""
+    if isinstance(run.forward_loss, CompiledStep):
+        step: tuple[torch.Tensor, torch.Tensor] = run.forward_loss.timed(
+            lambda: _step(run, x, y), lambda: _synchronize(run.device)
+        )
+        return step
+    return _step(run, x, y)
+
+
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch: x (B, C, H, W) float32, y (B,). Returns the loss and the
     number of correct predictions, both still on the device (reading them would sync)."""
     if run.plan.cuda_graphs:
@@ -470,6 +494,28 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     if run.plan.cuda_graphs:  # a CUDA graph overwrites its outputs on the next replay
         return loss.clone(), correct.clone()
     return loss, correct
+
+
+COMPILED_CODE_SOURCES = {
+    "memory": "compiled by this worker process for an earlier job",
+    "disk": "loaded from the on-disk compile cache",
+    "partial": "partly loaded from the on-disk compile cache",
+    "none": "compiled from scratch",
+}
+
+
+def _acceleration_report(run: _Run) -> dict[str, object]:
+    """The plan, and for a compiled step what really ran and what compiling cost."""
+    report = run.plan.report()
+    if isinstance(run.forward_loss, CompiledStep):
+        compiled = run.forward_loss.report()
+        report["compile"] = compiled
+        source = COMPILED_CODE_SOURCES[str(compiled["cache"])]
+        run.context.log(
+            f"torch.compile: the step ran {compiled['ran']} ({compiled['reason'] or source}); "
+            f"the first step took {compiled['compile_seconds']} s longer than the second"
+        )
+    return report
 
 
 def _evaluation_steps(batches: int, evals_per_epoch: int) -> set[int]:
@@ -556,7 +602,7 @@ def _finish(
         stop_reason=stop_reason,
         parameter_count=sum(parameter.numel() for parameter in model.parameters()),
         device=str(run.device),
-        acceleration=run.plan.report(),
+        acceleration=_acceleration_report(run),
     )
 
 
