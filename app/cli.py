@@ -13,6 +13,7 @@ import typer
 
 from taas.app.auth.scopes import Scope
 from taas.app.config import get_settings
+from taas.worker.devices import MAX_JOBS_PER_GPU
 
 cli = typer.Typer(
     help="taas: training as a service.",
@@ -80,10 +81,21 @@ def worker(
         str | None,
         typer.Option(help="GPU ids, one job process each (e.g. 0,1,2,3); sets the concurrency"),
     ] = None,
+    jobs_per_gpu: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_JOBS_PER_GPU,
+            help="with --gpus: jobs at once on each GPU, each in its own process; they divide "
+            "the GPU's memory, and a job that would not fit beside the others waits",
+        ),
+    ] = 1,
 ) -> None:
     """Run a Celery worker that trains jobs from the given queues."""
     if gpus is not None:
-        concurrency = _one_process_per_gpu(gpus, concurrency)
+        concurrency = _processes_for_gpus(gpus, concurrency, jobs_per_gpu)
+    elif jobs_per_gpu != 1:
+        raise typer.BadParameter("needs --gpus: the GPUs to share", param_hint="--jobs-per-gpu")
     from taas.worker.celery_app import celery_app
 
     # One job per process: the solo pool runs it in this process; more means prefork children.
@@ -109,23 +121,27 @@ def worker(
     )
 
 
-def _one_process_per_gpu(gpus: str, concurrency: int) -> int:
-    """Hand the GPU list to the pool processes (each takes its own); returns the concurrency."""
-    from taas.worker.devices import GPUS_ENV, parse_gpus, pin_gpu
+def _processes_for_gpus(gpus: str, concurrency: int, jobs_per_gpu: int) -> int:
+    """Hand the GPU list to the pool processes (each takes its own, jobs_per_gpu to a GPU);
+    returns the number of processes."""
+    from taas.worker.devices import GPUS_ENV, JOBS_PER_GPU_ENV, parse_gpus, pin_gpu
 
     try:
         listed = parse_gpus(gpus)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--gpus") from None
-    if concurrency not in (1, len(listed)):
+    processes = len(listed) * jobs_per_gpu
+    if concurrency not in (1, processes):
         raise typer.BadParameter(
-            f"{concurrency} processes for {len(listed)} GPUs: one job per device",
+            f"{concurrency} processes for {len(listed)} GPUs with {jobs_per_gpu} jobs each: "
+            f"leave --concurrency out (it is {processes})",
             param_hint="--concurrency",
         )
     os.environ[GPUS_ENV] = ",".join(listed)
-    if len(listed) == 1:
+    os.environ[JOBS_PER_GPU_ENV] = str(jobs_per_gpu)
+    if processes == 1:
         pin_gpu(0)  # the solo pool trains in this process
-    return len(listed)
+    return processes
 
 
 @cli.command()

@@ -16,6 +16,7 @@ import torch
 from taas.app.config import Settings
 from taas.app.memory import DeviceKind, MemoryEstimate, estimate_memory, format_bytes
 from taas.app.spec import DatasetInfo, JobSpec
+from taas.worker.devices import jobs_per_gpu
 from taas.worker.kernel_memory import cgroup_room, meminfo, resident_bytes
 from taas.worker.trainer.accel import plan_acceleration
 
@@ -65,6 +66,11 @@ def memory_budget(settings: Settings, device: DeviceKind) -> Budget:
     if settings.worker_memory_bytes is not None:
         size = settings.worker_memory_bytes
         return Budget(size, size, "its budget (TAAS_WORKER_MEMORY_BYTES)")
+    if device == "cuda" and jobs_per_gpu() > 1:
+        # The GPU's other jobs hold memory now and give it back later: the job waits for its
+        # share (worker/gpu_share.py); here it must only fit the device.
+        total = torch.cuda.mem_get_info()[1]
+        return Budget(total, total, "the GPU's memory")
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         # This process's cached blocks are free to the job too.

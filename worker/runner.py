@@ -22,13 +22,14 @@ from typing import Any
 import torch
 
 from taas.app.config import Settings, get_settings
-from taas.app.memory import MemoryEstimate
+from taas.app.memory import MemoryEstimate, format_bytes
 from taas.app.request_context import bind as bind_log_context
 from taas.app.request_context import job_context
 from taas.app.spec import BUILTIN_DATASETS, JOB_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
 from taas.app.storage_space import free_bytes, storage_full_reason
 from taas.worker.dataset_cache import cached_dataset
-from taas.worker.devices import device_label
+from taas.worker.devices import device_label, jobs_per_gpu, pinned_gpu
+from taas.worker.gpu_share import GpuShare, GpuTooSmall
 from taas.worker.memory import NotEnoughMemory, check_fits
 from taas.worker.oom_watch import OomWatch
 from taas.worker.progress import LiveProgress
@@ -74,6 +75,7 @@ class JobContext:
         self.timed_out = threading.Event()  # the attempt reached its time limit (Watchdog)
         self.progress = LiveProgress(epochs)  # sent with every heartbeat
         self.memory: MemoryEstimate | None = None  # the job's estimated peak, once checked
+        self.gpu_share: GpuShare | None = None  # holds a share of a GPU other jobs use too
         self.oom_watch: OomWatch | None = None  # tells the API if the kernel kills this process
 
     @property
@@ -353,7 +355,13 @@ def _run_claimed(claim: Claim, reporter: ApiReporter, scratch: Path, settings: S
         OomWatch(claim.job_id, claim.attempt, reporter.api_url, reporter.worker_token) as watch,
     ):
         context.oom_watch = watch
-        outcome = _train_and_upload(spec, context, lambda: _load(spec, claim, context, settings))
+        try:
+            outcome = _train_and_upload(
+                spec, context, lambda: _load(spec, claim, context, settings)
+            )
+        finally:
+            if context.gpu_share is not None:
+                context.gpu_share.release(claim.job_id)
         if context.timed_out.is_set() and outcome["status"] == "cancelled":
             outcome = _failure("timeout", _timeout_message(claim, context))
     if context.lost.is_set():
@@ -366,6 +374,10 @@ def _run_claimed(claim: Claim, reporter: ApiReporter, scratch: Path, settings: S
     # fails the job as soon as the database takes writes again.
     context.call_api(reporter.finish, outcome)
     logger.info("job %s: attempt %d ended %s", claim.job_id, claim.attempt, outcome["status"])
+
+
+class StoppedWaiting(Exception):
+    """The job was cancelled, or the worker is stopping, while the job waited for a GPU share."""
 
 
 def _timeout_message(claim: Claim, context: JobContext) -> str:
@@ -414,6 +426,33 @@ def _check_memory(
     if context.oom_watch is not None:
         context.oom_watch.note(_out_of_memory_advice(context))
     context.log(f"memory: the job needs {context.memory.describe()}")
+    _reserve_gpu_share(context, settings)
+
+
+def _reserve_gpu_share(context: JobContext, settings: Settings) -> None:
+    """On a GPU that several jobs share: wait for this job's share of its memory, and cap the
+    process at it. StoppedWaiting when the job is cancelled (or the worker stops) meanwhile."""
+    share = gpu_share(settings)
+    if share is None or context.memory is None or context.memory.device != "cuda":
+        return
+    reserved = share.reserve(context.job_id, context.memory.total, context.should_stop, context.log)
+    if reserved is None:
+        raise StoppedWaiting()
+    context.gpu_share = share
+    torch.cuda.set_per_process_memory_fraction(reserved / share.total_bytes)
+    context.log(
+        f"GPU {share.gpu}: this job may use {format_bytes(reserved)} of its "
+        f"{format_bytes(share.total_bytes)} ({share.jobs_per_gpu} jobs share it)"
+    )
+
+
+def gpu_share(settings: Settings) -> GpuShare | None:
+    """The ledger of this process's GPU when `--jobs-per-gpu` shares it, else None."""
+    gpu = pinned_gpu()
+    if gpu is None or jobs_per_gpu() == 1 or not torch.cuda.is_available():
+        return None
+    total = torch.cuda.mem_get_info()[1]
+    return GpuShare(settings.home.resolve() / "gpu-shares", gpu, total, jobs_per_gpu())
 
 
 def _train_and_upload(
@@ -431,7 +470,9 @@ def _train_and_upload(
         return {"status": "succeeded", **_result_fields(result)}
     except TrainingPreempted:
         return PREEMPTED  # checkpointed where it stopped: give the job back
-    except (DatasetUnavailable, NotEnoughMemory) as error:
+    except StoppedWaiting:
+        return PREEMPTED if SHUTTING_DOWN.is_set() else {"status": "cancelled"}
+    except (DatasetUnavailable, NotEnoughMemory, GpuTooSmall) as error:
         return _failure("user_error", str(error))
     except ExportFailed as error:
         return _failure("internal", str(error))

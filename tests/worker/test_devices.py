@@ -7,7 +7,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from taas.app.cli import cli
+from taas.app.cli import _processes_for_gpus, cli
 from taas.worker import devices
 
 
@@ -50,6 +50,44 @@ def test_without_a_gpu_list_nothing_is_pinned(monkeypatch: pytest.MonkeyPatch) -
 def test_the_worker_refuses_a_bad_gpu_list_before_starting(
     arguments: list[str], problem: str
 ) -> None:
+    result = CliRunner().invoke(cli, ["worker", *arguments])
+
+    assert result.exit_code == 2
+    assert problem in result.output
+
+
+def test_with_several_jobs_per_gpu_consecutive_processes_share_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(devices.GPUS_ENV, "2,5")
+    monkeypatch.setenv(devices.JOBS_PER_GPU_ENV, "3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5")
+    monkeypatch.setattr(devices, "_pinned", None)
+
+    assert [devices.pin_gpu(index) for index in range(6)] == ["2", "2", "2", "5", "5", "5"]
+
+
+def test_the_worker_runs_jobs_per_gpu_processes_for_each_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(devices.GPUS_ENV, "")  # recorded, so the values written are undone
+    monkeypatch.setenv(devices.JOBS_PER_GPU_ENV, "")
+
+    assert _processes_for_gpus("0,1", concurrency=1, jobs_per_gpu=4) == 8
+
+    assert os.environ[devices.GPUS_ENV] == "0,1"
+    assert devices.jobs_per_gpu() == 4
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        (["--jobs-per-gpu", "2"], "needs --gpus"),
+        (["--gpus", "0,1", "--jobs-per-gpu", "2", "--concurrency", "3"], "leave --concurrency out"),
+        (["--gpus", "0", "--jobs-per-gpu", "0"], "--jobs-per-gpu"),
+    ],
+)
+def test_the_worker_refuses_bad_jobs_per_gpu(arguments: list[str], problem: str) -> None:
     result = CliRunner().invoke(cli, ["worker", *arguments])
 
     assert result.exit_code == 2
