@@ -16,11 +16,14 @@ over the second's) and the ratios. From the repository root:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import torch
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "reference MLP (784-128-10)": {"arch": "mlp", "hidden_sizes": [128]},
@@ -59,8 +62,9 @@ def main() -> None:
         models = list(ARCHITECTURES.values())
         first_process = jobs_in_a_new_process(home, [m for m in models for _ in range(2)])
         second_process = jobs_in_a_new_process(home, models)
-    print("| architecture | job | cache | compile s | vs first |")
-    print("|---|---|---|---:|---:|")
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores, compile forced on the CPU")
+    print("| architecture | job | ran | cache | compile s | vs first |")
+    print("|---|---|---|---|---:|---:|")
     for index, name in enumerate(ARCHITECTURES):
         cold, again = first_process[2 * index], first_process[2 * index + 1]
         warm = second_process[index]
@@ -72,7 +76,8 @@ def main() -> None:
         for label, report in rows:
             ratio = report["compile_seconds"] / cold["compile_seconds"]
             print(
-                f"| {name} | {label} | {report['cache']} | {report['compile_seconds']:.2f} "
+                f"| {name} | {label} | {report['ran']} | {report['cache']} "
+                f"| {report['compile_seconds']:.2f} "
                 f"| {ratio:.3f} |"
             )
 

@@ -29,7 +29,7 @@ def test_submit_returns_normalized_spec_and_queued_job(
     assert job["attempt"] == 0
     assert job["spec"]["model"] == {
         "arch": "cnn",
-        "channels": [32, 64],
+        "channels": [24, 48],
         "pool_every": 1,
         "pooling": "max",
         "padding": "same",
@@ -39,14 +39,15 @@ def test_submit_returns_normalized_spec_and_queued_job(
         "batch_norm": False,
     }
     training = job["spec"]["training"]
-    assert (training["epochs"], training["batch_size"], training["lr"]) == (3, 256, 0.01)
+    assert (training["epochs"], training["batch_size"], training["lr"]) == (3, 128, 0.01)
+    assert training["label_smoothing"] == 0.1
     assert training["optimizer"] == "adamw"
     assert training["augment"] == {"flip": False, "translate": 0}
     assert job["name"] == "cnn-fashion_mnist"
     # Two conv3x3 with bias (28 -> 14 -> 7 after the pools), a 128-unit fc, then the output.
-    convs = (1 * 32 * 9 + 32) + (32 * 64 * 9 + 64)
-    fcs = (64 * 7 * 7 * 128 + 128) + (128 * 10 + 10)
-    assert job["parameter_count"] == convs + fcs == 421_642
+    convs = (1 * 24 * 9 + 24) + (24 * 48 * 9 + 48)
+    fcs = (48 * 7 * 7 * 128 + 128) + (128 * 10 + 10)
+    assert job["parameter_count"] == convs + fcs == 313_130
     assert epoch_progress(job) == {"epoch": 0, "epochs": 3, "fraction": 0.0}
     assert job["error"] is None
     assert job["artifacts"] == []
