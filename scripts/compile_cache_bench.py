@@ -27,7 +27,7 @@ import torch
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "reference MLP (784-128-10)": {"arch": "mlp", "hidden_sizes": [128]},
-    "default CNN ([32, 64], fc 128)": {"arch": "cnn"},
+    "default CNN ([24, 48], fc 128)": {"arch": "cnn"},
 }
 
 JOBS = """
