@@ -79,7 +79,10 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="jobs at once: one per device")] = 1,
     gpus: Annotated[
         str | None,
-        typer.Option(help="GPU ids, one job process each (e.g. 0,1,2,3); sets the concurrency"),
+        typer.Option(
+            help="GPU ids, one job process each (more with --jobs-per-gpu), e.g. 0,1,2,3; "
+            "sets the concurrency"
+        ),
     ] = None,
     jobs_per_gpu: Annotated[
         int,

@@ -27,7 +27,6 @@ from taas.errors import ApiError, ArtifactIntegrityError, TaasError, WaitTimeout
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-SWEEP_TERMINAL = TERMINAL
 # The server sends a keep-alive comment every 15 s: a stream silent for this long is dead.
 STREAM_READ_TIMEOUT = 45.0
 
