@@ -8,10 +8,19 @@ Static bounds live on the fields; the bounds an operator configures (``Limits``)
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
 
 Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
@@ -77,16 +86,20 @@ NetworkSpec = MlpSpec | CnnSpec | ResnetSpec
 ModelSpec = Annotated[NetworkSpec, Field(discriminator="arch")]
 
 
-def default_model() -> CnnSpec:
-    """The default recipe's network: two conv stages (24 and 48 channels) and a 128-unit fc
-    layer, fast on a CPU.
+def default_model(device: Literal["cpu", "cuda"] = "cpu") -> NetworkSpec:
+    """The network of a spec that names none, chosen by where the job runs.
 
-    Without BatchNorm: on a CPU its backward pass took 40% of a training step of a convnet this
-    size (torch.profiler). With the default recipe (batch 128, label smoothing 0.1, AdamW
-    0.01 one-cycle) it reaches 91.2-91.5% on Fashion-MNIST in 2 epochs (seeds 0-2) and
-    91.6-92.0% in the default 3, in 2/3 of the time the 32-64 channel net took at batch 256.
+    On a CPU: two conv stages (24 and 48 channels) and a 128-unit fc layer. Without BatchNorm: on
+    a CPU its backward pass took 40% of a training step of a convnet this size (torch.profiler).
+    With the default recipe (batch 128, label smoothing 0.1, AdamW 0.01 one-cycle) it reaches
+    91.2-91.5% on Fashion-MNIST in 2 epochs (seeds 0-2) and 91.6-92.0% in the default 3, in 2/3
+    of the time the 32-64 channel net took at batch 256.
+
+    On a GPU (the GPU recipe, ``examples/gpu_recipe.json``): the 64-128-256 ResNet with its
+    recipe below, which a GPU trains at about 100k samples/s; on an H200 it passed 93% at epoch
+    11 of 15 (``benchmarks/results/h200-resnet-sweep-2.log``).
     """
-    return CnnSpec()
+    return ResnetSpec() if device == "cuda" else CnnSpec()
 
 
 class Augmentation(StrictModel):
@@ -167,8 +180,8 @@ def _default_exports() -> list[ExportFormat]:
 # The default recipe per architecture: training fields a spec leaves out are filled from here
 # first. The convnet default reaches 91% on Fashion-MNIST in 2 epochs (the default 3 give about
 # 92%): smaller batches and label smoothing got there in 2/3 of the time of batch 256 without;
-# a ResNet needs a longer schedule, label smoothing and flips to pass 93% (measured by
-# worker/trainer/bench.py).
+# the ResNet (the GPU default) needs a longer schedule, label smoothing and flips to pass 93%
+# (benchmarks/results/h200-resnet-sweep-2.log).
 ARCH_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "cnn": {"batch_size": 128, "label_smoothing": 0.1},
     "resnet": {
@@ -198,20 +211,51 @@ class JobSpec(StrictModel):
         "between tenants, the one with the fewest running jobs goes first",
     )
 
-    @model_validator(mode="before")
+    # The request as given, before any default: a job bound for the GPU queue through
+    # ``device: auto`` is validated again from it with the GPU defaults (``for_auto_device``).
+    _given: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _fill_architecture_defaults(cls, data: Any) -> Any:
-        """Fill the training fields the spec leaves out with its architecture's recipe."""
+    def _fill_recipe_defaults(
+        cls, data: Any, handler: ModelWrapValidatorHandler[JobSpec], info: ValidationInfo
+    ) -> JobSpec:
+        """Fill a left-out model with the default network for where the job runs, and the
+        training fields left out with its architecture's recipe."""
         if not isinstance(data, dict):
-            return data
-        model = data.get("model", {"arch": default_model().arch})  # no model: the default's
-        if not isinstance(model, dict):
-            return data
-        defaults = ARCH_TRAINING_DEFAULTS.get(str(model.get("arch")))
-        training = data.get("training", {})
-        if defaults is None or not isinstance(training, dict):
-            return data
-        return {**data, "training": {**defaults, **training}}
+            return handler(data)
+        device = data.get("device", "auto")
+        if device == "auto":  # the API passes where `device: auto` jobs go, when it knows
+            device = (info.context or {}).get(AUTO_DEVICE_CONTEXT, "cpu")
+        spec = handler(with_recipe_defaults(data, "cuda" if device == "cuda" else "cpu"))
+        spec._given = copy.deepcopy(data)
+        return spec
+
+    def for_auto_device(self, auto_device: Literal["cpu", "cuda"]) -> JobSpec:
+        """This spec as it runs where ``device: auto`` jobs go: on a GPU queue a spec that names
+        no model gets the GPU recipe, so that the normalized spec a user sees is what runs."""
+        given = self._given
+        if self.device != "auto" or auto_device == "cpu" or given is None or "model" in given:
+            return self
+        return JobSpec.model_validate(given, context={AUTO_DEVICE_CONTEXT: auto_device})
+
+
+# Validation context key: where a ``device: auto`` job runs ("cpu" unless the API says "cuda").
+AUTO_DEVICE_CONTEXT = "auto_device"
+
+
+def with_recipe_defaults(data: dict[str, Any], device: Literal["cpu", "cuda"]) -> dict[str, Any]:
+    """``data`` with the default model (when it names none) and its architecture's training
+    defaults under the training fields it gives."""
+    if "model" not in data:
+        data = {**data, "model": default_model(device).model_dump(mode="json")}
+    model, training = data["model"], data.get("training", {})
+    if not isinstance(model, dict) or not isinstance(training, dict):
+        return data  # not a spec: the field validation names the problem
+    defaults = ARCH_TRAINING_DEFAULTS.get(str(model.get("arch")))
+    if defaults is None:
+        return data
+    return {**data, "training": {**copy.deepcopy(defaults), **training}}
 
 
 class DatasetInfo(StrictModel):

@@ -129,7 +129,9 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
     """Validate against the configured limits and store the job as ``queued``.
 
     The dataset is a built-in name or the id of one of the tenant's uploads; another tenant's
-    upload is as unknown as a made-up name."""
+    upload is as unknown as a made-up name. A ``device: auto`` spec without a model bound for
+    the GPU queue gets the GPU recipe here, before any check, so the stored spec is what runs."""
+    spec = spec.for_auto_device(settings.auto_device)
     uploaded = info_for_job(session, tenant, spec.dataset)
     check_limits(spec, settings.limits, uploaded)
     info = uploaded or dataset_info(spec)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import secrets
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -29,10 +29,13 @@ from taas.app.webhooks.events import sweep_completed
 SWEEP_ID_PREFIX = "swp_"
 
 
-def create_sweep(session: Session, tenant: Tenant, request: SweepIn) -> Sweep:
+def create_sweep(
+    session: Session, tenant: Tenant, request: SweepIn, auto_device: Literal["cpu", "cuda"]
+) -> Sweep:
     """Check the whole search space against the spec (a 422 naming the parameter, before any
-    trial exists) and store the sweep as running."""
-    base = _base_spec(request.spec)
+    trial exists) and store the sweep as running. ``auto_device``: where ``device: auto`` jobs
+    run, which picks the default model of a spec that names none."""
+    base = _base_spec(request.spec, auto_device)
     parameters = parse_parameters(request.parameters)
     check_space(base, parameters, request.method, request.max_trials)
     objectives = [objective.model_dump() for objective in request.objectives()]
@@ -71,7 +74,7 @@ def _early_stopping(request: SweepIn) -> dict[str, Any] | None:
     return request.early_stopping.model_dump()
 
 
-def _base_spec(spec: dict[str, Any]) -> dict[str, Any]:
+def _base_spec(spec: dict[str, Any], auto_device: Literal["cpu", "cuda"]) -> dict[str, Any]:
     """The base spec the trials' params apply to, checked on its own first (a 422 under
     ``spec``). Trials are selected on a holdout of the training split, never on the test split,
     unless the spec asks otherwise; a spec without a model names the default one's ``arch``, so
@@ -84,7 +87,9 @@ def _base_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(["body", "spec", *first["loc"]], first["msg"]) from None
     training = base.setdefault("training", {})
     training.setdefault("validate_on", "holdout")
-    base.setdefault("model", {"arch": default_model().arch})
+    device = base.get("device", "auto")
+    runs_on = auto_device if device == "auto" else device
+    base.setdefault("model", {"arch": default_model(runs_on).arch})
     return base
 
 

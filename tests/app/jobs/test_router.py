@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from taas.app.config import get_settings
+from taas.app.spec import JobSpec, normalized
 from tests.conftest import TINY_SYNTHETIC, epoch_progress
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def submit(api: TestClient, auth: dict[str, str], **overrides: object) -> dict[str, object]:
@@ -73,6 +79,35 @@ def test_resnet_gets_its_own_recipe_unless_the_spec_sets_it(
     assert training["epochs"] == 4
     assert training["augment"] == {"flip": False, "translate": 1}  # the user's object, whole
     assert training["label_smoothing"] == 0.1
+
+
+def test_a_job_bound_for_a_gpu_gets_the_gpu_recipe_when_it_names_no_model(
+    api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def stored_spec(body: dict[str, object]) -> dict[str, Any]:
+        response = api.post("/v1/jobs", json={"dataset": "fashion_mnist", **body}, headers=auth)
+        assert response.status_code == 201, response.text
+        fetched = api.get(f"/v1/jobs/{response.json()['id']}", headers=auth).json()
+        assert fetched["spec"] == response.json()["spec"]
+        return dict(fetched["spec"])
+
+    example = json.loads((ROOT / "examples" / "gpu_recipe.json").read_text())
+    recipe = normalized(JobSpec.model_validate(example))
+    on_cuda = stored_spec({"device": "cuda"})
+    assert (on_cuda["model"], on_cuda["training"]) == (recipe["model"], recipe["training"])
+
+    # device auto: the CPU default, unless `device: auto` jobs go to the GPU queue.
+    auto: dict[str, object] = {"training": {"epochs": 4}}
+    assert stored_spec(auto)["model"]["arch"] == "cnn"
+    monkeypatch.setenv("TAAS_DEFAULT_QUEUE", "gpu")
+    get_settings.cache_clear()
+    on_gpu_queue = stored_spec(auto)
+    assert (on_gpu_queue["model"], on_gpu_queue["device"]) == (recipe["model"], "auto")
+    # The user's field, the recipe's rest.
+    assert on_gpu_queue["training"] == {**recipe["training"], "epochs": 4}
+    # A spec that names its model keeps it, and its architecture's recipe.
+    named = stored_spec({"model": {"arch": "mlp"}})
+    assert (named["model"]["arch"], named["training"]["batch_size"]) == ("mlp", 256)
 
 
 def test_get_returns_the_same_job(api: TestClient, auth: dict[str, str]) -> None:

@@ -197,6 +197,14 @@ def test_the_base_spec_is_checked_first_and_gets_a_model_to_sweep_inside(
     body = submit(api, auth, parameters={"model.activation": {"values": ["relu", "gelu"]}})
     assert body["spec"]["model"] == {"arch": "cnn"}
     assert {trial["params"]["model.activation"] for trial in body["trials"]} == {"relu", "gelu"}
+    # On a GPU, the GPU recipe's.
+    on_gpu = submit(
+        api,
+        auth,
+        spec={**GRID["spec"], "device": "cuda"},
+        parameters={"model.activation": {"values": ["relu", "gelu"]}},
+    )
+    assert on_gpu["spec"]["model"] == {"arch": "resnet"}
 
 
 def beat(api: TestClient, worker_auth: dict[str, str], job_id: str) -> dict[str, Any]:
