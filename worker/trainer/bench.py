@@ -8,8 +8,11 @@ Two questions, each answered as a ratio measured in this run on this machine:
 (a) Same spec: how much faster does ``acceleration: "auto"`` train the very same network and recipe
     than ``"off"`` (the plain PyTorch loop: DataLoader, fp32, eager), and at what accuracy? Measured
     on the reference MLP and on the pytorch/examples MNIST CNN.
-(b) Time to target: how long from nothing (dataset not loaded, nothing compiled) to a test accuracy
-    of T, for the pytorch/examples-style loop versus our default recipe?
+(b) Time to target: how long from nothing (dataset not loaded) to a test accuracy of T (one or
+    more targets: 91% on a CPU, 93% and 94% on a GPU), for the pytorch/examples-style loop versus
+    our default recipe for the device? Where our recipe compiles, its first run per target starts
+    cold (nothing compiled in this process, an empty compile cache) and the later runs warm (the
+    step compiled in this process before, as in a worker that trained the architecture already).
 
 Progress lines go to stderr as the runs finish; the markdown report goes to stdout at the end and
 the full numbers (every run) to a JSON file, both stamped with the machine and the git commit.
@@ -28,6 +31,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +41,8 @@ from typing import Any, Literal
 
 import torch
 
-from taas.app.spec import JobSpec, TrainingSpec
+from taas.app.spec import JobSpec
+from taas.worker.trainer.compiled import CACHE_DIR_ENV, CHOSEN_ENV, forget_compiled
 from taas.worker.trainer.data import Dataset, DatasetUnavailable, load_dataset
 from taas.worker.trainer.loop import MetricPoint, TrainResult, train
 from taas.worker.trainer.series import StepPoint
@@ -72,7 +77,7 @@ PLAIN_RECIPE: dict[str, Any] = {
     "batch_size": 64,
     "lr_schedule": "constant",
 }
-DEFAULT_TARGET = {"cpu": 0.91, "cuda": 0.93}  # test accuracy for (b)
+DEFAULT_TARGETS = {"cpu": (0.91,), "cuda": (0.93, 0.94)}  # test accuracies for (b)
 DEFAULT_REPEATS_TARGET = {"cpu": 1, "cuda": 3}  # the CPU baseline takes minutes per run
 BASELINE_MAX_EPOCHS = 20
 
@@ -92,8 +97,8 @@ class BenchOptions:
     repeats: int = 3  # runs of each (network, mode) in (a)
     repeats_target: int | None = None
     epochs: int = 3  # per run in (a); the first is warm-up, so at least 2
-    target: float | None = None
-    target_epochs: int = TrainingSpec().epochs  # epoch budget of our default recipe in (b)
+    targets: tuple[float, ...] | None = None
+    target_epochs: int | None = None  # epoch budget of our recipe in (b); None: its own
     baseline_epochs: int = BASELINE_MAX_EPOCHS  # epoch budget of the examples loop in (b)
     only: Part | None = None
     out: Path | None = None
@@ -128,12 +133,15 @@ def plain_spec(workload: Workload, model: dict[str, Any], mode: Mode, **training
 
 
 def default_recipe_spec(
-    workload: Workload, target: float, epochs: int, recipe: dict[str, Any] | None = None
+    workload: Workload, target: float, epochs: int | None, recipe: dict[str, Any] | None = None
 ) -> JobSpec:
-    """Our defaults (model, recipe, acceleration "auto"), stopping at `target` test accuracy;
-    `recipe` overrides spec fields (e.g. `{"model": {"arch": "resnet"}}`)."""
+    """Our defaults for the device (model, recipe, acceleration "auto"), stopping at `target`
+    test accuracy after at most `epochs` (None: the recipe's own); `recipe` overrides spec
+    fields (e.g. `{"model": {"arch": "resnet"}}`)."""
     recipe = recipe or {}
-    training = {**recipe.get("training", {}), "target_accuracy": target, "epochs": epochs}
+    training = {**recipe.get("training", {}), "target_accuracy": target}
+    if epochs is not None:
+        training["epochs"] = epochs
     return workload.job(**{**recipe, "training": training})
 
 
@@ -217,6 +225,14 @@ class TargetRun:
     threads: int | None  # CPU threads while training, as seen at each epoch's report
     acceleration: dict[str, object]
 
+    @property
+    def compile_cache(self) -> str | None:
+        """Where the compiled step came from (compiled.py's report), None if it ran eagerly."""
+        report = self.acceleration.get("compile")
+        if not isinstance(report, dict) or report.get("ran") != "compiled":
+            return None
+        return str(report["cache"])
+
 
 @dataclass
 class RecipeSummary:
@@ -242,14 +258,29 @@ class RecipeSummary:
 
 
 @dataclass
-class TimeToTarget:
-    target: float
-    baseline: RecipeSummary
-    ours: RecipeSummary
-    # baseline / ours, of the median wall seconds; None unless every run of ours reached the target
+class Comparison:
+    """One recipe's runs against the baseline's."""
+
+    summary: RecipeSummary
+    # baseline / these, of the median wall seconds; None unless every one reached the target
     speedup: float | None
     # True when some baseline run stopped short of the target: its time is then a lower bound
     speedup_is_lower_bound: bool
+
+    @classmethod
+    def against(cls, baseline: RecipeSummary, summary: RecipeSummary) -> Comparison:
+        return cls(summary, *target_speedup(baseline, summary))
+
+
+@dataclass
+class TimeToTarget:
+    target: float
+    baseline: RecipeSummary
+    ours: Comparison  # every run of our recipe
+    # Where our recipe compiled: its first run (cold: nothing compiled in the process, an empty
+    # compile cache) and the later ones (warm: compiled in this process before), apart.
+    cold: Comparison | None
+    warm: Comparison | None
 
 
 @dataclass
@@ -272,7 +303,7 @@ class BenchReport:
     started_at: str
     options: dict[str, Any]  # as resolved for this device
     same_spec: list[SameSpecComparison]
-    time_to_target: TimeToTarget | None
+    time_to_target: list[TimeToTarget]
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -332,11 +363,15 @@ class TimedRun:
     threads: int | None  # the most CPU threads seen at an epoch's report (None: no epoch ended)
 
 
-def run_timed(spec: JobSpec, load: Callable[[], Dataset], echo: Echo) -> TimedRun:
-    """load() then train(spec), timed together, from a clean slate of compiled code and globals."""
+def run_timed(
+    spec: JobSpec, load: Callable[[], Dataset], echo: Echo, *, fresh: bool = True
+) -> TimedRun:
+    """load() then train(spec), timed together, with the process's torch settings put back
+    after; ``fresh``: nothing compiled in this process before (as in a new worker process)."""
     context = BenchContext(echo)
     with restored_torch_globals():
-        torch.compiler.reset()  # each run compiles afresh, as a new worker process would
+        if fresh:
+            forget_compiled()
         started = time.perf_counter()
         result = train(spec, load(), context)
         synchronize(result.device)
@@ -432,13 +467,15 @@ def speed_run(spec: JobSpec, dataset: Dataset, echo: Echo) -> SpeedRun:
 def measure_time_to_target(
     workload: Workload,
     target: float,
-    ours_epochs: int,
+    ours_epochs: int | None,
     baseline_epochs: int,
     repeats: int,
     echo: Echo,
+    caches: Path,
     recipe: dict[str, Any] | None = None,
 ) -> TimeToTarget:
-    """(b): wall time to `target` test accuracy, data loading and compilation included."""
+    """(b): wall time to `target` test accuracy, data loading and compilation included; the
+    cold start's compile cache goes in a new folder under `caches`."""
     _, examples_cnn = NETWORKS["examples_cnn"]
     recipes = {
         "baseline": plain_spec(
@@ -450,11 +487,16 @@ def measure_time_to_target(
     for repeat in range(1, repeats + 1):
         for name, spec in recipes.items():
             echo(f"[time-to-target] {name}, target {target:.4f}, run {repeat}/{repeats}")
-            run = target_run(spec, workload, target, echo)
+            starts_cold = name == "ours" and repeat == 1
+            if starts_cold:
+                start_cold(caches, echo)
+            run = target_run(spec, workload, target, echo, fresh=starts_cold)
             reached = "reached" if run.reached else "did not reach"
+            compiled = f", compiled step from: {run.compile_cache}" if run.compile_cache else ""
             echo(
                 f"    {reached} the target: {run.epochs} epochs, test accuracy "
                 f"{run.test_accuracy:.4f}, {run.wall_seconds:.1f} s, {run.threads} threads"
+                f"{compiled}"
             )
             runs[name].append(run)
     baseline = RecipeSummary.of(
@@ -462,17 +504,55 @@ def measure_time_to_target(
         recipes["baseline"],
         runs["baseline"],
     )
+    ours_spec, ours_runs = recipes["ours"], runs["ours"]
     overrides = f" with {json.dumps(recipe)}" if recipe else ""
-    ours = RecipeSummary.of(
-        f"taas default recipe{overrides}: auto, <= {ours_epochs} epochs",
-        recipes["ours"],
-        runs["ours"],
+    label = (
+        f"taas {ours_spec.model.arch} recipe{overrides}: auto, "
+        f"<= {ours_spec.training.epochs} epochs"
     )
-    return TimeToTarget(target, baseline, ours, *target_speedup(baseline, ours))
+    cold = warm = None
+    if len(ours_runs) > 1 and any(run.compile_cache for run in ours_runs):
+        cold = RecipeSummary.of(f"{label}, cold (1st run)", ours_spec, ours_runs[:1])
+        warm = RecipeSummary.of(f"{label}, warm (later runs)", ours_spec, ours_runs[1:])
+    return TimeToTarget(
+        target,
+        baseline,
+        Comparison.against(baseline, RecipeSummary.of(label, ours_spec, ours_runs)),
+        None if cold is None else Comparison.against(baseline, cold),
+        None if warm is None else Comparison.against(baseline, warm),
+    )
 
 
-def target_run(spec: JobSpec, workload: Workload, target: float, echo: Echo) -> TargetRun:
-    timed = run_timed(spec, workload.load, echo)
+def start_cold(caches: Path, echo: Echo) -> None:
+    """Forget what this process compiled and point Inductor at a new, empty cache folder (inside
+    ``compile_caches_of_this_run``), so the next run compiles from scratch as a worker on a fresh
+    machine would."""
+    folder = tempfile.mkdtemp(prefix="cold-", dir=caches)
+    os.environ[CACHE_DIR_ENV] = os.environ[CHOSEN_ENV] = folder
+    forget_compiled()
+    echo(f"    cold start: nothing compiled in this process, compile cache {folder} (empty)")
+
+
+@contextlib.contextmanager
+def compile_caches_of_this_run() -> Iterator[Path]:
+    """A temporary folder for the cold starts' compile caches, removed at the end, and the
+    compile cache settings (the operator's too: this is a measurement) put back."""
+    saved = {name: os.environ.get(name) for name in (CACHE_DIR_ENV, CHOSEN_ENV)}
+    with tempfile.TemporaryDirectory(prefix="taas-bench-compile-") as folder:
+        try:
+            yield Path(folder)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def target_run(
+    spec: JobSpec, workload: Workload, target: float, echo: Echo, *, fresh: bool
+) -> TargetRun:
+    timed = run_timed(spec, workload.load, echo, fresh=fresh)
     result = timed.result
     return TargetRun(
         wall_seconds=timed.wall_seconds,
@@ -565,17 +645,22 @@ def run_bench(options: BenchOptions, echo: Echo) -> BenchReport:
     same_spec: list[SameSpecComparison] = []
     if options.only in (None, "same-spec"):
         same_spec = measure_same_spec(workload, options.epochs, options.repeats, echo)
-    time_to_target = None
+    time_to_target: list[TimeToTarget] = []
     if options.only in (None, "time-to-target"):
-        time_to_target = measure_time_to_target(
-            workload,
-            resolved["target"],
-            options.target_epochs,
-            options.baseline_epochs,
-            resolved["repeats_target"],
-            echo,
-            options.recipe,
-        )
+        with compile_caches_of_this_run() as caches:
+            time_to_target = [
+                measure_time_to_target(
+                    workload,
+                    target,
+                    options.target_epochs,
+                    options.baseline_epochs,
+                    resolved["repeats_target"],
+                    echo,
+                    caches,
+                    options.recipe,
+                )
+                for target in resolved["targets"]
+            ]
     return BenchReport(
         commit=commit,
         machine=machine,
@@ -591,8 +676,7 @@ def resolved_options(options: BenchOptions, device: str) -> dict[str, Any]:
     """The options with every device-dependent default filled in, as recorded in the report."""
     values = dataclasses.asdict(options)
     values["device"] = device
-    if options.target is None:
-        values["target"] = DEFAULT_TARGET[device]
+    values["targets"] = list(options.targets or DEFAULT_TARGETS[device])
     if options.repeats_target is None:
         values["repeats_target"] = DEFAULT_REPEATS_TARGET[device]
     values["out"] = str(output_path(options, device))
@@ -625,8 +709,8 @@ def render_markdown(report: BenchReport) -> str:
     ]
     if report.same_spec:
         lines += ["", *same_spec_table(report.same_spec, options)]
-    if report.time_to_target is not None:
-        lines += ["", *time_to_target_table(report.time_to_target, options)]
+    for result in report.time_to_target:
+        lines += ["", *time_to_target_table(result, options)]
     return "\n".join(lines) + "\n"
 
 
@@ -665,28 +749,31 @@ def time_to_target_table(result: TimeToTarget, options: dict[str, Any]) -> list[
         "",
         "| recipe | reached | epochs | test accuracy | wall s | speed-up |",
         "|---|---:|---:|---:|---:|---:|",
+        recipe_row(result.baseline, ""),
     ]
-    for summary in (result.baseline, result.ours):
-        speedup = ""
-        if summary is result.ours:
-            speedup = speedup_text(result)
-        lines.append(
-            f"| {summary.recipe} | {summary.reached}/{len(summary.runs)} "
-            f"| {summary.epochs.show('g')} | {summary.test_accuracy.show('.4f')} "
-            f"| {summary.wall_seconds.show('.1f')} | {speedup} |"
-        )
+    for comparison in (result.ours, result.cold, result.warm):
+        if comparison is not None:
+            lines.append(recipe_row(comparison.summary, speedup_text(comparison)))
     return lines
+
+
+def recipe_row(summary: RecipeSummary, speedup: str) -> str:
+    return (
+        f"| {summary.recipe} | {summary.reached}/{len(summary.runs)} "
+        f"| {summary.epochs.show('g')} | {summary.test_accuracy.show('.4f')} "
+        f"| {summary.wall_seconds.show('.1f')} | {speedup} |"
+    )
 
 
 def run_count(count: int) -> str:
     return "1 run" if count == 1 else f"{count} runs"
 
 
-def speedup_text(result: TimeToTarget) -> str:
-    if result.speedup is None:
+def speedup_text(comparison: Comparison) -> str:
+    if comparison.speedup is None:
         return "n/a (target not reached)"
-    bound = ">= " if result.speedup_is_lower_bound else ""
-    return f"**{bound}{result.speedup:.2f}x**"
+    bound = ">= " if comparison.speedup_is_lower_bound else ""
+    return f"**{bound}{comparison.speedup:.2f}x**"
 
 
 def write_json(report: BenchReport, path: Path) -> None:
@@ -703,11 +790,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def accuracy(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected an accuracy in (0, 1], got {text}")
-    return value
+def accuracies(text: str) -> tuple[float, ...]:
+    """ "0.93,0.94": one or more accuracies in (0, 1]."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected accuracies such as 0.93,0.94, got {text}"
+        ) from None
+    if not all(0.0 < value <= 1.0 for value in values):
+        raise argparse.ArgumentTypeError(f"expected accuracies in (0, 1], got {text}")
+    return values
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -732,12 +825,16 @@ def parse_options(argv: Sequence[str] | None, prog: str) -> BenchOptions:
     add("--repeats", type=positive_int, default=3, help="runs per (network, mode); default 3")
     add("--repeats-target", type=positive_int, help="runs per recipe; default 3 on cuda, 1 on cpu")
     add("--epochs", type=int, default=3, help="epochs per same-spec run (>= 2); default 3")
-    add("--target", type=accuracy, help="target test accuracy; default 0.93 on cuda, 0.91 on cpu")
+    add(
+        "--target",
+        dest="targets",
+        type=accuracies,
+        help="target test accuracies, comma-separated; default 0.93,0.94 on cuda, 0.91 on cpu",
+    )
     add(
         "--target-epochs",
         type=positive_int,
-        default=TrainingSpec().epochs,
-        help="epoch budget of our default recipe; default: the spec's default",
+        help="epoch budget of our recipe; default: the recipe's own (the spec's defaults)",
     )
     add(
         "--baseline-epochs",

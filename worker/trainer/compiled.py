@@ -105,6 +105,12 @@ class CompiledArchitectures:
 ARCHITECTURES = CompiledArchitectures()
 
 
+def forget_compiled() -> None:
+    """Drop everything this process compiled, as if it had just started (the disk caches stay)."""
+    torch.compiler.reset()
+    ARCHITECTURES.keys.clear()
+
+
 @dataclass
 class CompiledStep:
     """The compiled training step, measuring what its first calls cost and falling back to

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -43,7 +45,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchReport, list[
         repeats=2,
         repeats_target=1,
         epochs=2,
-        target=EASY_TARGET,
+        targets=(EASY_TARGET,),
         target_epochs=2,
         baseline_epochs=2,
         out=tmp_path_factory.mktemp("bench") / "bench.json",
@@ -83,30 +85,32 @@ def test_time_to_target_ratio_is_the_measured_wall_times_divided(
     report: tuple[BenchReport, list[str]],
 ) -> None:
     result, _ = report
-    outcome = result.time_to_target
+    (outcome,) = result.time_to_target
 
-    assert outcome is not None
     assert outcome.target == EASY_TARGET
     assert outcome.baseline.spec["acceleration"] == "off"
     assert outcome.baseline.spec["model"]["padding"] == "valid"
-    assert outcome.ours.spec["acceleration"] == "auto"
-    assert outcome.ours.spec["training"]["target_accuracy"] == EASY_TARGET
-    for summary in (outcome.baseline, outcome.ours):
+    ours = outcome.ours.summary
+    assert ours.spec["acceleration"] == "auto"
+    assert ours.spec["training"]["target_accuracy"] == EASY_TARGET
+    for summary in (outcome.baseline, ours):
         assert summary.reached == len(summary.runs) == 1
         run = summary.runs[0]
         assert run.reached
         assert run.test_accuracy >= EASY_TARGET
         assert summary.wall_seconds.median == run.wall_seconds > 0
-    expected = outcome.baseline.wall_seconds.median / outcome.ours.wall_seconds.median
-    assert outcome.speedup == expected
-    assert not outcome.speedup_is_lower_bound
+    expected = outcome.baseline.wall_seconds.median / ours.wall_seconds.median
+    assert outcome.ours.speedup == expected
+    assert not outcome.ours.speedup_is_lower_bound
+    # Nothing compiled on this CPU ("auto" compiles on CUDA): no cold and warm rows.
+    assert ours.runs[0].compile_cache is None
+    assert outcome.cold is outcome.warm is None
 
 
 def test_json_holds_the_report_with_machine_and_commit(
     report: tuple[BenchReport, list[str]], tmp_path: Path
 ) -> None:
     result, _ = report
-    assert result.time_to_target is not None
     path = tmp_path / "bench.json"
     write_json(result, path)
     data = json.loads(path.read_text())
@@ -115,18 +119,17 @@ def test_json_holds_the_report_with_machine_and_commit(
     assert data["device"] == "cpu"
     assert data["machine"]["torch"] == torch.__version__
     assert data["machine"]["cores"] >= 1
-    assert data["options"]["target"] == EASY_TARGET
+    assert data["options"]["targets"] == [EASY_TARGET]
     assert data["options"]["repeats"] == 2
     first = data["same_spec"][0]
     assert first["speedup"] == result.same_spec[0].speedup
     assert len(first["off"]["runs"]) == 2
     assert set(first["off"]["samples_per_second"]) == {"median", "low", "high"}
-    assert data["time_to_target"]["speedup"] == result.time_to_target.speedup
+    assert data["time_to_target"][0]["ours"]["speedup"] == result.time_to_target[0].ours.speedup
 
 
 def test_markdown_tables_show_the_measured_ratios(report: tuple[BenchReport, list[str]]) -> None:
     result, progress = report
-    assert result.time_to_target is not None
     text = render_markdown(result)
 
     assert "commit abc1234" in text.splitlines()[0]
@@ -137,7 +140,7 @@ def test_markdown_tables_show_the_measured_ratios(report: tuple[BenchReport, lis
     for comparison in result.same_spec:
         assert f"**{comparison.speedup:.2f}x**" in text
         assert comparison.label in text
-    assert f"**{result.time_to_target.speedup:.2f}x**" in text
+    assert f"**{result.time_to_target[0].ours.speedup:.2f}x**" in text
     assert progress[0] == "taas bench: commit abc1234, device cpu"
     assert any("epoch 2:" in line for line in progress)
 
@@ -185,13 +188,60 @@ def test_options_default_per_device() -> None:
     options = parse_options([], prog="bench")
 
     cpu, cuda = resolved_options(options, "cpu"), resolved_options(options, "cuda")
-    assert (cpu["target"], cpu["repeats_target"], cpu["out"]) == (0.91, 1, "bench-cpu.json")
-    assert (cuda["target"], cuda["repeats_target"], cuda["out"]) == (0.93, 3, "bench-cuda.json")
+    assert (cpu["targets"], cpu["repeats_target"], cpu["out"]) == ([0.91], 1, "bench-cpu.json")
+    assert (cuda["targets"], cuda["repeats_target"]) == ([0.93, 0.94], 3)
+    assert cuda["out"] == "bench-cuda.json"
     assert (options.repeats, options.epochs, options.dataset) == (3, 3, "fashion_mnist")
-    explicit = parse_options(["--target", "0.8", "--repeats-target", "2"], prog="bench")
-    assert resolved_options(explicit, "cuda")["target"] == 0.8
-    with pytest.raises(SystemExit):
-        parse_options(["--epochs", "1"], prog="bench")  # the first epoch is left out of samples/s
+    assert options.target_epochs is None  # the recipe's own
+    explicit = parse_options(["--target", "0.8,0.85", "--repeats-target", "2"], prog="bench")
+    assert resolved_options(explicit, "cuda")["targets"] == [0.8, 0.85]
+    for wrong in (["--target", "0.9,x"], ["--target", "1.5"], ["--epochs", "1"]):
+        with pytest.raises(SystemExit):  # --epochs 1: the first is left out of samples/s
+            parse_options(wrong, prog="bench")
+
+
+def test_the_device_picks_our_recipe() -> None:
+    cpu = bench.default_recipe_spec(bench.Workload("fashion_mnist", None, "cpu", None), 0.9, None)
+    cuda = bench.default_recipe_spec(bench.Workload("fashion_mnist", None, "cuda", None), 0.9, 4)
+    assert (cpu.model.arch, cpu.training.epochs) == ("cnn", 3)
+    assert (cuda.model.arch, cuda.training.epochs, cuda.training.batch_size) == ("resnet", 4, 256)
+    assert cuda.training.target_accuracy == 0.9
+
+
+def test_a_compiled_recipe_is_measured_cold_then_warm(tmp_path: Path) -> None:
+    options = BenchOptions(
+        device="cpu",
+        only="time-to-target",
+        repeats_target=2,
+        targets=(EASY_TARGET,),
+        target_epochs=1,
+        baseline_epochs=1,
+        out=tmp_path / "bench.json",
+        dataset="synthetic",
+        dataset_options=TINY_OPTIONS,
+        recipe={"model": {"arch": "mlp", "hidden_sizes": [8]}, "acceleration": {"compile": True}},
+    )
+    progress: list[str] = []
+    cache_setting = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    (outcome,) = run_bench(options, progress.append).time_to_target
+    # The cold start's cache folder is gone, and the process's setting is back.
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == cache_setting
+    assert not list(Path(tempfile.gettempdir()).glob("taas-bench-compile-*"))
+
+    runs = outcome.ours.summary.runs
+    # The first run compiled from scratch into an empty cache; the second reused it in memory.
+    assert [run.compile_cache for run in runs] == ["none", "memory"]
+    assert outcome.cold is not None
+    assert outcome.warm is not None
+    assert outcome.cold.summary.runs == runs[:1]
+    assert outcome.warm.summary.runs == runs[1:]
+    assert outcome.warm.speedup == outcome.baseline.wall_seconds.median / runs[1].wall_seconds
+    assert sum("cold start" in line for line in progress) == 1
+    resolved = bench.resolved_options(options, "cpu")
+    table = "\n".join(bench.time_to_target_table(outcome, resolved))
+    assert "epochs, cold (1st run) | 1/1 |" in table
+    assert "epochs, warm (later runs) | 1/1 |" in table
+    assert f"**{outcome.warm.speedup:.2f}x**" in table
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without")
