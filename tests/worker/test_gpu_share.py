@@ -1,6 +1,7 @@
 """Jobs sharing a GPU (`--jobs-per-gpu`) divide its memory through a ledger file: small jobs run
 side by side, a big one waits for room, one too big for the GPU is refused, and a dead job's
-share is freed. No GPU needed: the ledger only does arithmetic on the sizes it is given."""
+share is freed. No GPU needed (the ledger only does arithmetic on the sizes it is given), but for
+the last test, which checks the cap on a real GPU."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from taas.worker.gpu_share import USABLE_FRACTION, GpuShare, GpuTooSmall
 
@@ -84,3 +86,24 @@ def test_the_share_of_a_job_whose_process_died_is_free_again(tmp_path: Path) -> 
 
     assert gpu.reserve("next", GIB, never, print) == int(16 * GIB * USABLE_FRACTION)
     assert set(json.loads(ledger.read_text())) == {"next"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_real_gpu_the_share_caps_what_the_process_may_allocate(tmp_path: Path) -> None:
+    """What the worker does with a share (worker/runner.py): reserve it, then cap the process
+    with set_per_process_memory_fraction. More than the share is refused; less is not."""
+    total = torch.cuda.mem_get_info()[1]
+    gpu = GpuShare(tmp_path / "shares", "0", total, jobs_per_gpu=8)
+    reserved = gpu.reserve("job_a", GIB, never, print)
+    assert reserved is not None
+    torch.cuda.set_per_process_memory_fraction(reserved / total)
+    try:
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            torch.empty(reserved + GIB, dtype=torch.uint8, device="cuda")
+        fits = torch.empty(reserved // 2, dtype=torch.uint8, device="cuda")
+        assert fits.numel() == reserved // 2
+        del fits
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+        gpu.release("job_a")

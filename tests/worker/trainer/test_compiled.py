@@ -59,6 +59,24 @@ def test_the_second_job_of_an_architecture_reuses_the_first_ones_compiled_step()
     assert any("torch.compile: the step ran compiled" in line for line in context.messages)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@compile_warnings
+def test_on_cuda_the_second_job_reuses_the_compiled_step_and_its_cuda_graphs() -> None:
+    job = tiny_spec(model={"arch": "mlp", "hidden_sizes": [41]}, epochs=2).model_copy(
+        update={"device": "cuda"}
+    )
+    reports = []
+    for _ in range(2):
+        result = train(job, load_dataset(job, None), RecordingContext())
+        assert {"compile", "cuda_graphs"} <= set(result.acceleration["applied"])  # type: ignore[arg-type]
+        reports.append(result.acceleration["compile"])
+    first, second = reports
+    print(f"compile seconds on cuda: first job {first}, second {second}")
+    assert (first["ran"], first["cache"]) == ("compiled", "none")  # type: ignore[index]
+    assert (second["ran"], second["cache"]) == ("compiled", "memory")  # type: ignore[index]
+    assert second["compile_seconds"] < first["compile_seconds"] / 3  # type: ignore[index,operator]
+
+
 @compile_warnings
 def test_more_architectures_than_the_recompile_limit_allows_all_run_compiled() -> None:
     # A limit of 2 leaves room for one architecture at a time (8, the default, for four): each
