@@ -198,7 +198,11 @@ class JobSpec(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     dataset: str = Field(min_length=1, max_length=100)
     dataset_options: SyntheticOptions | None = None
-    model: ModelSpec = Field(default_factory=default_model)
+    model: ModelSpec = Field(
+        default_factory=default_model,
+        description="the network; left out: a small convnet on a CPU, or for a job bound for a "
+        "GPU the GPU recipe's ResNet (the normalized spec in the answer says which)",
+    )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     acceleration: Literal["off", "auto"] | AccelerationSpec = "auto"
     device: DeviceName = "auto"
