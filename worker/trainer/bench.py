@@ -506,10 +506,10 @@ def measure_time_to_target(
     )
     ours_spec, ours_runs = recipes["ours"], runs["ours"]
     overrides = f" with {json.dumps(recipe)}" if recipe else ""
-    label = (
-        f"taas {ours_spec.model.arch} recipe{overrides}: auto, "
-        f"<= {ours_spec.training.epochs} epochs"
-    )
+    acceleration = ours_spec.acceleration
+    mode = acceleration if isinstance(acceleration, str) else "custom acceleration"
+    epochs = ours_spec.training.epochs
+    label = f"taas {ours_spec.model.arch} recipe{overrides}: {mode}, <= {epochs} epochs"
     cold = warm = None
     if len(ours_runs) > 1 and any(run.compile_cache for run in ours_runs):
         cold = RecipeSummary.of(f"{label}, cold (1st run)", ours_spec, ours_runs[:1])

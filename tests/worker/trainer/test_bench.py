@@ -239,7 +239,7 @@ def test_a_compiled_recipe_is_measured_cold_then_warm(tmp_path: Path) -> None:
     assert sum("cold start" in line for line in progress) == 1
     resolved = bench.resolved_options(options, "cpu")
     table = "\n".join(bench.time_to_target_table(outcome, resolved))
-    assert "epochs, cold (1st run) | 1/1 |" in table
+    assert "custom acceleration, <= 1 epochs, cold (1st run) | 1/1 |" in table
     assert "epochs, warm (later runs) | 1/1 |" in table
     assert f"**{outcome.warm.speedup:.2f}x**" in table
 
