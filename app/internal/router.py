@@ -39,12 +39,21 @@ from taas.app.internal.schemas import (
     MetricPointIn,
     ReleaseRequest,
 )
+from taas.app.openapi import error_responses
 from taas.app.scheduling.dispatch import dispatch
 from taas.app.storage_space import require_room_for_new_work
 from taas.app.sweeps.controller import advance_sweep
 from taas.app.time_limits import attempt_time_limit, describe_time_limit
 
-router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"], dependencies=[WorkerAuth])
+# Every route names a job and, but for the claim, its attempt: a claim of a job that is not
+# queued any more, or a write of an attempt that is not the job's current one, is a 409.
+STALE = "the job is not queued (claim), or this attempt is not the job's current one any more"
+router = APIRouter(
+    prefix="/internal/v1/jobs",
+    tags=["internal"],
+    dependencies=[WorkerAuth],
+    responses=error_responses({409: STALE}),
+)
 JobId = Annotated[str, Path(max_length=40)]
 AttemptNumber = Annotated[int, Path(ge=1, le=1_000_000)]
 

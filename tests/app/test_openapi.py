@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from taas.app.auth.dependencies import CurrentTenant
 from taas.app.main import create_app
+from tests.conftest import TINY_SYNTHETIC
 
 PUBLIC_ROUTES = {
     ("post", "/v1/jobs"): "201",
@@ -102,6 +103,31 @@ def test_every_public_operation_declares_the_shared_errors_with_the_error_shape(
         assert "Retry-After" in responses["429"]["headers"], path
         if "{" in path:
             assert responses["404"]["content"]["application/json"]["schema"] == error, path
+
+
+def test_every_worker_route_on_a_job_declares_the_409_of_a_stale_attempt(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    document = schema(api)
+    on_jobs = [
+        (path, operation)
+        for path, item in document["paths"].items()
+        if path.startswith("/internal/v1/jobs/")
+        for operation in item.values()
+    ]
+    assert len(on_jobs) >= 9
+    for path, operation in on_jobs:
+        conflict = operation["responses"]["409"]
+        assert conflict["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }, path
+    # And it is answered so: a second claim of a job that is running already.
+    job = api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()
+    claim = f"/internal/v1/jobs/{job['id']}/claim"
+    assert api.post(claim, json={"worker": "w1"}, headers=worker_auth).status_code == 200
+    again = api.post(claim, json={"worker": "w2"}, headers=worker_auth)
+    assert again.status_code == 409
+    assert "not queued" in again.json()["detail"]
 
 
 def test_a_new_router_gets_the_shared_errors_without_declaring_them(api: TestClient) -> None:
