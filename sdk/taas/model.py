@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class Model:
-    network: nn.Module  # on CPU, in eval mode
+    network: nn.Module  # on CPU, in eval mode; with test_time_flip, averaged with mirror images
     preprocess: Preprocess
     metadata: dict[str, Any]  # model.json: spec, input shape, classes, metrics, versions
 

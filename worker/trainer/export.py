@@ -28,7 +28,7 @@ from torch import nn
 from taas.app.spec import JobSpec, normalized
 from taas.worker.trainer.data import Dataset, Preprocess
 from taas.worker.trainer.loop import MetricPoint, TrainResult
-from taas.worker.trainer.networks import build_network
+from taas.worker.trainer.networks import build_network, for_inference
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -87,10 +87,12 @@ def write_model_files(
     model = result.model.eval()  # already fp32 on CPU: the loop's _finish put it there
     shape = dataset.info.shape  # (C, H, W)
     written = [_write_weights(model, out_dir / WEIGHTS_FILE)]
+    # The exports compute what the service measured, test-time flips included.
+    predicting = for_inference(model, spec.training.test_time_flip)
     if "onnx" in spec.exports:
-        written.append(_write_onnx(model, shape, out_dir / ONNX_FILE))
+        written.append(_write_onnx(predicting, shape, out_dir / ONNX_FILE))
     if "torchscript" in spec.exports:
-        written.append(_write_pt2(model, shape, out_dir / PT2_FILE))
+        written.append(_write_pt2(predicting, shape, out_dir / PT2_FILE))
     written.append(_write_metrics(result.history, out_dir / METRICS_FILE))
     metadata = model_metadata(result, spec, dataset, [path.name for path in written])
     metadata_path = out_dir / METADATA_FILE
@@ -251,7 +253,9 @@ def _installed_version(package: str) -> str:
 
 
 def load_model(folder: Path) -> tuple[nn.Module, Preprocess, dict[str, Any]]:
-    """The network saved in `folder`: (module on CPU in eval mode, preprocess, model.json dict)."""
+    """The model saved in `folder`: (module on CPU in eval mode, preprocess, model.json dict).
+    The module predicts as the service evaluated: the network, averaged with mirror images when
+    its spec has ``training.test_time_flip``."""
     metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
     if metadata.get("format_version") != FORMAT_VERSION:
         found = metadata.get("format_version")
@@ -261,7 +265,8 @@ def load_model(folder: Path) -> tuple[nn.Module, Preprocess, dict[str, Any]]:
     model = build_network(spec.model, (channels, height, width), metadata["num_classes"])
     weights = safetensors.torch.load_file(str(folder / WEIGHTS_FILE), device="cpu")
     model.load_state_dict(weights, strict=True)  # missing or extra tensors are an error
-    return model.eval(), Preprocess.from_json(metadata["preprocess"]), metadata
+    predicting = for_inference(model, spec.training.test_time_flip)
+    return predicting.eval(), Preprocess.from_json(metadata["preprocess"]), metadata
 
 
 @contextmanager

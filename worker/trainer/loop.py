@@ -35,7 +35,7 @@ from taas.worker.trainer.data import (
     with_test_split,
 )
 from taas.worker.trainer.feed import DeviceBatches, LoaderBatches
-from taas.worker.trainer.networks import build_network
+from taas.worker.trainer.networks import build_network, for_inference
 from taas.worker.trainer.recipe import build_optimizer, build_schedule, clip_gradients, make_ema
 from taas.worker.trainer.series import StepPoint, StepSeries
 
@@ -105,9 +105,10 @@ class MetricPoint:
 
 @dataclass
 class TrainResult:
-    model: nn.Module  # on CPU, in eval mode
+    model: nn.Module  # on CPU, in eval mode: the network whose weights are saved
     preprocess: Preprocess
-    test_accuracy: float  # evaluate() of `model` on CPU: reproducible from the saved weights
+    # evaluate() on CPU of for_inference(model, spec): reproducible from the saved weights
+    test_accuracy: float
     test_loss: float
     epochs_completed: int
     stop_reason: StopReason
@@ -526,10 +527,11 @@ def _evaluation_steps(batches: int, evals_per_epoch: int) -> set[int]:
 def _validate(run: _Run) -> tuple[float, float]:
     """(loss, accuracy) on the validation split of the model that would be exported now."""
     module = _exported_module(run)
+    evaluated = for_inference(module, run.spec.training.test_time_flip)
     if isinstance(run.feed, DeviceBatches):
-        loss, accuracy = fast_evaluate(module, run.val_x, run.val_y, run.feed, run.plan.amp)
+        loss, accuracy = fast_evaluate(evaluated, run.val_x, run.val_y, run.feed, run.plan.amp)
     else:
-        loss, accuracy = evaluate(module, run.val_x, run.val_y, run.preprocess, run.device)
+        loss, accuracy = evaluate(evaluated, run.val_x, run.val_y, run.preprocess, run.device)
     if run.deadline is not None and (run.best is None or accuracy > run.best[0]):
         run.best = (accuracy, {k: v.detach().clone() for k, v in module.state_dict().items()})
     return loss, accuracy
@@ -588,7 +590,10 @@ def _finish(
         model.load_state_dict(run.best[1])  # the best model seen, not the last
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     cpu = torch.device("cpu")
-    test_loss, test_accuracy = evaluate(model, dataset.test_x, dataset.test_y, run.preprocess, cpu)
+    predicting = for_inference(model, run.spec.training.test_time_flip)
+    test_loss, test_accuracy = evaluate(
+        predicting, dataset.test_x, dataset.test_y, run.preprocess, cpu
+    )
     run.context.log(
         f"stopped ({stop_reason}) after {epochs_completed} epochs: "
         f"test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f}"

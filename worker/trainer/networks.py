@@ -179,6 +179,28 @@ def build_resnet(spec: ResnetSpec, shape: tuple[int, int, int], num_classes: int
     return nn.Sequential(*layers)
 
 
+class MirrorAveraged(nn.Module):
+    """Test-time flip augmentation: the mean of the network's logits for each image and for its
+    mirror image (flipped left to right). Only for inference: the weights saved and trained are
+    those of ``network`` itself."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.train(network.training)  # in the network's mode, not nn.Module's default (train)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, C, H, W) -> (B, num_classes); dim -1 is the width.
+        logits: torch.Tensor = (self.network(x) + self.network(x.flip(-1))) / 2
+        return logits
+
+
+def for_inference(network: nn.Module, test_time_flip: bool) -> nn.Module:
+    """The module that evaluates and predicts: ``network``, or it averaged with mirror images
+    when the spec asks for ``training.test_time_flip``."""
+    return MirrorAveraged(network) if test_time_flip else network
+
+
 def _activation_and_dropout(activation: Activation, dropout: float) -> list[nn.Module]:
     layers = [ACTIVATIONS[activation]()]
     if dropout > 0:

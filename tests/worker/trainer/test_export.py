@@ -27,6 +27,7 @@ from taas.worker.trainer.export import (
     write_model_files,
 )
 from taas.worker.trainer.loop import MetricPoint, TrainResult, evaluate, train
+from taas.worker.trainer.networks import for_inference
 from tests.worker.trainer.fakes import RecordingContext, tiny_spec
 
 MODELS = [
@@ -58,11 +59,14 @@ def trained(
     return train(spec, dataset, RecordingContext()), dataset, spec
 
 
-def torch_logits(result: TrainResult, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(preprocessed test split (N, C, H, W) float32, the trained model's logits (N, classes))."""
+def torch_logits(
+    result: TrainResult, dataset: Dataset, spec: JobSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(preprocessed test split (N, C, H, W) float32, the trained model's logits (N, classes)),
+    with the test-time flips the spec asks for (the resnet recipe does)."""
     x = result.preprocess.apply(dataset.test_x)
     with torch.no_grad():
-        return x, result.model(x)
+        return x, for_inference(result.model, spec.training.test_time_flip)(x)
 
 
 def max_difference(got: np.ndarray[Any, Any] | torch.Tensor, expected: torch.Tensor) -> float:
@@ -87,13 +91,49 @@ def test_saved_model_reproduces_the_test_metrics_exactly(
     assert not loaded.training
 
 
+def test_a_model_trained_with_test_time_flips_predicts_as_the_service_measured(
+    tmp_path: Path,
+) -> None:
+    """The weights file holds the network alone; the loaded module and both exports average
+    each image with its mirror image, and reproduce the job's test metrics."""
+    cnn = {"arch": "cnn", "channels": [8, 16], "hidden_size": 32}
+    result, dataset, spec = trained(
+        cnn, exports=("onnx", "torchscript"), test_time_flip=True, augment={"flip": True}
+    )
+    write_model_files(result, spec, dataset, tmp_path)
+    loaded, preprocess, metadata = load_model(tmp_path)
+    x = preprocess.apply(dataset.test_x)
+    with torch.no_grad():
+        network_alone = result.model(x)
+        expected = (network_alone + result.model(x.flip(3))) / 2
+
+    loss, accuracy = evaluate(
+        loaded, dataset.test_x, dataset.test_y, preprocess, torch.device("cpu")
+    )
+    assert (accuracy, loss) == (result.test_accuracy, result.test_loss)
+    assert metadata["spec"]["training"]["test_time_flip"] is True
+    assert set(safetensors.torch.load_file(tmp_path / "model.safetensors")) == set(
+        result.model.state_dict()
+    )
+    session = onnxruntime.InferenceSession(
+        str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (onnx_logits,) = session.run(["logits"], {"input": x.numpy()})
+    program = torch.export.load(tmp_path / "model.pt2").module()
+    with torch.no_grad():
+        assert max_difference(loaded(x), expected) <= TOLERANCE
+        assert max_difference(program(x), expected) <= TOLERANCE
+    assert max_difference(onnx_logits, expected) <= TOLERANCE
+    assert max_difference(network_alone, expected) > TOLERANCE  # the flips change the logits
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_onnx_and_pt2_give_the_pytorch_logits_at_any_batch_size(
     model: dict[str, Any], tmp_path: Path
 ) -> None:
     result, dataset, spec = trained(model, exports=("onnx", "torchscript"))
     paths = write_model_files(result, spec, dataset, tmp_path)
-    x, expected = torch_logits(result, dataset)  # 128 samples, and 1: neither is EXAMPLE_BATCH
+    x, expected = torch_logits(result, dataset, spec)  # 128 samples, and 1: not EXAMPLE_BATCH
     assert EXAMPLE_BATCH not in (len(x), 1)
 
     session = onnxruntime.InferenceSession(
@@ -124,7 +164,7 @@ def test_onnx_export_handles_every_layer_the_specs_build(
 ) -> None:
     result, dataset, spec = trained(model, exports=("onnx",), epochs=1)
     write_model_files(result, spec, dataset, tmp_path)
-    x, expected = torch_logits(result, dataset)
+    x, expected = torch_logits(result, dataset, spec)
 
     session = onnxruntime.InferenceSession(
         str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"]
@@ -150,7 +190,7 @@ with torch.no_grad():
 def test_pt2_loads_without_this_project(tmp_path: Path) -> None:
     result, dataset, spec = trained(MODELS[2], exports=("torchscript",), epochs=1)  # resnet
     write_model_files(result, spec, dataset, tmp_path)
-    torch.save(torch_logits(result, dataset), tmp_path / "check.pt")
+    torch.save(torch_logits(result, dataset, spec), tmp_path / "check.pt")
 
     run = subprocess.run(
         [sys.executable, "-c", LOAD_PT2_ALONE, str(tmp_path)],

@@ -8,7 +8,14 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from taas.app.spec import Activation, ModelSpec, NetworkDoesNotFit, parameter_count
-from taas.worker.trainer.networks import ACTIVATIONS, BasicBlock, build_network, can_pool_first
+from taas.worker.trainer.networks import (
+    ACTIVATIONS,
+    BasicBlock,
+    MirrorAveraged,
+    build_network,
+    can_pool_first,
+    for_inference,
+)
 
 MODEL_SPEC: TypeAdapter[Any] = TypeAdapter(ModelSpec)
 
@@ -386,3 +393,20 @@ def test_pool_first_leaves_networks_it_does_not_apply_to_unchanged(model: dict[s
     assert [type(layer) for layer in build_network(spec, (1, 12, 12), 3, pool_first=True)] == (
         standard
     )
+
+
+def test_test_time_flip_averages_the_logits_of_each_image_and_its_mirror_image() -> None:
+    torch.manual_seed(0)
+    network = build_network(TypeAdapter(ModelSpec).validate_python({"arch": "cnn"}), (1, 8, 8), 3)
+    network.eval()
+    x = torch.randn(5, 1, 8, 8)
+    flipping = for_inference(network, test_time_flip=True)
+
+    with torch.no_grad():
+        expected = (network(x) + network(x.flip(3))) / 2
+        assert isinstance(flipping, MirrorAveraged)
+        torch.testing.assert_close(flipping(x), expected)
+        # An image and its mirror image get the same prediction, which the network alone does not.
+        torch.testing.assert_close(flipping(x.flip(3)), flipping(x))
+        assert not torch.allclose(network(x.flip(3)), network(x))
+    assert for_inference(network, test_time_flip=False) is network
