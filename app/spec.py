@@ -268,7 +268,16 @@ def with_recipe_defaults(data: dict[str, Any], device: Literal["cpu", "cuda"]) -
     defaults = ARCH_TRAINING_DEFAULTS.get(str(model.get("arch")))
     if defaults is None:
         return data
-    return {**data, "training": {**copy.deepcopy(defaults), **training}}
+    merged = {**copy.deepcopy(defaults), **training}
+    if "test_time_flip" not in training and not _trains_on_flips(merged):
+        # Mirror images at test time help only a network that saw them in training.
+        merged.pop("test_time_flip", None)
+    return {**data, "training": merged}
+
+
+def _trains_on_flips(training: dict[str, Any]) -> bool:
+    augment = training.get("augment")
+    return isinstance(augment, dict) and augment.get("flip") is True
 
 
 class DatasetInfo(StrictModel):

@@ -71,6 +71,7 @@ def test_resnet_gets_its_own_recipe_unless_the_spec_sets_it(
     assert (training["epochs"], training["label_smoothing"]) == (15, 0.1)
     assert (training["batch_size"], training["lr"]) == (256, 0.003)
     assert training["augment"] == {"flip": True, "translate": 0}
+    assert training["test_time_flip"] is True
     assert job["progress"]["epochs"] == 15
 
     chosen = {**resnet, "training": {"epochs": 4, "augment": {"translate": 1}}}
@@ -79,6 +80,11 @@ def test_resnet_gets_its_own_recipe_unless_the_spec_sets_it(
     assert training["epochs"] == 4
     assert training["augment"] == {"flip": False, "translate": 1}  # the user's object, whole
     assert training["label_smoothing"] == 0.1
+    # No flips in training: no mirror images at test time either, unless the spec asks.
+    assert training["test_time_flip"] is False
+    asked = {**resnet, "training": {"augment": {"flip": False}, "test_time_flip": True}}
+    job = api.post("/v1/jobs", json=asked, headers=auth).json()
+    assert job["spec"]["training"]["test_time_flip"] is True
 
 
 def test_a_job_bound_for_a_gpu_gets_the_gpu_recipe_when_it_names_no_model(
