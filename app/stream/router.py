@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from taas.app.auth.dependencies import CurrentTenant
@@ -46,6 +46,43 @@ EVENT_TYPES = (
 )
 
 
+async def job_subscription(
+    job: OwnedJob, session: SessionDep, request: Request
+) -> AsyncIterator[Subscription]:
+    """The hub's subscription to one job's events, for as long as the request lasts."""
+    session.close()  # a stream may stay open for hours: it must not hold a connection
+    async for subscription in _subscribed(request, job.tenant_id, job.id):
+        yield subscription
+
+
+async def tenant_subscription(
+    tenant: CurrentTenant, session: SessionDep, request: Request
+) -> AsyncIterator[Subscription]:
+    """The hub's subscription to all of a tenant's events, for as long as the request lasts."""
+    session.close()
+    async for subscription in _subscribed(request, tenant.id, None):
+        yield subscription
+
+
+async def _subscribed(
+    request: Request, tenant_id: int, job_id: str | None
+) -> AsyncIterator[Subscription]:
+    # Dropped here, when the request ends, and not in the stream's own generator: on a
+    # disconnect FastAPI cancels the task that pulls from that generator, and a generator
+    # paused at a `yield` is not resumed by that cancel. Its `finally` would run only when the
+    # garbage collector reaches it, and until then the hub would keep serving a gone client.
+    hub: StreamHub = request.app.state.stream_hub
+    subscription = await hub.subscribe(tenant_id, job_id)
+    try:
+        yield subscription
+    finally:
+        hub.unsubscribe(subscription)
+
+
+JobSubscription = Annotated[Subscription, Depends(job_subscription)]
+TenantSubscription = Annotated[Subscription, Depends(tenant_subscription)]
+
+
 @router.get(
     "/v1/jobs/{job_id}/stream",
     response_class=EventSourceResponse,
@@ -55,27 +92,24 @@ EVENT_TYPES = (
     "already ended. " + EVENT_TYPES,
 )
 async def job_stream(
-    job: OwnedJob, session: SessionDep, request: Request, last_event_id: LastEventId = None
+    job: OwnedJob,
+    subscription: JobSubscription,
+    request: Request,
+    last_event_id: LastEventId = None,
 ) -> AsyncIterable[ServerSentEvent]:
     job_id, tenant_id, ended = job.id, job.tenant_id, job.is_terminal
-    session.close()  # a stream may stay open for hours: it must not hold a connection
-    hub: StreamHub = request.app.state.stream_hub
-    subscription = await hub.subscribe(tenant_id, job_id)
-    try:
-        last = int(last_event_id or 0)
-        async for event in _replay(last, tenant_id, job_id):
-            yield _framed(event)
-            last = event.id
-            if event.kind == "end":
-                return
-        if ended:  # its end was sent before Last-Event-ID, or it ended before streams existed
+    last = int(last_event_id or 0)
+    async for event in _replay(last, tenant_id, job_id):
+        yield _framed(event)
+        last = event.id
+        if event.kind == "end":
             return
-        async for event in _live(subscription, last, request):
-            yield _framed(event)
-            if event.kind == "end":
-                return
-    finally:
-        hub.unsubscribe(subscription)
+    if ended:  # its end was sent before Last-Event-ID, or it ended before streams existed
+        return
+    async for event in _live(subscription, last, request):
+        yield _framed(event)
+        if event.kind == "end":
+            return
 
 
 @router.get(
@@ -85,22 +119,20 @@ async def job_stream(
     "(or after `Last-Event-ID`); it stays open. " + EVENT_TYPES,
 )
 async def tenant_stream(
-    tenant: CurrentTenant, session: SessionDep, request: Request, last_event_id: LastEventId = None
+    tenant: CurrentTenant,
+    subscription: TenantSubscription,
+    request: Request,
+    last_event_id: LastEventId = None,
 ) -> AsyncIterable[ServerSentEvent]:
     tenant_id = tenant.id
-    session.close()
     hub: StreamHub = request.app.state.stream_hub
-    subscription = await hub.subscribe(tenant_id)
-    try:
-        # Without Last-Event-ID: from now on (what the hub reads next).
-        last = (hub.watermark or 0) if last_event_id is None else int(last_event_id)
-        async for event in _replay(last, tenant_id, None):
-            yield _framed(event)
-            last = event.id
-        async for event in _live(subscription, last, request):
-            yield _framed(event)
-    finally:
-        hub.unsubscribe(subscription)
+    # Without Last-Event-ID: from now on (what the hub reads next).
+    last = (hub.watermark or 0) if last_event_id is None else int(last_event_id)
+    async for event in _replay(last, tenant_id, None):
+        yield _framed(event)
+        last = event.id
+    async for event in _live(subscription, last, request):
+        yield _framed(event)
 
 
 async def _replay(after: int, tenant_id: int, job_id: str | None) -> AsyncIterable[Published]:

@@ -3,6 +3,7 @@ and what a client that goes away leaves behind (nothing)."""
 
 from __future__ import annotations
 
+import gc
 import statistics
 import threading
 import time
@@ -12,7 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from taas.app.db import session_scope
+from taas.app.jobs.models import Job
 from taas.app.stream.router import DISCONNECT_CHECK_SECONDS
+from taas.app.stream.service import publish
 from tests.app.stream.conftest import LiveApi, Received, read_events
 
 PROGRESS = {
@@ -209,6 +213,27 @@ def test_a_client_that_goes_away_frees_its_subscription(
     wait_for(lambda: live_api.hub_subscriptions == 0, timeout=8)
     # With nobody listening, the hub stops reading the database.
     wait_for(lambda: live_api.app.state.stream_hub.watermark is None, timeout=3)
+
+
+def test_a_client_that_goes_away_mid_replay_frees_its_subscription_at_once(
+    live_api: LiveApi, auth: dict[str, str]
+) -> None:
+    # Thousands of events to replay: when the client goes away, the stream's generator is
+    # almost surely paused at a `yield`, where cancelling the task that pulls from it does not
+    # reach it. The subscription must be freed anyway, without waiting for the garbage
+    # collector (disabled here, so a subscription that only it would free stays).
+    job_id = live_api.submit(auth)
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        for line in range(5000):
+            publish(session, job, "log", {"attempt": 1, "message": f"line {line}"})
+    gc.disable()
+    try:
+        with stream(live_api, f"/v1/jobs/{job_id}/stream", auth) as response:
+            assert [event.event for event in read_events(response, limit=2)] == ["status", "log"]
+        wait_for(lambda: live_api.hub_subscriptions == 0, timeout=5)
+    finally:
+        gc.enable()
 
 
 def test_the_step_series_and_live_progress_are_on_the_public_routes(
