@@ -75,8 +75,7 @@ def free_cores(sample_seconds: float = 0.2) -> int:
     Measured from /proc/stat over a short window (the load average lags by a minute and would
     still count a job that just ended); without /proc, every allowed core.
     """
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    allowed = allowed or 1
+    allowed = allowed_cores()
     try:
         before = _cpu_times()
         time.sleep(sample_seconds)
@@ -87,6 +86,34 @@ def free_cores(sample_seconds: float = 0.2) -> int:
     idle = (after[3] + after[4]) - (before[3] + before[4])  # idle + iowait
     busy_cores = (os.cpu_count() or allowed) * (1 - idle / total) if total > 0 else 0.0
     return max(1, min(allowed, round(allowed - busy_cores)))
+
+
+def allowed_cores() -> int:
+    """The cores this process may run on."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return allowed or 1
+
+
+def keep_threads_of_resumed_attempt(plan: AccelPlan, saved: int | None) -> str | None:
+    """On the CPU, a resumed run uses the thread count of the attempt it resumes, and says so.
+
+    The count decides how oneDNN and BLAS split each sum across threads, and float additions
+    done in another order round differently: with the same count a resumed run is bit-for-bit
+    the run without a stop; with another it differs in the last bits, and more as training goes
+    on. So the count free_cores() picks from the load of the moment is not asked again. (On
+    CUDA, cuDNN's autotuned kernels make no bit-for-bit promise to keep.)
+    """
+    current = plan.threads or torch.get_num_threads()
+    if saved is None or saved == current:
+        return None
+    if saved > allowed_cores():
+        return (
+            f"the attempt before used {saved} CPU threads and only {allowed_cores()} cores are "
+            f"allowed here: going on with {current}, so the result may differ in the last bits "
+            "from a run without a stop"
+        )
+    plan.threads = saved
+    return f"{saved} CPU threads, as the attempt it resumes (the same sums in the same order)"
 
 
 def _cpu_times() -> list[int]:

@@ -25,7 +25,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from taas.app.spec import DatasetInfo, JobSpec
-from taas.worker.trainer.accel import SWITCHES, AccelPlan, plan_acceleration
+from taas.worker.trainer.accel import (
+    SWITCHES,
+    AccelPlan,
+    keep_threads_of_resumed_attempt,
+    plan_acceleration,
+)
 from taas.worker.trainer.compiled import CompiledStep, architecture_key, compile_step
 from taas.worker.trainer.data import (
     Dataset,
@@ -183,10 +188,15 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
     """Train the spec's network on ``dataset``, reporting one MetricPoint per epoch."""
     device = pick_device(spec.device, context.log)
     plan = plan_acceleration(spec.acceleration, spec.model, device)
+    checkpoint = context.load_checkpoint()
+    if checkpoint is not None and device.type == "cpu":
+        message = keep_threads_of_resumed_attempt(plan, checkpoint.get("cpu_threads"))
+        if message is not None:
+            context.log(message)
     dataset, validation = _splits(dataset, spec, context)
     with _cpu_threads(plan.threads), _fast_math(plan, device):
         run = _build_run(spec, dataset, validation, context, device, plan)
-        first_epoch = _resume(run, context.load_checkpoint())
+        first_epoch = _resume(run, checkpoint)
         count = sum(parameter.numel() for parameter in run.model.parameters())
         applied = [name for name in SWITCHES if getattr(plan, name)]
         context.log(
@@ -624,6 +634,8 @@ def _checkpoint_state(
         "schedule": run.schedule.state_dict(),
         "order_rng": run.order.get_state() if order_rng is None else order_rng,
         "torch_rng": torch.get_rng_state(),
+        # A resumed run on the CPU keeps this count (keep_threads_of_resumed_attempt says why).
+        "cpu_threads": torch.get_num_threads(),
         "history": [point.to_json() for point in run.history],  # plain dicts: weights_only loads
     }
     if run.ema is not None:

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from taas.app.spec import AccelerationSpec, CnnSpec, MlpSpec, ResnetSpec
-from taas.worker.trainer.accel import free_cores, plan_acceleration
+from taas.worker.trainer.accel import (
+    allowed_cores,
+    free_cores,
+    keep_threads_of_resumed_attempt,
+    plan_acceleration,
+)
 from taas.worker.trainer.data import load_dataset
 from taas.worker.trainer.feed import translate
 from taas.worker.trainer.loop import TrainingPreempted, TrainResult, train
@@ -73,8 +78,12 @@ def test_resume_from_a_mid_run_checkpoint_gives_the_same_final_weights() -> None
 
 @pytest.mark.parametrize("acceleration", ["off", "auto"])
 def test_a_run_preempted_mid_epoch_goes_on_from_that_batch_with_the_same_result(
-    acceleration: str,
+    acceleration: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # On the CPU "auto" takes as many threads as the machine has free cores, and another count
+    # sums in another order. The resume is exact because it keeps the count of the attempt it
+    # resumes, whatever the load says then: here the load seems to change between attempts.
+    monkeypatch.setattr("taas.worker.trainer.accel.free_cores", lambda: 2)
     # Dropout, EMA, augmentation and an evaluation half-way: all must carry over exactly.
     settings: dict[str, Any] = {
         "model": {**BN_CNN, "dropout": 0.2},
@@ -97,6 +106,7 @@ def test_a_run_preempted_mid_epoch_goes_on_from_that_batch_with_the_same_result(
 
     resumed = RecordingContext()
     resumed.resume_from = saved
+    monkeypatch.setattr("taas.worker.trainer.accel.free_cores", lambda: 1)
     second = run_spec(resumed, **settings)
 
     assert any("5 batches into epoch 2" in message for message in resumed.messages)
@@ -111,6 +121,8 @@ def test_a_run_preempted_mid_epoch_goes_on_from_that_batch_with_the_same_result(
         expected_2.val_loss,
         expected_2.val_accuracy,
     )
+    if acceleration == "auto":
+        assert "2 CPU threads, as the attempt it resumes" in " ".join(resumed.messages)
 
 
 def test_a_cancel_does_not_checkpoint_where_it_stopped() -> None:
@@ -267,6 +279,20 @@ def test_pool_first_trains_exactly_like_the_standard_order() -> None:
 
     assert first.acceleration["applied"] != second.acceleration["applied"]
     assert second.test_accuracy == pytest.approx(first.test_accuracy, abs=0.02)
+
+
+def test_a_resume_keeps_its_thread_count_only_where_the_cores_allow_it() -> None:
+    plan = plan_acceleration("auto", MlpSpec(), torch.device("cpu"))
+    plan.threads = 1
+    too_many = allowed_cores() + 1
+
+    message = keep_threads_of_resumed_attempt(plan, too_many)
+
+    assert plan.threads == 1
+    assert message is not None
+    assert f"used {too_many} CPU threads" in message
+    assert "may differ in the last bits" in message
+    assert keep_threads_of_resumed_attempt(plan, 1) is None  # the same count: nothing to say
 
 
 def test_free_cores_is_between_one_and_the_allowed_cores() -> None:
