@@ -16,27 +16,27 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from taas.app import models  # noqa: F401  (registers every table on Base.metadata)
 from taas.app.auth.router import router as keys_router
-from taas.app.config import get_settings
+from taas.app.core import models  # noqa: F401  (registers every table on Base.metadata)
+from taas.app.core.body_size import BodySizeLimit
+from taas.app.core.config import get_settings
+from taas.app.core.db import DATABASE_UNAVAILABLE, describe_database_error, open_session
+from taas.app.core.errors import DomainError
+from taas.app.core.openapi import complete_openapi, methods_of_path
+from taas.app.core.rate_limits import KeyRateLimiter, RateLimitHeaders
+from taas.app.core.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from taas.app.dashboard.router import router as dashboard_router
 from taas.app.datasets.router import router as datasets_router
-from taas.app.db import DATABASE_UNAVAILABLE, describe_database_error, open_session
-from taas.app.errors import DomainError
-from taas.app.health import router as health_router
-from taas.app.http_metrics import HttpMetrics
 from taas.app.internal.router import router as internal_router
 from taas.app.jobs.router import router as jobs_router
-from taas.app.limits import BodySizeLimit
-from taas.app.metrics_scrape import router as metrics_router
-from taas.app.openapi import complete_openapi, methods_of_path
-from taas.app.rate_limits import KeyRateLimiter, RateLimitHeaders
-from taas.app.reconciler import Reconciler
-from taas.app.request_context import current
-from taas.app.request_id import REQUEST_ID_HEADER, RequestId, bind_path_ids
+from taas.app.observability.health import router as health_router
+from taas.app.observability.http_metrics import HttpMetrics
+from taas.app.observability.metrics_scrape import router as metrics_router
+from taas.app.observability.request_context import current
+from taas.app.observability.request_id import REQUEST_ID_HEADER, RequestId, bind_path_ids
+from taas.app.scheduling.reconciler import Reconciler
 from taas.app.scheduling.router import router as presence_router
 from taas.app.spec import LimitViolation
-from taas.app.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from taas.app.stream.hub import StreamHub
 from taas.app.stream.router import router as stream_router
 from taas.app.sweeps.router import router as sweeps_router

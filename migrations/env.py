@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from taas.app import models
-from taas.app.config import get_settings
+from taas.app.core import models
+from taas.app.core.config import get_settings
 
 config = context.config
 target_metadata = models.Base.metadata

@@ -43,7 +43,7 @@ esac
 if [[ $part == all || $part == tests ]]; then
     run_part tests "$python" -m pytest -q -rs -p no:cacheprovider \
         tests/worker/trainer/test_accel.py tests/worker/trainer/test_compiled.py \
-        tests/worker/test_gpu_share.py
+        tests/worker/resources/test_gpu_share.py
 fi
 if [[ $part == all || $part == bench ]]; then
     run_part bench "$python" -m taas.worker.trainer.bench --device cuda --repeats 1 \

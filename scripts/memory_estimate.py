@@ -1,4 +1,5 @@
-"""Print the memory estimate (app/memory.py) of a few specs against the peak measured training them.
+"""Print the memory estimate (app/jobs/memory.py) of a few specs against the peak measured
+training them.
 
 Each spec trains for one epoch in a fresh process (so one spec's peak does not hide another's),
 on synthetic data of the shape and size given; the peak is the process's resident set high-water
@@ -15,7 +16,7 @@ import subprocess
 import sys
 from typing import Any
 
-from taas.app.memory import estimate_memory, format_bytes
+from taas.app.jobs.memory import estimate_memory, format_bytes
 from taas.app.spec import JobSpec, dataset_info
 
 FASHION_SIZED = {"shape": [1, 28, 28], "train_size": 60000, "test_size": 10000}

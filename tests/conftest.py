@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from taas.app import migrate
 from taas.app.auth.service import create_api_key
-from taas.app.broker import get_celery_app
-from taas.app.config import get_settings
-from taas.app.db import reset_engine_cache, session_scope
+from taas.app.core import migrate
+from taas.app.core.config import get_settings
+from taas.app.core.db import reset_engine_cache, session_scope
+from taas.app.scheduling.broker import get_celery_app
 from tests.private_servers import (
     PrivatePostgres,
     PrivateRedis,

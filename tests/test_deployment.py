@@ -14,8 +14,8 @@ import pytest
 import typer
 import yaml
 
-from taas.app.cli import cli
-from taas.app.config import Settings
+from taas.app.cli.main import cli
+from taas.app.core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -141,7 +141,7 @@ def test_prometheus_scrapes_the_api_service_with_the_token_when_set() -> None:
 def test_the_grafana_dashboard_asks_only_for_metrics_that_exist() -> None:
     from prometheus_client import REGISTRY
 
-    import taas.app.metrics  # noqa: F401  (registers taas's metrics)
+    import taas.app.observability.metrics  # noqa: F401  (registers taas's metrics)
 
     exported = {"taas_jobs", "taas_database_up"} | {
         sample_name

@@ -1,4 +1,5 @@
-"""The worker's Celery app: the shared configuration from taas.app.broker, plus its tasks."""
+"""The worker's Celery app: the configuration it shares with the API (app/scheduling/broker.py)
+and its tasks."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from taas.app.broker import make_celery_app
-from taas.app.config import get_settings
-from taas.app.logs import JsonFormatter, RedactSecrets
-from taas.worker.devices import pin_gpu
+from taas.app.core.config import get_settings
+from taas.app.observability.logs import JsonFormatter, RedactSecrets
+from taas.app.scheduling.broker import make_celery_app
 from taas.worker.presence import Presence
+from taas.worker.resources.devices import pin_gpu
 from taas.worker.runner import SHUTTING_DOWN
 
 celery_app = make_celery_app(get_settings())
@@ -47,8 +48,8 @@ class BrokerLossInOneLine(logging.Filter):
 def _quiet_the_connection_loss_reminder(**_: object) -> None:
     # Celery says this on every lost broker connection while
     # worker_cancel_long_running_tasks_on_connection_loss keeps its 5.x value, which is the one we
-    # want (app/broker.py sets it explicitly). Added here: Celery's logging setup, which runs
-    # first, turns every such warning on again.
+    # want (app/scheduling/broker.py sets it explicitly). Added here: Celery's logging setup, which
+    # runs first, turns every such warning on again.
     warnings.filterwarnings(
         "ignore",
         message=r"\s*In Celery 5.1 we introduced an optional breaking change",

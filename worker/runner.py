@@ -21,19 +21,19 @@ from typing import Any
 
 import torch
 
-from taas.app.config import Settings, get_settings
-from taas.app.memory import MemoryEstimate, format_bytes
-from taas.app.request_context import bind as bind_log_context
-from taas.app.request_context import job_context
+from taas.app.core.config import Settings, get_settings
+from taas.app.core.storage_space import free_bytes, storage_full_reason
+from taas.app.jobs.memory import MemoryEstimate, format_bytes
+from taas.app.observability.request_context import bind as bind_log_context
+from taas.app.observability.request_context import job_context
 from taas.app.spec import BUILTIN_DATASETS, JOB_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
-from taas.app.storage_space import free_bytes, storage_full_reason
-from taas.worker.dataset_cache import cached_dataset
-from taas.worker.devices import device_label, jobs_per_gpu, pinned_gpu
-from taas.worker.gpu_share import GpuShare, GpuTooSmall
-from taas.worker.memory import NotEnoughMemory, check_fits
-from taas.worker.oom_watch import OomWatch
+from taas.worker.datasets.cache import cached_dataset
 from taas.worker.progress import LiveProgress
 from taas.worker.reporter import ApiRefused, ApiReporter, Claim, StaleAttempt, StorageFull
+from taas.worker.resources.devices import device_label, jobs_per_gpu, pinned_gpu
+from taas.worker.resources.gpu_share import GpuShare, GpuTooSmall
+from taas.worker.resources.memory import NotEnoughMemory, check_fits
+from taas.worker.resources.oom_watch import OomWatch
 from taas.worker.trainer.compiled import use_disk_cache
 from taas.worker.trainer.data import (
     Dataset,

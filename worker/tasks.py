@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.exceptions import Reject
 
-from taas.app.broker import RUN_JOB_TASK
+from taas.app.scheduling.broker import RUN_JOB_TASK
 from taas.worker.celery_app import celery_app
 from taas.worker.runner import SHUTTING_DOWN, run_job_by_id
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from taas.app.artifacts.storage import ArtifactStorage, LocalArtifactStorage
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
 
 
 def get_storage() -> ArtifactStorage:

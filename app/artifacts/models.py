@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taas.app.db import Base, UTCDateTime, utcnow
+from taas.app.core.db import Base, UTCDateTime, utcnow
 
 
 class Artifact(Base):

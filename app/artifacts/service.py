@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from taas.app.artifacts.models import Artifact
 from taas.app.artifacts.storage import StoredObject
-from taas.app.errors import InvalidInput, MalformedHeader
+from taas.app.core.errors import InvalidInput, MalformedHeader
 from taas.app.jobs.models import Job
 from taas.app.jobs.service import record_event
 

@@ -21,7 +21,7 @@ from typing import BinaryIO, Protocol
 
 from anyio import to_thread
 
-from taas.app.errors import IntegrityFailure, PayloadTooLarge
+from taas.app.core.errors import IntegrityFailure, PayloadTooLarge
 from taas.app.spec import JOB_ID_PATTERN
 
 # Bytes handed to the disk thread at once: few thread hops per upload, 1 MiB held per upload.

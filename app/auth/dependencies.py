@@ -12,7 +12,6 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from taas.app import request_context
 from taas.app.auth.models import ApiKey, Tenant
 from taas.app.auth.scopes import Scope, grants, scope_for_method
 from taas.app.auth.service import (
@@ -22,9 +21,10 @@ from taas.app.auth.service import (
     refusal,
     worker_token_matches,
 )
-from taas.app.config import Settings, get_settings
-from taas.app.db import SessionDep, session_scope, utcnow
-from taas.app.rate_limits import STATE_KEY, KeyRateLimiter
+from taas.app.core.config import Settings, get_settings
+from taas.app.core.db import SessionDep, session_scope, utcnow
+from taas.app.core.rate_limits import STATE_KEY, KeyRateLimiter
+from taas.app.observability import request_context
 
 api_key_scheme = HTTPBearer(
     auto_error=False,

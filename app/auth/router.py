@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Response, status
 from taas.app.auth import service
 from taas.app.auth.dependencies import AdminTenant
 from taas.app.auth.schemas import CreatedKey, KeyIn, KeyList, KeyOut
-from taas.app.db import SessionDep
+from taas.app.core.db import SessionDep
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such key for this tenant"}}

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from taas.app.auth.models import ApiKey, Tenant
 from taas.app.auth.scopes import Scope
-from taas.app.db import utcnow
-from taas.app.errors import InvalidInput, NotFound
+from taas.app.core.db import utcnow
+from taas.app.core.errors import InvalidInput, NotFound
 
 KEY_PREFIX = "taas"
 # last_used_at is written at most once a minute per key: a write per request would double the

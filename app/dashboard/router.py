@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse
 
-from taas.app.errors import NotFound
+from taas.app.core.errors import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
 from taas.app.datasets.storage import DatasetStorage
 
 

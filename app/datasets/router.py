@@ -13,18 +13,18 @@ from starlette.datastructures import FormData, UploadFile
 
 from taas.app.auth.dependencies import CurrentTenant, SettingsDep
 from taas.app.auth.models import Tenant
-from taas.app.config import Settings
+from taas.app.core.config import Settings
+from taas.app.core.db import SessionDep
+from taas.app.core.errors import Conflict, InvalidInput, UnsupportedMediaType
+from taas.app.core.openapi import error_responses
+from taas.app.core.storage_space import require_room_for_new_work
 from taas.app.datasets import service
 from taas.app.datasets.dependencies import DatasetStorageDep
 from taas.app.datasets.ingest import IngestOptions
 from taas.app.datasets.models import Dataset
 from taas.app.datasets.schemas import DatasetList, DatasetOut
 from taas.app.datasets.storage import DatasetStorage
-from taas.app.db import SessionDep
-from taas.app.errors import Conflict, InvalidInput, UnsupportedMediaType
-from taas.app.openapi import error_responses
 from taas.app.spec import BUILTIN_DATASETS
-from taas.app.storage_space import require_room_for_new_work
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 NO_SUCH_DATASET = {404: "no such dataset for this tenant"}

@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
-from taas.app.config import Settings
+from taas.app.core.config import Settings
+from taas.app.core.errors import Conflict, DomainError, NotFound
 from taas.app.datasets.ingest import (
     CanonicalDataset,
     IngestLimits,
@@ -27,10 +28,9 @@ from taas.app.datasets.ingest import (
 from taas.app.datasets.models import Dataset
 from taas.app.datasets.schemas import DatasetOut
 from taas.app.datasets.storage import DatasetStorage, StagedUpload
-from taas.app.errors import Conflict, DomainError, NotFound
 from taas.app.jobs.models import Job
 from taas.app.spec import BUILTIN_DATASETS, DATASET_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
-from taas.worker import dataset_files
+from taas.worker.datasets import files as dataset_files
 
 ACTIVE_JOB_STATUSES = ("queued", "running", "cancelling")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from taas.app.artifacts.storage import fsync_dir
-from taas.app.errors import PayloadTooLarge
+from taas.app.core.errors import PayloadTooLarge
+from taas.app.core.storage_space import raise_if_storage_full
 from taas.app.spec import DATASET_ID_PATTERN
-from taas.app.storage_space import raise_if_storage_full
 
 CHUNK_BYTES = 1024 * 1024
 

@@ -9,7 +9,6 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from taas.app import request_context
 from taas.app.artifacts.dependencies import StorageDep
 from taas.app.artifacts.service import (
     ARTIFACT_KINDS,
@@ -22,10 +21,12 @@ from taas.app.artifacts.service import (
 )
 from taas.app.artifacts.storage import StoredObject
 from taas.app.auth.dependencies import SettingsDep, WorkerAuth
-from taas.app.config import Settings
+from taas.app.core.config import Settings
+from taas.app.core.db import SessionDep
+from taas.app.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from taas.app.core.openapi import error_responses
+from taas.app.core.storage_space import require_room_for_new_work
 from taas.app.datasets.dependencies import DatasetStorageDep
-from taas.app.db import SessionDep
-from taas.app.errors import InvalidInput, NotFound, PayloadTooLarge
 from taas.app.internal import service
 from taas.app.internal.schemas import (
     Ack,
@@ -39,11 +40,10 @@ from taas.app.internal.schemas import (
     MetricPointIn,
     ReleaseRequest,
 )
-from taas.app.openapi import error_responses
+from taas.app.jobs.time_limits import attempt_time_limit, describe_time_limit
+from taas.app.observability import request_context
 from taas.app.scheduling.dispatch import dispatch
-from taas.app.storage_space import require_room_for_new_work
 from taas.app.sweeps.controller import advance_sweep
-from taas.app.time_limits import attempt_time_limit, describe_time_limit
 
 # Every route names a job and, but for the claim, its attempt: a claim of a job that is not
 # queued any more, or a write of an attempt that is not the job's current one, is a 409.

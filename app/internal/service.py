@@ -13,20 +13,20 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from taas.app import metrics
 from taas.app.artifacts.models import Artifact
-from taas.app.config import Settings
+from taas.app.core.config import Settings
+from taas.app.core.db import utcnow
+from taas.app.core.errors import Conflict, NotFound
 from taas.app.datasets.models import Dataset
-from taas.app.db import utcnow
-from taas.app.errors import Conflict, NotFound
 from taas.app.internal.schemas import FinishRequest, HeartbeatRequest, MetricPointIn, StepPointIn
 from taas.app.jobs.models import Attempt, Job, MetricPoint, MetricStep
 from taas.app.jobs.service import cancelled, describe_progress, record_event, transition
+from taas.app.jobs.time_limits import attempt_time_limit, describe_time_limit
+from taas.app.observability import metrics
 from taas.app.spec import DATASET_ID_PATTERN, JOB_ID_PATTERN
 from taas.app.stream.service import publish
 from taas.app.sweeps.models import Sweep
 from taas.app.sweeps.pruning import prune_reason
-from taas.app.time_limits import attempt_time_limit, describe_time_limit
 
 logger = logging.getLogger(__name__)
 ACTIVE_STATUSES = ("running", "cancelling")

@@ -12,8 +12,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
-from taas.app.db import utcnow
-from taas.app.errors import Conflict, InvalidInput
+from taas.app.core.db import utcnow
+from taas.app.core.errors import Conflict, InvalidInput
 from taas.app.jobs.models import IdempotencyKey, Job
 from taas.app.spec import JobSpec
 

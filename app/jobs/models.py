@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from taas.app.db import Base, UTCDateTime, utcnow
+from taas.app.core.db import Base, UTCDateTime, utcnow
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATUSES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
@@ -94,7 +94,7 @@ class Attempt(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Past this the attempt has run out of time (app/time_limits.py); null on attempts claimed
+    # Past this the attempt has run out of time (app/jobs/time_limits.py); null on attempts claimed
     # before time limits were recorded.
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -11,8 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from taas.app.artifacts.dependencies import StorageDep
 from taas.app.artifacts.service import check_artifact_name, check_range_header
 from taas.app.auth.dependencies import CurrentTenant, SettingsDep
-from taas.app.db import SessionDep
-from taas.app.errors import InvalidInput, NotFound
+from taas.app.core.db import SessionDep
+from taas.app.core.errors import InvalidInput, NotFound
+from taas.app.core.openapi import error_responses
+from taas.app.core.storage_space import require_room_for_new_work
 from taas.app.jobs import idempotency, service
 from taas.app.jobs.models import Job
 from taas.app.jobs.schemas import (
@@ -24,10 +26,8 @@ from taas.app.jobs.schemas import (
     MetricList,
     StepList,
 )
-from taas.app.openapi import error_responses
 from taas.app.scheduling.dispatch import dispatch
 from taas.app.spec import JobSpec
-from taas.app.storage_space import require_room_for_new_work
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NO_SUCH_JOB = {404: "no such job for this tenant"}

@@ -13,13 +13,13 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from taas.app import metrics
 from taas.app.artifacts.models import Artifact
 from taas.app.auth.models import Tenant
-from taas.app.config import Settings, get_settings
+from taas.app.core.config import Settings, get_settings
+from taas.app.core.db import utcnow
+from taas.app.core.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from taas.app.datasets.service import info_for_job
-from taas.app.db import utcnow
-from taas.app.errors import Conflict, InvalidInput, NotFound, TooManyRequests
+from taas.app.jobs.memory import check_fits_largest_worker
 from taas.app.jobs.models import TERMINAL_STATUSES, Event, Job, MetricPoint, MetricStep
 from taas.app.jobs.schemas import (
     ArtifactOut,
@@ -31,7 +31,7 @@ from taas.app.jobs.schemas import (
     Progress,
     StepPointOut,
 )
-from taas.app.memory import check_fits_largest_worker
+from taas.app.observability import metrics
 from taas.app.scheduling.presence import waiting_for
 from taas.app.spec import (
     JOB_ID_PATTERN,

@@ -33,13 +33,13 @@ from sqlalchemy import ColumnElement, func, select, text, update
 from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
-from taas.app.broker import ALL_QUEUES, enqueue_job
-from taas.app.config import Settings
-from taas.app.db import session_scope, utcnow
+from taas.app.core.config import Settings
+from taas.app.core.db import session_scope, utcnow
 from taas.app.jobs.models import Job
 from taas.app.jobs.service import record_event
+from taas.app.jobs.time_limits import attempt_time_limit
+from taas.app.scheduling.broker import ALL_QUEUES, enqueue_job
 from taas.app.scheduling.presence import live_workers
-from taas.app.time_limits import attempt_time_limit
 
 logger = logging.getLogger(__name__)
 

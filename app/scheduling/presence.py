@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from taas.app.db import utcnow
+from taas.app.core.db import utcnow
 from taas.app.scheduling.models import WorkerPresence
 from taas.app.scheduling.schemas import PresenceIn
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from taas.app.auth.dependencies import SettingsDep, WorkerAuth
-from taas.app.db import SessionDep
+from taas.app.core.db import SessionDep
 from taas.app.scheduling.dispatch import dispatch
 from taas.app.scheduling.presence import forget_worker, note_presence
 from taas.app.scheduling.schemas import PresenceIn, PresenceOut

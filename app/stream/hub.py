@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from taas.app.db import DATABASE_UNAVAILABLE, describe_database_error
+from taas.app.core.db import DATABASE_UNAVAILABLE, describe_database_error
 from taas.app.stream.service import Published, newest_id, read_after
 
 logger = logging.getLogger(__name__)

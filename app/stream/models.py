@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taas.app.db import Base, UTCDateTime, utcnow
+from taas.app.core.db import Base, UTCDateTime, utcnow
 
 
 class StreamEvent(Base):

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from taas.app.auth.dependencies import CurrentTenant
-from taas.app.db import SessionDep, open_session
+from taas.app.core.db import SessionDep, open_session
 from taas.app.jobs.router import NOT_FOUND, OwnedJob
 from taas.app.stream.hub import StreamHub, Subscription
 from taas.app.stream.service import Published, read_after

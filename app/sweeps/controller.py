@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
-from taas.app.config import Settings
-from taas.app.db import utcnow
-from taas.app.errors import DomainError, InsufficientStorage, TooManyRequests
+from taas.app.core.config import Settings
+from taas.app.core.db import utcnow
+from taas.app.core.errors import DomainError, InsufficientStorage, TooManyRequests
 from taas.app.jobs.models import TERMINAL_STATUSES, Job
 from taas.app.jobs.service import cancel_job, submit_job
 from taas.app.spec import JobSpec, LimitViolation

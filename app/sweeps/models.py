@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from taas.app.db import Base, UTCDateTime, utcnow
+from taas.app.core.db import Base, UTCDateTime, utcnow
 
 SWEEP_STATUSES = ("running", "succeeded", "failed", "cancelled")
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from taas.app.artifacts.dependencies import StorageDep
 from taas.app.auth.dependencies import CurrentTenant, SettingsDep
-from taas.app.db import SessionDep
-from taas.app.openapi import error_responses
+from taas.app.core.db import SessionDep
+from taas.app.core.openapi import error_responses
 from taas.app.scheduling.dispatch import dispatch
 from taas.app.sweeps import service
 from taas.app.sweeps.controller import advance_sweep

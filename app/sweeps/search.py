@@ -28,7 +28,7 @@ from optuna.distributions import (
 )
 from pydantic import ValidationError
 
-from taas.app.errors import InvalidInput
+from taas.app.core.errors import InvalidInput
 from taas.app.spec import JobSpec
 
 METHODS = ("grid", "random", "tpe")

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
-from taas.app.db import utcnow
-from taas.app.errors import Conflict, InvalidInput, NotFound
+from taas.app.core.db import utcnow
+from taas.app.core.errors import Conflict, InvalidInput, NotFound
 from taas.app.jobs.models import TERMINAL_STATUSES, Job
 from taas.app.jobs.service import cancel_job, delete_job
 from taas.app.spec import JobSpec, default_model

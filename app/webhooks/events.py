@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from taas.app.db import utcnow
+from taas.app.core.db import utcnow
 from taas.app.jobs.models import Job
 from taas.app.sweeps.models import Sweep
 from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint

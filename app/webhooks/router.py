@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from taas.app.auth.dependencies import CurrentTenant, SettingsDep
-from taas.app.db import SessionDep
+from taas.app.core.db import SessionDep
 from taas.app.webhooks import service
 from taas.app.webhooks.models import WebhookEndpoint
 from taas.app.webhooks.schemas import (

@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from taas.app.config import Settings
-from taas.app.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
+from taas.app.core.config import Settings
+from taas.app.core.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
 from taas.app.webhooks.addresses import UnsafeUrl, check_url
 from taas.app.webhooks.events import DELIVERIES_WRITTEN
 from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint

@@ -9,8 +9,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
-from taas.app.config import Settings
-from taas.app.errors import InvalidInput, NotFound, TooManyRequests
+from taas.app.core.config import Settings
+from taas.app.core.errors import InvalidInput, NotFound, TooManyRequests
 from taas.app.webhooks.addresses import UnsafeUrl, check_url
 from taas.app.webhooks.models import WebhookDelivery, WebhookEndpoint
 from taas.app.webhooks.schemas import DeliveryOut, WebhookIn, WebhookOut

@@ -135,7 +135,7 @@ def wait_until_healthy(api_url: str, processes: Sequence[Process]) -> None:
 def base_env(home: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TAAS_")}
     # The tests poll far faster than a person or a script would: rate limits stay on (their
-    # headers are on every answer) but high. tests/app/test_rate_limits.py checks the limits.
+    # headers are on every answer) but high. tests/app/core/test_rate_limits.py checks the limits.
     limits = {"TAAS_RATE_LIMIT": "500/second"}
     env.update({"TAAS_HOME": str(home), "PYTHONUNBUFFERED": "1", **limits, **extra})
     return env

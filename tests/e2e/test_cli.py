@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from taas.app.job_feed import JobEvent, job_events
+from taas.app.cli.job_feed import JobEvent, job_events
 from taas.client import Client
 from tests.e2e.conftest import Deployment, start_embedded
 from tests.e2e.processes import child_pids, is_alive, taas_command

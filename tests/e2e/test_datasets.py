@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from taas.client import Client
-from taas.worker.dataset_files import SYSTEM_FASHION_MNIST
+from taas.worker.datasets.files import SYSTEM_FASHION_MNIST
 from tests.e2e.conftest import Deployment, start_embedded
 
 SMALL_MLP: dict[str, Any] = {

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from taas.app import migrate, models
+from taas.app.core import migrate, models
 
 TABLES = {
     "tenants",

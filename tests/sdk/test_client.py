@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import taas
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
 from tests.app.internal.test_router import MODEL_JSON, WEIGHTS
 from tests.app.stream.conftest import start_server
 from tests.conftest import TINY_SYNTHETIC, WORKER_TOKEN

@@ -11,8 +11,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from taas.app.artifacts.models import Artifact
-from taas.app.config import get_settings
-from taas.app.db import session_scope
+from taas.app.core.config import get_settings
+from taas.app.core.db import session_scope
 from taas.worker.reporter import ApiReporter
 from taas.worker.runner import JobContext
 from tests.conftest import TINY_SYNTHETIC, WORKER_TOKEN

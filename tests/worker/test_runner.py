@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from celery.exceptions import Reject
 
-from taas.app.config import Settings
+from taas.app.core.config import Settings
 from taas.worker.reporter import ApiReporter
 from taas.worker.runner import (
     PREEMPTED,

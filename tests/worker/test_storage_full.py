@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from taas.app.artifacts import storage as artifact_storage
-from taas.app.config import Settings
+from taas.app.core.config import Settings
 from taas.worker import reporter as reporter_module
 from taas.worker import runner
 from taas.worker.reporter import ApiReporter, StorageFull

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from taas.app.spec import BUILTIN_DATASETS, DatasetInfo, JobSpec, SyntheticOptions, dataset_info
-from taas.worker.dataset_files import (
+from taas.worker.datasets.files import (
     CIFAR_BIN_FOLDER,
     DOWNLOADABLE,
     IDX_FILES,
@@ -37,8 +37,8 @@ from taas.worker.dataset_files import (
 )
 
 # Re-exported: the worker and the tests import these from the trainer's data module.
-from taas.worker.dataset_files import DatasetUnavailable as DatasetUnavailable
-from taas.worker.dataset_files import available as available
+from taas.worker.datasets.files import DatasetUnavailable as DatasetUnavailable
+from taas.worker.datasets.files import available as available
 
 IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only one MNIST-style files use
 CIFAR_PIXELS = 3 * 32 * 32  # per image: 1024 red, then 1024 green, then 1024 blue, row-major

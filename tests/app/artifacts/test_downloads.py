@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from taas.app import migrate
-from taas.app.config import get_settings
+from taas.app.core import migrate
+from taas.app.core.config import get_settings
 from tests.app.artifacts import artifact_rows, claimed_job, files_under, segment, upload
 from tests.conftest import TINY_SYNTHETIC, clear_caches
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
 from tests.app.artifacts import (
     artifact_rows,
     claimed_job,

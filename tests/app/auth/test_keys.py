@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from taas.app import migrate
 from taas.app.auth.models import ApiKey
 from taas.app.auth.service import create_api_key, hash_key
-from taas.app.db import session_scope
+from taas.app.core import migrate
+from taas.app.core.db import session_scope
 from tests.conftest import TINY_SYNTHETIC, clear_caches
 
 

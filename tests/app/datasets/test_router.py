@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
+from taas.app.core.db import session_scope
 from taas.app.datasets.models import Dataset
-from taas.app.db import session_scope
 from tests.conftest import clear_caches
 
 

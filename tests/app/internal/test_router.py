@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from taas.app.config import get_settings
-from taas.app.time_limits import attempt_time_limit, describe_time_limit
+from taas.app.core.config import get_settings
+from taas.app.jobs.time_limits import attempt_time_limit, describe_time_limit
 from tests.conftest import TINY_SYNTHETIC, epoch_progress
 
 INTERNAL = "/internal/v1/jobs"

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from taas.app.db import session_scope, utcnow
+from taas.app.core.db import session_scope, utcnow
 from taas.app.jobs.models import IdempotencyKey
 from tests.conftest import TINY_SYNTHETIC
 

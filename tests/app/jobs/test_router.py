@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
 from taas.app.spec import JobSpec, normalized
 from tests.conftest import TINY_SYNTHETIC, epoch_progress
 

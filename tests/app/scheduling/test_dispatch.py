@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from taas.app.auth.models import Tenant
-from taas.app.config import get_settings
-from taas.app.db import session_scope, utcnow
+from taas.app.core.config import get_settings
+from taas.app.core.db import session_scope, utcnow
 from taas.app.jobs.models import Job
-from taas.app.reconciler import reconcile
 from taas.app.scheduling.models import WorkerPresence
+from taas.app.scheduling.reconciler import reconcile
 from tests.app.internal.test_router import finish
 from tests.conftest import TINY_SYNTHETIC, clear_caches
 

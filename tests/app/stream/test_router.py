@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taas.app.db import session_scope
+from taas.app.core.db import session_scope
 from taas.app.jobs.models import Job
 from taas.app.stream.router import DISCONNECT_CHECK_SECONDS
 from taas.app.stream.service import publish

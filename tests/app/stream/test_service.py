@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from taas.app import migrate
 from taas.app.auth.models import Tenant
-from taas.app.config import get_settings
-from taas.app.db import open_session, session_scope
+from taas.app.core import migrate
+from taas.app.core.config import get_settings
+from taas.app.core.db import open_session, session_scope
 from taas.app.jobs.models import Job
 from taas.app.jobs.service import submit_job
 from taas.app.spec import JobSpec

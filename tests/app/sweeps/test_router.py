@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from taas.app.config import get_settings
-from taas.app.reconciler import reconcile
+from taas.app.core.config import get_settings
+from taas.app.scheduling.reconciler import reconcile
 from tests.app.internal.test_router import finish, upload_model, write
 from tests.conftest import TINY_SYNTHETIC
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from taas.app.errors import InvalidInput
+from taas.app.core.errors import InvalidInput
 from taas.app.spec import JobSpec
 from taas.app.sweeps.search import (
     FinishedTrial,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
 from taas.app.webhooks import addresses
 
 # Names the tests resolve; anything else is an error (no test reaches a real DNS server).

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from taas.app import migrate
-from taas.app.config import get_settings
-from taas.app.db import session_scope, utcnow
+from taas.app.core import migrate
+from taas.app.core.config import get_settings
+from taas.app.core.db import session_scope, utcnow
 from taas.app.jobs.models import Job
 from taas.app.jobs.service import record_event, transition
 from taas.app.webhooks.events import new_delivery_id

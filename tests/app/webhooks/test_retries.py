@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from taas.app.config import Settings
+from taas.app.core.config import Settings
 from taas.app.webhooks.retries import next_delay, parse_retry_after
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

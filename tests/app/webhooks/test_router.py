@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from taas.app.config import get_settings
+from taas.app.core.config import get_settings
 from tests.app.webhooks.conftest import BearerFor
 
 URL = "https://hooks.example.com/taas"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from taas.app.cli import cli
+from taas.app.cli.main import cli
 from taas.worker.trainer import bench
 from taas.worker.trainer.bench import (
     NETWORKS,

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from taas.app.spec import FASHION_MNIST_CLASSES, DatasetInfo, JobSpec
-from taas.worker import dataset_files
+from taas.worker.datasets import files as dataset_files
 from taas.worker.trainer import data
 from taas.worker.trainer.data import (
     DatasetUnavailable,

@@ -1,0 +1,94 @@
+"""What the kernel says about this process's memory: free RAM, its cgroup's limit, OOM kills.
+
+Plain file reads (no PyTorch), so the OOM watcher (worker/resources/oom_watch.py) stays small.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+NO_LIMIT = 2**60  # cgroup v1 reports "no limit" as a page-rounded 2**63
+
+
+def meminfo() -> dict[str, int]:
+    values = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        values[name] = int(rest.split()[0]) * 1024  # kB
+    return values
+
+
+def resident_bytes() -> int:
+    fields = Path("/proc/self/statm").read_text().split()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cgroup_room() -> tuple[int, int] | None:
+    """(limit - working set, limit) of this process's memory cgroup, v2 or v1; None without a
+    limit. The working set leaves out inactive page cache, which the kernel reclaims first."""
+    for folder, limit_file, usage_file, inactive in (
+        (cgroup_folder("0", ""), "memory.max", "memory.current", "inactive_file"),
+        (
+            cgroup_folder("memory", "memory"),
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+        ),
+    ):
+        if folder is None or not (folder / limit_file).is_file():
+            continue
+        text = (folder / limit_file).read_text().strip()
+        if text == "max" or int(text) >= NO_LIMIT:
+            return None
+        limit = int(text)
+        usage = int((folder / usage_file).read_text()) - _stat(folder, inactive)
+        return max(limit - usage, 0), limit
+    return None
+
+
+def cgroup_folder(controller: str, mount: str) -> Path | None:
+    """This process's cgroup folder for ``controller`` ("0": the v2 unified hierarchy)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        number, controllers, path = line.split(":", 2)
+        if (controller == "0" and number == "0") or controller in controllers.split(","):
+            return CGROUP_ROOT / mount / path.lstrip("/")
+    return None
+
+
+def _stat(folder: Path, name: str) -> int:
+    for line in (folder / "memory.stat").read_text().splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
+
+
+def oom_kill_counts() -> dict[str, int]:
+    """The kernel's OOM-kill counters this process can see: its memory cgroup's (v2
+    memory.events, v1 memory.oom_control) and the host's (/proc/vmstat). Any of them growing
+    while a job trained, and the job's process gone, means the kernel killed it for memory."""
+    sources = [Path("/proc/vmstat")]
+    for controller, mount, name in (
+        ("0", "", "memory.events"),
+        ("memory", "memory", "memory.oom_control"),
+    ):
+        folder = cgroup_folder(controller, mount)
+        if folder is not None:
+            sources.append(folder / name)
+    counts = {}
+    for source in sources:
+        try:
+            lines = source.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                counts[str(source)] = int(value)
+    return counts
