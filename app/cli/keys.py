@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
 
 from taas.app.auth.scopes import Scope
 from taas.app.cli.format import table
+from taas.app.cli.session import EXIT_REQUEST_FAILED, api_client, run_request
+
+keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -88,3 +93,95 @@ def created_note(key: dict[str, Any], tenant: str | None) -> str:
         f"created {key['id']} ({key['name']!r}, scope {key['scope']}{expiry}){owner}; "
         "the key is shown this once and stored only as a hash"
     )
+
+
+TenantOption = Annotated[
+    str | None,
+    typer.Option(
+        help="operator: act on this tenant's keys in the database directly (no server, no key; "
+        "create makes the tenant if new). Without it, through the API with your admin key."
+    ),
+]
+
+
+@keys_cli.command("create")
+def keys_create(
+    tenant: TenantOption = None,
+    name: Annotated[str, typer.Option(help="what the key is for")] = "default",
+    scope: Annotated[
+        str,
+        typer.Option(
+            "--scope",
+            "--scopes",
+            help="read (GET only), write (also submit, cancel, upload, delete) or admin (also "
+            "manage keys)",
+        ),
+    ] = "admin",
+    expires_in: Annotated[
+        str | None, typer.Option(help="e.g. 90d, 12h, 30m (default: never expires)")
+    ] = None,
+) -> None:
+    """Create an API key and print it (it is stored hashed and cannot be shown again)."""
+    checked_scope = _scope(scope)
+    expires_at = _expiry(expires_in)
+    if tenant is not None:
+        key = offline(lambda: create_offline(tenant, name, checked_scope, expires_at))
+    else:
+        with api_client() as client:
+            when = expires_at.isoformat() if expires_at else None
+            key = run_request(lambda: client.create_key(name, checked_scope, when))
+    typer.echo(created_note(key, tenant), err=True)
+    typer.echo(key["key"])
+
+
+@keys_cli.command("list")
+def keys_list(tenant: TenantOption = None) -> None:
+    """The keys that work (or expired; not revoked ones): id, name, scope and dates."""
+    if tenant is not None:
+        keys = offline(lambda: list_offline(tenant))
+    else:
+        with api_client() as client:
+            keys = run_request(client.keys)
+    for line in key_table(keys):
+        typer.echo(line)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: str, tenant: TenantOption = None) -> None:
+    """Revoke a key (`key_...`, from `taas keys list`): refused from its next request on."""
+    if tenant is not None:
+        offline(lambda: revoke_offline(tenant, key_id))
+    else:
+        with api_client() as client:
+            run_request(lambda: client.revoke_key(key_id))
+    typer.echo(f"{key_id} revoked")
+
+
+def _scope(value: str) -> Scope:
+    from taas.app.auth.scopes import SCOPES
+
+    if value not in SCOPES:
+        raise typer.BadParameter(
+            f"{value!r} is not a scope: one of {', '.join(SCOPES)}", param_hint="--scope"
+        )
+    return value
+
+
+def _expiry(expires_in: str | None) -> datetime | None:
+    if expires_in is None:
+        return None
+    try:
+        return datetime.now(UTC) + parse_duration(expires_in)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--expires-in") from None
+
+
+def offline(action: Any) -> Any:
+    """Run an operator action on the database; a missing tenant or key is a sentence, exit 1."""
+    from taas.app.core.errors import DomainError
+
+    try:
+        return action()
+    except DomainError as error:
+        typer.echo(error.message, err=True)
+        raise typer.Exit(EXIT_REQUEST_FAILED) from None

@@ -7,7 +7,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from taas.app.cli.main import _processes_for_gpus, cli
+from taas.app.cli.main import cli
+from taas.app.cli.service import processes_for_gpus
 from taas.worker.resources import devices
 
 
@@ -73,7 +74,7 @@ def test_the_worker_runs_jobs_per_gpu_processes_for_each_gpu(
     monkeypatch.setenv(devices.GPUS_ENV, "")  # recorded, so the values written are undone
     monkeypatch.setenv(devices.JOBS_PER_GPU_ENV, "")
 
-    assert _processes_for_gpus("0,1", concurrency=1, jobs_per_gpu=4) == 8
+    assert processes_for_gpus("0,1", concurrency=1, jobs_per_gpu=4) == 8
 
     assert os.environ[devices.GPUS_ENV] == "0,1"
     assert devices.jobs_per_gpu() == 4

@@ -1,0 +1,51 @@
+"""`taas datasets`: upload, list and delete datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from taas.app.cli.session import api_client, run_request
+
+datasets_cli = typer.Typer(help="Upload, list and delete datasets.", no_args_is_help=True)
+
+
+@datasets_cli.command("upload")
+def datasets_upload(
+    file: Annotated[
+        Path,
+        typer.Argument(help=".npz, .csv or .zip of class folders", exists=True, dir_okay=False),
+    ],
+    name: Annotated[str | None, typer.Option(help="default: the file name")] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV: default 'label'")] = None,
+    image_size: Annotated[str | None, typer.Option(help="zip: HxW, e.g. 28x28")] = None,
+) -> None:
+    """Upload a dataset; prints its id (use it as the job spec's "dataset")."""
+    fields = {"label_column": label_column or "", "image_size": image_size or ""}
+    with api_client() as client:
+        dataset = run_request(lambda: client.upload_dataset(file, name, **fields))
+    typer.echo(dataset["id"])
+
+
+@datasets_cli.command("list")
+def datasets_list() -> None:
+    """The built-in datasets (and whether this server has them) and your uploads."""
+    with api_client() as client:
+        items = run_request(client.datasets)
+    for item in items:
+        state = "available" if item["available"] else "unavailable"
+        shape = "x".join(str(size) for size in item["shape"])
+        typer.echo(
+            f"{item['id']:<28}  {item['name'][:30]:<30}  {shape:<10}  "
+            f"{item['num_classes']:>4} classes  {item['train_size']:>8} train  {state}"
+        )
+
+
+@datasets_cli.command("delete")
+def datasets_delete(dataset_id: str) -> None:
+    """Delete one of your uploads (refused while unfinished jobs use it)."""
+    with api_client() as client:
+        run_request(lambda: client.delete_dataset(dataset_id))
+    typer.echo(f"{dataset_id} deleted")
