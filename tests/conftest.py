@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from taas.app.auth.service import create_api_key
@@ -23,6 +24,7 @@ from tests.private_servers import (
     PrivatePostgres,
     PrivateRedis,
     PrivateServer,
+    parallel_worker_index,
     postgres_answers,
     private_folder,
     redis_answers,
@@ -175,6 +177,17 @@ def postgres_admin_url() -> str:
 
 def redis_url() -> str:
     return SERVERS.redis_url()
+
+
+def redis_database_url() -> str:
+    """A Redis database of this test process's own, emptied: parallel test processes (xdist)
+    each get another of the server's 16 databases (0 is left to other users)."""
+    number = 1 + parallel_worker_index()
+    if number > 15:
+        raise RuntimeError("at most 15 parallel test processes have a Redis database of their own")
+    url = f"{redis_url()}/{number}"
+    redis.Redis.from_url(url).flushdb()
+    return url
 
 
 def pytest_sessionfinish() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import itertools
 import os
 import pwd
 import shutil
@@ -28,7 +29,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -41,11 +42,46 @@ UNPRIVILEGED_USER = "nobody"
 PR_SET_PDEATHSIG = 1
 
 
+# Ports for test servers: each process of a parallel session (pytest-xdist) hands out ports
+# from a block of its own, in turn, so two processes never pick the same free port at once and
+# one process comes back to a port only after a thousand others. All below the kernel's
+# ephemeral range (32768 and up), where no client connection takes a port.
+FIRST_PORT = 20_000
+PORT_BLOCK = 1_000
+PORT_BLOCKS = 12
+
+
+def parallel_worker_index() -> int:
+    """0, 1, ... for pytest-xdist's gw0, gw1, ...; 0 in a session without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw"))
+
+
+def _ports_of_this_process() -> Iterator[int]:
+    index = parallel_worker_index()
+    if index >= PORT_BLOCKS:
+        raise RuntimeError(f"at most {PORT_BLOCKS} parallel test processes have ports of their own")
+    start = FIRST_PORT + index * PORT_BLOCK
+    return itertools.cycle(range(start, start + PORT_BLOCK))
+
+
+_ports: Iterator[int] | None = None
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on now, that no other test process will hand out."""
+    global _ports
+    if _ports is None:
+        _ports = _ports_of_this_process()
+    for _ in range(PORT_BLOCK):
+        port = next(_ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken, by a server or a connection in TIME_WAIT
+            return port
+    raise RuntimeError(f"no free port in this process's block of {PORT_BLOCK}")
 
 
 def package_folder(package: str) -> Path:

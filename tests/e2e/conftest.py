@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
-from tests.conftest import redis_url
+from tests.conftest import redis_database_url
 from tests.e2e.processes import Process, base_env, free_port, taas_command, wait_until_healthy
 
 
@@ -88,9 +87,7 @@ def start_production(
     home, port = workdir / "home", free_port()
     home.mkdir(parents=True)
     if broker_url is None:
-        database = secrets.randbelow(14) + 1
-        broker_url = f"{redis_url()}/{database}"
-        redis.Redis.from_url(broker_url).flushdb()
+        broker_url = redis_database_url()
     api_url = f"http://127.0.0.1:{port}"
     settings = {
         "TAAS_ENVIRONMENT": "production",

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from taas.client import Client
-from tests.conftest import TINY_SYNTHETIC, redis_url
+from tests.conftest import TINY_SYNTHETIC, redis_database_url
 from tests.e2e.conftest import start_production
 from tests.e2e.processes import Process, base_env, free_port, taas_command, wait_until_healthy
 
@@ -53,7 +53,7 @@ def test_a_scrape_adds_up_the_requests_of_every_api_process(
         home,
         TAAS_ENVIRONMENT="production",
         TAAS_DATABASE_URL=postgres_url,
-        TAAS_BROKER_URL=f"{redis_url()}/{secrets.randbelow(14) + 1}",
+        TAAS_BROKER_URL=redis_database_url(),
         TAAS_WORKER_TOKEN=secrets.token_urlsafe(32),
         PROMETHEUS_MULTIPROC_DIR=str(folder),
     )

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from taas.app.core.config import Settings
-from tests.conftest import clear_caches, redis_url
+from tests.conftest import clear_caches, redis_database_url
 
 
 def new_api() -> TestClient:
@@ -123,7 +123,7 @@ def test_a_rate_limit_setting_that_does_not_parse_is_refused_naming_it() -> None
 
 @pytest.fixture
 def two_apis_on_redis(limited: Callable[..., None]) -> Iterator[tuple[TestClient, TestClient]]:
-    limited("4/minute", broker_url=f"{redis_url()}/0")
+    limited("4/minute", broker_url=redis_database_url())
     yield new_api(), new_api()
     clear_caches()
 

@@ -4,7 +4,6 @@ unclaimed jobs are sent again with a growing delay, and a lost attempt's writes 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -20,7 +19,7 @@ from taas.app.jobs.models import Attempt, Job
 from taas.app.scheduling.reconciler import Reconciler, reconcile
 from tests.app.core.test_storage_space import full_database
 from tests.app.internal.test_router import finish, stored_files, upload, upload_model
-from tests.conftest import TINY_SYNTHETIC, clear_caches, redis_url
+from tests.conftest import TINY_SYNTHETIC, clear_caches, redis_database_url
 
 __all__ = ["full_database"]  # the fixture
 
@@ -362,9 +361,8 @@ def test_artifacts_of_jobs_that_ended_long_ago_are_deleted_after_their_retention
 @pytest.fixture
 def redis_broker(taas_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
     """The app's broker is a Redis database of its own, emptied first."""
-    url = f"{redis_url()}/{secrets.randbelow(14) + 1}"
+    url = redis_database_url()
     client = redis.Redis.from_url(url)
-    client.flushdb()
     monkeypatch.setenv("TAAS_BROKER_URL", url)
     clear_caches()
     yield client
