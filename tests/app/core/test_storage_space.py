@@ -199,7 +199,7 @@ def test_an_upload_that_fills_the_disk_is_507_and_leaves_no_partial_file(
 def test_a_dataset_upload_that_fills_the_disk_is_507_and_leaves_nothing(
     api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from taas.app.datasets import ingest
+    from taas.app.datasets.ingest import canonical
 
     def disk_full(*_args: Any, **_kwargs: Any) -> None:
         # safetensors reports a full disk from Rust, as text, not as an OSError.
@@ -207,7 +207,7 @@ def test_a_dataset_upload_that_fills_the_disk_is_507_and_leaves_nothing(
             "Error while serializing: I/O error: No space left on device (os error 28)"
         )
 
-    monkeypatch.setattr(ingest.safetensors.numpy, "save_file", disk_full)
+    monkeypatch.setattr(canonical.safetensors.numpy, "save_file", disk_full)
     status, body = upload_dataset(api, auth, npz_bytes())
     assert status == 507, body
     assert body["detail"] == "storage full: no space left on device"
