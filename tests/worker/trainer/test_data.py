@@ -23,6 +23,7 @@ from taas.worker.trainer.data import (
     DatasetUnavailable,
     Preprocess,
     available,
+    builtin,
     dataset_info_of_canonical,
     load_canonical,
     load_dataset,
@@ -537,7 +538,7 @@ class FakeDownload:
 @pytest.fixture
 def download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeDownload:
     fake = FakeDownload()
-    monkeypatch.setattr(data, "_torchvision_download", fake)
+    monkeypatch.setattr(builtin, "_torchvision_download", fake)
     monkeypatch.setattr(dataset_files, "SYSTEM_FASHION_MNIST", tmp_path / "no-system-copy")
     return fake
 
@@ -597,7 +598,7 @@ def test_failed_download_raises_dataset_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     failing = FakeDownload(error=OSError("Network is unreachable"))
-    monkeypatch.setattr(data, "_torchvision_download", failing)
+    monkeypatch.setattr(builtin, "_torchvision_download", failing)
 
     message = f"downloading cifar10 into {tmp_path} failed: Network is unreachable"
     with pytest.raises(DatasetUnavailable, match=message):
@@ -792,7 +793,8 @@ def float_dataset(x: torch.Tensor) -> data.Dataset:
 
 
 def test_preprocess_for_float_data_matches_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "FLOAT_CHUNK_VALUES", 50)  # many chunks of 4 samples (12 values)
+    # Many chunks of 4 samples (12 values).
+    monkeypatch.setattr("taas.worker.trainer.data.dataset.FLOAT_CHUNK_VALUES", 50)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn((41, 3, 2, 2), generator=generator) * torch.tensor([1.0, 300.0, 1e-3]).view(
         1, 3, 1, 1
