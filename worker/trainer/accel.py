@@ -1,7 +1,7 @@
 """Which speed-ups to apply on this device, and why the others are skipped.
 
 ``acceleration: "off"`` is the honest baseline: the loop of the PyTorch tutorial (DataLoader, fp32,
-eager, default threads). ``"auto"`` turns on what measured faster on the device (see bench.py);
+eager, default threads). ``"auto"`` turns on what measured faster on the device (see bench/);
 the object form lets a user force each switch. The plan is recorded on the job, so a user sees
 what ran and why.
 """

@@ -13,23 +13,21 @@ import torch
 from typer.testing import CliRunner
 
 from taas.app.cli.main import cli
-from taas.worker.trainer import bench
 from taas.worker.trainer.bench import (
-    NETWORKS,
     BenchError,
     BenchOptions,
     BenchReport,
-    RecipeSummary,
-    TargetRun,
     main,
     parse_options,
     render_markdown,
-    resolved_options,
     run_bench,
-    steady_throughput,
-    target_speedup,
     write_json,
 )
+from taas.worker.trainer.bench.report import time_to_target_table
+from taas.worker.trainer.bench.results import RecipeSummary, TargetRun, target_speedup
+from taas.worker.trainer.bench.run import resolved_options
+from taas.worker.trainer.bench.timing import steady_throughput
+from taas.worker.trainer.bench.workload import NETWORKS, Workload, default_recipe_spec
 from taas.worker.trainer.loop import MetricPoint
 from tests.worker.trainer.fakes import TINY_OPTIONS
 
@@ -54,7 +52,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[BenchReport, list[
     )
     progress: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bench, "git_commit", lambda: "abc1234")  # no git in the test
+        # No git in the test; run_bench looks git_commit up in its own module.
+        patch.setattr("taas.worker.trainer.bench.run.git_commit", lambda: "abc1234")
         return run_bench(options, progress.append), progress
 
 
@@ -171,7 +170,7 @@ def summary_of(*reached: bool) -> RecipeSummary:
         )
         for index, hit in enumerate(reached)
     ]
-    spec = bench.Workload("synthetic", None, "cpu", None).job()
+    spec = Workload("synthetic", None, "cpu", None).job()
     return RecipeSummary.of("recipe", spec, runs)
 
 
@@ -201,8 +200,8 @@ def test_options_default_per_device() -> None:
 
 
 def test_the_device_picks_our_recipe() -> None:
-    cpu = bench.default_recipe_spec(bench.Workload("fashion_mnist", None, "cpu", None), 0.9, None)
-    cuda = bench.default_recipe_spec(bench.Workload("fashion_mnist", None, "cuda", None), 0.9, 4)
+    cpu = default_recipe_spec(Workload("fashion_mnist", None, "cpu", None), 0.9, None)
+    cuda = default_recipe_spec(Workload("fashion_mnist", None, "cuda", None), 0.9, 4)
     assert (cpu.model.arch, cpu.training.epochs) == ("cnn", 3)
     assert (cuda.model.arch, cuda.training.epochs, cuda.training.batch_size) == ("resnet", 4, 256)
     assert cuda.training.target_accuracy == 0.9
@@ -237,8 +236,8 @@ def test_a_compiled_recipe_is_measured_cold_then_warm(tmp_path: Path) -> None:
     assert outcome.warm.summary.runs == runs[1:]
     assert outcome.warm.speedup == outcome.baseline.wall_seconds.median / runs[1].wall_seconds
     assert sum("cold start" in line for line in progress) == 1
-    resolved = bench.resolved_options(options, "cpu")
-    table = "\n".join(bench.time_to_target_table(outcome, resolved))
+    resolved = resolved_options(options, "cpu")
+    table = "\n".join(time_to_target_table(outcome, resolved))
     assert "custom acceleration, <= 1 epochs, cold (1st run) | 1/1 |" in table
     assert "epochs, warm (later runs) | 1/1 |" in table
     assert f"**{outcome.warm.speedup:.2f}x**" in table
