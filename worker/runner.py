@@ -43,7 +43,8 @@ from taas.worker.trainer.data import (
     load_dataset,
 )
 from taas.worker.trainer.export import ExportFailed, artifact_kind, write_model_files
-from taas.worker.trainer.loop import MetricPoint, TrainingPreempted, TrainResult, train
+from taas.worker.trainer.loop import TrainingPreempted, TrainResult, train
+from taas.worker.trainer.run import MetricPoint
 from taas.worker.trainer.series import StepPoint
 
 logger = logging.getLogger(__name__)

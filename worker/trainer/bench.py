@@ -44,7 +44,8 @@ import torch
 from taas.app.spec import JobSpec
 from taas.worker.trainer.compiled import CACHE_DIR_ENV, CHOSEN_ENV, forget_compiled
 from taas.worker.trainer.data import Dataset, DatasetUnavailable, load_dataset
-from taas.worker.trainer.loop import MetricPoint, TrainResult, train
+from taas.worker.trainer.loop import TrainResult, train
+from taas.worker.trainer.run import MetricPoint
 from taas.worker.trainer.series import StepPoint
 
 Mode = Literal["off", "auto"]

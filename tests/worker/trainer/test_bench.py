@@ -30,7 +30,7 @@ from taas.worker.trainer.bench import (
     target_speedup,
     write_json,
 )
-from taas.worker.trainer.loop import MetricPoint
+from taas.worker.trainer.run import MetricPoint
 from tests.worker.trainer.fakes import TINY_OPTIONS
 
 # Low enough that every run reaches it after its first epoch (4 classes: chance is 0.25), so the
