@@ -1,7 +1,7 @@
 """The API service, installed as ``taas.app``. One folder per concern; ``main.py`` builds the
 FastAPI application from the routers and maps errors to HTTP responses in one place.
 
-- ``spec.py``: the job spec, the contract the API, the worker and the trainer share (pydantic
+- ``spec/``: the job spec, the contract the API, the worker and the trainer share (pydantic
   only: it imports nothing else of taas).
 - ``core/``: what every route and process shares: settings, the database, domain errors,
   body-size and rate limits, the OpenAPI document's shared parts, migrations, disk space.

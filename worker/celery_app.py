@@ -22,9 +22,9 @@ from celery.signals import (
 from taas.app.core.config import get_settings
 from taas.app.observability.logs import JsonFormatter, RedactSecrets
 from taas.app.scheduling.broker import make_celery_app
+from taas.worker.context import SHUTTING_DOWN
 from taas.worker.presence import Presence
 from taas.worker.resources.devices import pin_gpu
-from taas.worker.runner import SHUTTING_DOWN
 
 celery_app = make_celery_app(get_settings())
 celery_app.conf.include = ["taas.worker.tasks"]

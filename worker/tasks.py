@@ -6,7 +6,8 @@ from celery.exceptions import Reject
 
 from taas.app.scheduling.broker import RUN_JOB_TASK
 from taas.worker.celery_app import celery_app
-from taas.worker.runner import SHUTTING_DOWN, run_job_by_id
+from taas.worker.context import SHUTTING_DOWN
+from taas.worker.runner import run_job_by_id
 
 
 @celery_app.task(name=RUN_JOB_TASK)

@@ -1,7 +1,7 @@
 """What the CLI says when a request fails: one sentence a person can act on, never a traceback.
 
 A rejected job spec (422) is one line per field, with a did-you-mean for a near-miss of a field
-name or of one of a field's allowed values, found in the spec models of app/spec.py.
+name or of one of a field's allowed values, found in the spec models of app/spec/.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ DeviceKind = Literal["cpu", "cuda"]
 GIB = 1024**3
 MIB = 1024**2
 
-# The trainer's evaluation batch sizes (worker/trainer/loop.py): validation during training on
-# the device, and the final test evaluation in fp32 on the CPU.
+# The trainer's evaluation batch sizes (worker/trainer/evaluation.py): validation during training
+# on the device, and the final test evaluation in fp32 on the CPU.
 FAST_EVAL_BATCH = {"cpu": 2000, "cuda": 8192}
 FINAL_EVAL_BATCH = 1000
 # A Python process with PyTorch loaded and one small network trained (measured RSS: 0.6-0.7 GiB),

@@ -15,8 +15,8 @@ from taas.app.spec import JobSpec
 from taas.client import Client
 from taas.errors import ApiError
 from taas.worker.trainer.data import load_dataset
+from taas.worker.trainer.evaluation import evaluate
 from taas.worker.trainer.export import load_model
-from taas.worker.trainer.loop import evaluate
 from tests.conftest import epoch_progress
 from tests.e2e.conftest import Deployment
 

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from taas.app.artifacts.models import Artifact
 from taas.app.core.config import get_settings
 from taas.app.core.db import session_scope
+from taas.worker.context import JobContext
 from taas.worker.reporter import ApiReporter
-from taas.worker.runner import JobContext
 from tests.conftest import TINY_SYNTHETIC, WORKER_TOKEN
 
 

@@ -13,17 +13,11 @@ import pytest
 from celery.exceptions import Reject
 
 from taas.app.core.config import Settings
+from taas.worker.context import SHUTTING_DOWN, JobContext
 from taas.worker.reporter import ApiReporter
-from taas.worker.runner import (
-    PREEMPTED,
-    SHUTTING_DOWN,
-    WEDGED_EXIT_CODE,
-    JobContext,
-    Watchdog,
-    _train_and_upload,
-    run_job_by_id,
-)
+from taas.worker.runner import WEDGED_EXIT_CODE, Watchdog, run_job_by_id
 from taas.worker.tasks import run_job
+from taas.worker.training import PREEMPTED, train_and_upload
 from tests.worker.trainer.fakes import tiny_spec
 
 
@@ -112,7 +106,7 @@ def test_an_error_raised_by_the_shutdown_gives_the_job_back(tmp_path: Path) -> N
     def interrupted_load() -> Any:
         raise NotImplementedError("the solo pool does not implement kill_job")  # as Celery does
 
-    outcome = _train_and_upload(tiny_spec(), idle_context(tmp_path), interrupted_load)
+    outcome = train_and_upload(tiny_spec(), idle_context(tmp_path), interrupted_load)
 
     assert outcome == PREEMPTED
 
@@ -121,7 +115,7 @@ def test_the_same_error_without_a_shutdown_fails_the_job(tmp_path: Path) -> None
     def broken_load() -> Any:
         raise NotImplementedError("a bug")
 
-    outcome = _train_and_upload(tiny_spec(), idle_context(tmp_path), broken_load)
+    outcome = train_and_upload(tiny_spec(), idle_context(tmp_path), broken_load)
 
     assert outcome["status"] == "failed"
     assert outcome["error_type"] == "internal"

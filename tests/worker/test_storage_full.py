@@ -18,10 +18,13 @@ from fastapi.testclient import TestClient
 
 from taas.app.artifacts import storage as artifact_storage
 from taas.app.core.config import Settings
+from taas.worker import context as context_module
 from taas.worker import reporter as reporter_module
 from taas.worker import runner
+from taas.worker.context import JobContext
 from taas.worker.reporter import ApiReporter, StorageFull
-from taas.worker.runner import JobContext, _train_and_upload, run_job_by_id
+from taas.worker.runner import run_job_by_id
+from taas.worker.training import train_and_upload
 from tests.worker.test_checkpoints import checkpoint_names, reporter, running_job, state
 from tests.worker.trainer.fakes import tiny_spec
 
@@ -59,7 +62,7 @@ def test_a_checkpoint_the_workers_disk_cannot_hold_is_skipped_and_said(
         file.write(b"half a checkpoint")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runner.torch, "save", disk_full)
+    monkeypatch.setattr(context_module.torch, "save", disk_full)
     context.save_checkpoint(state(2))  # does not raise: training goes on
 
     assert checkpoint_names(job_id) == ["checkpoint-epoch1.pt"]  # the resume point stays
@@ -154,7 +157,7 @@ def test_model_files_the_workers_disk_cannot_hold_fail_the_job_as_infra(tmp_path
             "Error while serializing: I/O error: No space left on device (os error 28)"
         )
 
-    outcome = _train_and_upload(tiny_spec(), context, load_on_a_full_disk)
+    outcome = train_and_upload(tiny_spec(), context, load_on_a_full_disk)
     assert outcome == {
         "status": "failed",
         "error_type": "infra",

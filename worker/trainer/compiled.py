@@ -9,8 +9,8 @@ an architecture cheap, and one keeps a long-lived worker from quietly losing the
    again. Inductor keys each entry by the graph, the torch version, the device and its own
    settings, so a changed spec, torch or device never reuses a wrong graph.
 2. In memory: dynamo keeps the compiled code on the training step's code object
-   (``_ForwardLoss.forward``). A later job of the same architecture in this process matches its
-   guards and does not compile at all.
+   (``_ForwardLoss.forward``, in run.py). A later job of the same architecture in this process
+   matches its guards and does not compile at all.
 3. The cliff: dynamo keeps at most ``recompile_limit`` (8) compiled variants per code object and
    past that runs the step eagerly, with only a log warning. Every architecture is one variant
    of that one code object, so a worker serving many users' specs would fall off it at the 9th.

@@ -27,8 +27,9 @@ from torch import nn
 
 from taas.app.spec import JobSpec, normalized
 from taas.worker.trainer.data import Dataset, Preprocess
-from taas.worker.trainer.loop import MetricPoint, TrainResult
+from taas.worker.trainer.loop import TrainResult
 from taas.worker.trainer.networks import build_network, for_inference
+from taas.worker.trainer.run import MetricPoint
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

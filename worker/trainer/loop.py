@@ -7,6 +7,9 @@ cores, and on CUDA torch.compile with CUDA graphs (accel.py decides and records 
 
 The trainer reaches the platform only through a TrainContext (report metrics, log, should_stop,
 save/load a checkpoint), so it runs the same under Celery, in the benchmark and in tests.
+
+What the loop runs on is built once, before the first epoch (run.py); a checkpoint is written and
+resumed in checkpoints.py, and a model evaluated in evaluation.py.
 """
 
 from __future__ import annotations
@@ -17,38 +20,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 import torch
-import torch.nn.functional as F  # noqa: N812 (the conventional name)
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
-from taas.app.spec import DatasetInfo, JobSpec
+from taas.app.spec import JobSpec
 from taas.worker.trainer.accel import (
     SWITCHES,
     AccelPlan,
     keep_threads_of_resumed_attempt,
     plan_acceleration,
 )
-from taas.worker.trainer.compiled import CompiledStep, architecture_key, compile_step
-from taas.worker.trainer.data import (
-    Dataset,
-    Preprocess,
-    preprocess_for,
-    split_holdout,
-    with_test_split,
-)
-from taas.worker.trainer.feed import DeviceBatches, LoaderBatches
-from taas.worker.trainer.networks import build_network, for_inference
-from taas.worker.trainer.recipe import build_optimizer, build_schedule, clip_gradients, make_ema
-from taas.worker.trainer.series import StepPoint, StepSeries
-
-# Fixed so that evaluating saved weights later reproduces the reported test metrics exactly:
-# the batch size changes the order of the float sums.
-EVAL_BATCH_SIZE = 1000
-# Validation during training only ranks and stops; bigger batches keep the device busy.
-FAST_EVAL_BATCH_SIZE = {"cuda": 8192, "cpu": 2000}
+from taas.worker.trainer.checkpoints import checkpoint_state, resume
+from taas.worker.trainer.compiled import CompiledStep
+from taas.worker.trainer.data import Dataset, Preprocess, split_holdout, with_test_split
+from taas.worker.trainer.evaluation import evaluate, fast_evaluate
+from taas.worker.trainer.feed import DeviceBatches
+from taas.worker.trainer.networks import for_inference
+from taas.worker.trainer.recipe import clip_gradients
+from taas.worker.trainer.run import EpochProgress, MetricPoint, Run, TrainContext, build_run
 
 StopReason = Literal["completed", "cancelled", "target_reached", "max_seconds", "pruned"]
 
@@ -58,54 +49,6 @@ _log = logging.getLogger(__name__)
 class TrainingPreempted(Exception):
     """Training stopped because its worker is going away, after checkpointing where it was: the
     job is to be given back, not finished."""
-
-
-class TrainContext(Protocol):
-    def report_metrics(self, point: MetricPoint) -> None:
-        """Called once per completed epoch (and for the epoch a target was reached in)."""
-
-    def should_stop(self) -> bool:
-        """Called before every batch: True stops training (cancelled) within one batch."""
-
-    def should_prune(self) -> bool:
-        """Called before every batch: True stops training early (a sweep found the run behind
-        its others); the model is kept and evaluated, and the run ends as ``pruned``."""
-
-    def checkpoint_on_stop(self) -> bool:
-        """Asked when should_stop stopped training: True (a preemption, not a cancel) saves the
-        state at that batch, so the next attempt goes on from there instead of from the last
-        epoch's checkpoint, and raises TrainingPreempted."""
-
-    def report_progress(self, epoch: int, batches_done: int, batches: int, samples: int) -> None:
-        """Called after every batch (keep it cheap): ``epoch`` (1-based) is under way, with
-        ``batches_done`` of its ``batches`` and ``samples`` samples done."""
-
-    def report_step(self, point: StepPoint) -> None:
-        """A point of the step series: a training loss every few steps, or an evaluation."""
-
-    def log(self, message: str) -> None:
-        """A line for the job's event log."""
-
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Keep ``state`` (tensors and plain values only) to resume from."""
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last saved state, or None to start from scratch."""
-
-
-@dataclass
-class MetricPoint:
-    epoch: int  # 1-based
-    train_loss: float  # mean over the epoch's batches, with label smoothing, in train mode
-    train_accuracy: float
-    val_loss: float | None  # on the validation split (see validate_on), without label smoothing
-    val_accuracy: float | None
-    lr: float  # the learning rate of the epoch's last step
-    epoch_seconds: float  # the training pass only, not the evaluation
-    samples_per_second: float
-
-    def to_json(self) -> dict[str, float | int | None]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -122,53 +65,6 @@ class TrainResult:
     acceleration: dict[str, object]  # what was applied and what was skipped, and why
     # Every point reported, in epoch order, those from before a resume included.
     history: list[MetricPoint] = dataclasses.field(default_factory=list)
-
-
-@dataclass
-class _Run:
-    """Everything the loop needs, built once by train()."""
-
-    spec: JobSpec
-    plan: AccelPlan
-    device: torch.device
-    model: nn.Module  # the parameters being trained
-    forward_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
-    ema: AveragedModel | None
-    feed: LoaderBatches | DeviceBatches
-    order: torch.Generator  # CPU generator: same order on every device, saved in checkpoints
-    preprocess: Preprocess
-    val_x: torch.Tensor  # (M, C, H, W) uint8 (or float32) on the device: the validation split
-    val_y: torch.Tensor
-    context: TrainContext
-    series: StepSeries  # the training loss every few steps, and every evaluation
-    deadline: float | None  # time.monotonic() past which training stops
-    best: tuple[float, dict[str, torch.Tensor]] | None = None  # kept only with max_seconds
-    history: list[MetricPoint] = dataclasses.field(default_factory=list)  # reported so far
-    # Where a preempted attempt stopped inside an epoch: the resumed run goes on from there.
-    within_epoch: _EpochProgress | None = None
-
-
-@dataclass
-class _EpochProgress:
-    """An epoch part-way: the batches done and what its metric point has gathered so far."""
-
-    batches_done: int = 0
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    lr: float = 0.0
-    train_seconds: float = 0.0
-    val: tuple[float, float] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, values: dict[str, Any]) -> _EpochProgress:
-        val = values.get("val")
-        return cls(**{**values, "val": None if val is None else (float(val[0]), float(val[1]))})
 
 
 def pick_device(requested: str, log: Callable[[str], None] = _log.warning) -> torch.device:
@@ -195,8 +91,8 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
             context.log(message)
     dataset, validation = _splits(dataset, spec, context)
     with _cpu_threads(plan.threads), _fast_math(plan, device):
-        run = _build_run(spec, dataset, validation, context, device, plan)
-        first_epoch = _resume(run, checkpoint)
+        run = build_run(spec, dataset, validation, context, device, plan)
+        first_epoch = resume(run, checkpoint)
         count = sum(parameter.numel() for parameter in run.model.parameters())
         applied = [name for name in SWITCHES if getattr(plan, name)]
         context.log(
@@ -246,96 +142,6 @@ def _splits(
     )
 
 
-def _build_run(
-    spec: JobSpec,
-    dataset: Dataset,
-    validation: tuple[torch.Tensor, torch.Tensor],
-    context: TrainContext,
-    device: torch.device,
-    plan: AccelPlan,
-) -> _Run:
-    settings = spec.training
-    torch.manual_seed(settings.seed)  # fixes the initial weights and dropout masks
-    info = dataset.info
-    model = build_network(spec.model, info.shape, info.num_classes, pool_first=plan.pool_first)
-    model = model.to(device)
-    if plan.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    preprocess = preprocess_for(dataset)
-    order = torch.Generator().manual_seed(settings.seed)
-    feed = _make_feed(spec, dataset, preprocess, order, device, plan)
-    optimizer = build_optimizer(model, settings, fused=plan.fused_optimizer)
-    schedule = build_schedule(optimizer, settings, len(feed) * settings.epochs, len(feed))
-    started = time.monotonic()
-    return _Run(
-        spec=spec,
-        plan=plan,
-        device=device,
-        model=model,
-        forward_loss=_compiled(
-            _ForwardLoss(model, settings.label_smoothing), plan, spec, info, device
-        ),
-        optimizer=optimizer,
-        schedule=schedule,
-        ema=make_ema(model, settings.ema_decay),
-        feed=feed,
-        order=order,
-        preprocess=preprocess,
-        val_x=validation[0].to(device),
-        val_y=validation[1].to(device),
-        context=context,
-        series=StepSeries(len(feed) * settings.epochs, context.report_step),
-        deadline=None if settings.max_seconds is None else started + settings.max_seconds,
-    )
-
-
-def _make_feed(
-    spec: JobSpec,
-    dataset: Dataset,
-    preprocess: Preprocess,
-    order: torch.Generator,
-    device: torch.device,
-    plan: AccelPlan,
-) -> LoaderBatches | DeviceBatches:
-    settings = spec.training
-    if not plan.data_on_device:
-        return LoaderBatches(
-            dataset.train_x, dataset.train_y, settings.batch_size, preprocess, order, device
-        )
-    return DeviceBatches(
-        dataset.train_x,
-        dataset.train_y,
-        settings.batch_size,
-        preprocess,
-        order,
-        device,
-        augment=settings.augment,
-        channels_last=plan.channels_last,
-        drop_last=plan.compile,  # compiled graphs (and CUDA graphs) want a single batch shape
-    )
-
-
-def _compiled(
-    module: _ForwardLoss, plan: AccelPlan, spec: JobSpec, info: DatasetInfo, device: torch.device
-) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    if not plan.compile:
-        return module
-    # Everything that shapes the compiled step (compiled.py keeps one per architecture).
-    key = architecture_key(
-        {
-            "model": spec.model.model_dump(mode="json"),
-            "input": info.shape,
-            "classes": info.num_classes,
-            "batch_size": spec.training.batch_size,
-            "label_smoothing": spec.training.label_smoothing,
-            "switches": [name for name in SWITCHES if getattr(plan, name)],
-            "device": device.type,
-        }
-    )
-    # "reduce-overhead" replays the compiled forward and backward as CUDA graphs.
-    return compile_step(module, key, "reduce-overhead" if plan.cuda_graphs else "default")
-
-
 @contextmanager
 def _cpu_threads(threads: int | None) -> Iterator[None]:
     """Use ``threads`` intra-op threads for this run, and give the old count back after."""
@@ -364,7 +170,7 @@ def _fast_math(plan: AccelPlan, device: torch.device) -> Iterator[None]:
         torch.set_float32_matmul_precision(precision)
 
 
-def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricPoint | None]:
+def _train_epochs(run: Run, first_epoch: int) -> tuple[int, StopReason, MetricPoint | None]:
     """Run epochs until done or stopped. Returns the epochs completed, why training stopped and,
     when it ran to the end, the last epoch's point, still to be reported with the final test
     metrics as its validation."""
@@ -372,7 +178,7 @@ def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricP
     epochs_completed = first_epoch - 1
     for epoch in range(first_epoch, settings.epochs + 1):
         last = epoch == settings.epochs and _validates_on_test(run.spec)
-        progress, run.within_epoch = run.within_epoch or _EpochProgress(), None
+        progress, run.within_epoch = run.within_epoch or EpochProgress(), None
         point, stopped = _train_one_epoch(run, epoch, progress, skip_last_evaluation=last)
         if point is None:  # stopped before the epoch finished: it does not count
             return epochs_completed, stopped or "cancelled", None
@@ -383,11 +189,11 @@ def _train_epochs(run: _Run, first_epoch: int) -> tuple[int, StopReason, MetricP
         if stopped is not None:
             return epochs_completed, stopped, None
         if epoch % settings.checkpoint_every_epochs == 0:
-            run.context.save_checkpoint(_checkpoint_state(run, epoch))
+            run.context.save_checkpoint(checkpoint_state(run, epoch))
     return epochs_completed, "completed", None
 
 
-def _report(run: _Run, point: MetricPoint) -> None:
+def _report(run: Run, point: MetricPoint) -> None:
     run.history.append(point)
     run.context.report_metrics(point)
 
@@ -397,7 +203,7 @@ def _validates_on_test(spec: JobSpec) -> bool:
 
 
 def _train_one_epoch(
-    run: _Run, epoch: int, progress: _EpochProgress, skip_last_evaluation: bool
+    run: Run, epoch: int, progress: EpochProgress, skip_last_evaluation: bool
 ) -> tuple[MetricPoint | None, StopReason | None]:
     """One pass over the training split (or its rest, after ``progress.batches_done``),
     evaluating ``evals_per_epoch`` times on the way (the last epoch's final evaluation is left
@@ -423,10 +229,10 @@ def _train_one_epoch(
         if stopped is not None:
             if stopped == "cancelled" and run.context.checkpoint_on_stop():
                 train_seconds += time.perf_counter() - started
-                so_far = _EpochProgress(
+                so_far = EpochProgress(
                     step - 1, loss_sum.item(), int(correct.item()), seen, lr, train_seconds, val
                 )
-                state = _checkpoint_state(run, epoch - 1, order_rng=order_at_start)
+                state = checkpoint_state(run, epoch - 1, order_rng=order_at_start)
                 run.context.save_checkpoint({**state, "within_epoch": so_far.to_json()})
                 # No final evaluation or export: the next attempt finishes the job.
                 raise TrainingPreempted(f"stopped after {step - 1} batches of epoch {epoch}")
@@ -461,22 +267,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _ForwardLoss(nn.Module):
-    """Network and loss as one module, so torch.compile fuses (and CUDA graphs capture) both."""
-
-    def __init__(self, model: nn.Module, label_smoothing: float) -> None:
-        super().__init__()
-        self.model, self.label_smoothing = model, label_smoothing
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)  # (B, classes), bf16 under autocast
-        # The loss in fp32: bf16 logits would lose the small differences softmax depends on.
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        correct = (logits.detach().argmax(dim=1) == y).sum()
-        return loss, correct
-
-
-def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step; a compiled step times its first two (what compiling cost)."""
     if isinstance(run.forward_loss, CompiledStep):
         step: tuple[torch.Tensor, torch.Tensor] = run.forward_loss.timed(
@@ -486,7 +277,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     return _step(run, x, y)
 
 
-def _step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch: x (B, C, H, W) float32, y (B,). Returns the loss and the
     number of correct predictions, both still on the device (reading them would sync)."""
     if run.plan.cuda_graphs:
@@ -515,7 +306,7 @@ COMPILED_CODE_SOURCES = {
 }
 
 
-def _acceleration_report(run: _Run) -> dict[str, object]:
+def _acceleration_report(run: Run) -> dict[str, object]:
     """The plan, and for a compiled step what really ran and what compiling cost."""
     report = run.plan.report()
     if isinstance(run.forward_loss, CompiledStep):
@@ -534,7 +325,7 @@ def _evaluation_steps(batches: int, evals_per_epoch: int) -> set[int]:
     return {max(1, round(batches * k / evals_per_epoch)) for k in range(1, evals_per_epoch + 1)}
 
 
-def _validate(run: _Run) -> tuple[float, float]:
+def _validate(run: Run) -> tuple[float, float]:
     """(loss, accuracy) on the validation split of the model that would be exported now."""
     module = _exported_module(run)
     evaluated = for_inference(module, run.spec.training.test_time_flip)
@@ -547,11 +338,11 @@ def _validate(run: _Run) -> tuple[float, float]:
     return loss, accuracy
 
 
-def _exported_module(run: _Run) -> nn.Module:
+def _exported_module(run: Run) -> nn.Module:
     return run.ema.module if run.ema is not None else run.model
 
 
-def _reached_target(run: _Run, accuracy: float) -> bool:
+def _reached_target(run: Run, accuracy: float) -> bool:
     target = run.spec.training.target_accuracy
     if target is None or accuracy < target:
         return False
@@ -581,7 +372,7 @@ def _metric_point(
     )
 
 
-def _stop_requested(run: _Run) -> StopReason | None:
+def _stop_requested(run: Run) -> StopReason | None:
     if run.context.should_stop():
         return "cancelled"
     if run.context.should_prune():
@@ -592,7 +383,7 @@ def _stop_requested(run: _Run) -> StopReason | None:
 
 
 def _finish(
-    run: _Run, dataset: Dataset, epochs_completed: int, stop_reason: StopReason
+    run: Run, dataset: Dataset, epochs_completed: int, stop_reason: StopReason
 ) -> TrainResult:
     """Final test metrics, measured on CPU in fp32 so the saved weights reproduce them exactly."""
     model = _exported_module(run)
@@ -619,103 +410,3 @@ def _finish(
         device=str(run.device),
         acceleration=_acceleration_report(run),
     )
-
-
-def _checkpoint_state(
-    run: _Run, epoch: int, order_rng: torch.Tensor | None = None
-) -> dict[str, Any]:
-    """All a resumed run needs to continue exactly after ``epoch``: tensors and plain values
-    only. ``order_rng`` is the order generator's state the next epoch draws from (by default
-    its state now)."""
-    state: dict[str, Any] = {
-        "epoch": epoch,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "schedule": run.schedule.state_dict(),
-        "order_rng": run.order.get_state() if order_rng is None else order_rng,
-        "torch_rng": torch.get_rng_state(),
-        # A resumed run on the CPU keeps this count (keep_threads_of_resumed_attempt says why).
-        "cpu_threads": torch.get_num_threads(),
-        "history": [point.to_json() for point in run.history],  # plain dicts: weights_only loads
-    }
-    if run.ema is not None:
-        state["ema"] = run.ema.state_dict()
-    if run.device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
-    return state
-
-
-def _resume(run: _Run, state: dict[str, Any] | None) -> int:
-    """Restore a checkpoint; returns the first epoch still to train (1 without one)."""
-    if state is None:
-        return 1
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.schedule.load_state_dict(state["schedule"])
-    run.order.set_state(state["order_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    if run.ema is not None and "ema" in state:
-        run.ema.load_state_dict(state["ema"])
-    if "cuda_rng" in state and run.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], run.device)
-    # Checkpoints written before the history was kept have none.
-    run.history = [MetricPoint(**point) for point in state.get("history", [])]
-    epoch = int(state["epoch"])
-    message = f"resumed from the checkpoint after epoch {epoch}"
-    if "within_epoch" in state:  # saved when the last attempt was preempted mid-epoch
-        run.within_epoch = _EpochProgress.from_json(state["within_epoch"])
-        message += f", {run.within_epoch.batches_done} batches into epoch {epoch + 1}"
-    run.context.log(message)
-    return epoch + 1
-
-
-def evaluate(
-    model: nn.Module,
-    x_uint8: torch.Tensor,
-    y: torch.Tensor,
-    preprocess: Preprocess,
-    device: torch.device,
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` (already on ``device``) in eval mode, fp32.
-
-    x_uint8 is (N, C, H, W) uint8 and y (N,) int64, on any device; batches of EVAL_BATCH_SIZE are
-    moved to ``device``. The model's train/eval mode is restored afterwards.
-    """
-    count = len(y)
-    if count == 0:
-        raise ValueError("cannot evaluate on an empty split")
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for start in range(0, count, EVAL_BATCH_SIZE):
-            x = preprocess.apply(x_uint8[start : start + EVAL_BATCH_SIZE].to(device))
-            labels = y[start : start + EVAL_BATCH_SIZE].to(device)  # (B,)
-            logits: torch.Tensor = model(x)  # (B, num_classes)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").to(torch.float64)
-            correct += (logits.argmax(dim=1) == labels).sum()
-        loss, accuracy = loss_sum.item() / count, correct.item() / count  # host sync, once
-    model.train(was_training)
-    return loss, accuracy
-
-
-def fast_evaluate(
-    model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, feed: DeviceBatches, amp: bool
-) -> tuple[float, float]:
-    """Validation during training: large batches on the device, bf16 when training uses it."""
-    device = x_uint8.device
-    size = FAST_EVAL_BATCH_SIZE["cuda" if device.type == "cuda" else "cpu"]
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        for start in range(0, len(y), size):
-            x = feed.normalize(x_uint8[start : start + size])
-            labels = y[start : start + size]
-            logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(dim=1) == labels).sum()
-    model.train(was_training)
-    return loss_sum.item() / len(y), correct.item() / len(y)  # host sync, once

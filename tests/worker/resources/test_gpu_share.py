@@ -90,7 +90,7 @@ def test_the_share_of_a_job_whose_process_died_is_free_again(tmp_path: Path) -> 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_a_real_gpu_the_share_caps_what_the_process_may_allocate(tmp_path: Path) -> None:
-    """What the worker does with a share (worker/runner.py): reserve it, then cap the process
+    """What the worker does with a share (worker/training.py): reserve it, then cap the process
     with set_per_process_memory_fraction. More than the share is refused; less is not."""
     total = torch.cuda.mem_get_info()[1]
     gpu = GpuShare(tmp_path / "shares", "0", total, jobs_per_gpu=8)

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from taas.app.core.config import Settings
+from taas.worker.context import JobContext
 from taas.worker.reporter import ApiReporter, Claim
 from taas.worker.resources.kernel_memory import cgroup_folder
-from taas.worker.runner import JobContext, _load, _train_and_upload
+from taas.worker.training import load_data, train_and_upload
 from tests.worker.trainer.fakes import tiny_spec
 
 JOB_ID = "job_" + "b" * 24
@@ -37,7 +38,7 @@ def test_a_job_that_cannot_fit_the_worker_fails_as_user_error_before_loading(
     reporter = ApiReporter("http://127.0.0.1:9", TOKEN, attempts=1)
     context = JobContext(reporter, JOB_ID, 1, spec.training.epochs, tmp_path)
 
-    outcome = _train_and_upload(spec, context, lambda: _load(spec, claim, context, settings))
+    outcome = train_and_upload(spec, context, lambda: load_data(spec, claim, context, settings))
 
     assert outcome["status"] == "failed"
     assert outcome["error_type"] == "user_error"

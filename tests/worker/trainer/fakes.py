@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from taas.app.spec import JobSpec
-from taas.worker.trainer.loop import MetricPoint
+from taas.worker.trainer.run import MetricPoint
 from taas.worker.trainer.series import StepPoint
 
 # 256 training images of 1x12x12 in 4 classes: an epoch of batch 32 is 8 steps, milliseconds each.

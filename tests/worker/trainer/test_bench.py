@@ -28,7 +28,7 @@ from taas.worker.trainer.bench.results import RecipeSummary, TargetRun, target_s
 from taas.worker.trainer.bench.run import resolved_options
 from taas.worker.trainer.bench.timing import steady_throughput
 from taas.worker.trainer.bench.workload import NETWORKS, Workload, default_recipe_spec
-from taas.worker.trainer.loop import MetricPoint
+from taas.worker.trainer.run import MetricPoint
 from tests.worker.trainer.fakes import TINY_OPTIONS
 
 # Low enough that every run reaches it after its first epoch (4 classes: chance is 0.25), so the

@@ -18,6 +18,7 @@ import torch
 from taas.app.spec import JobSpec, normalized
 from taas.worker.trainer import load_model
 from taas.worker.trainer.data import Dataset, load_dataset
+from taas.worker.trainer.evaluation import evaluate
 from taas.worker.trainer.export import (
     EXAMPLE_BATCH,
     METRICS_COLUMNS,
@@ -26,8 +27,9 @@ from taas.worker.trainer.export import (
     dataset_sha256,
     write_model_files,
 )
-from taas.worker.trainer.loop import MetricPoint, TrainResult, evaluate, train
+from taas.worker.trainer.loop import TrainResult, train
 from taas.worker.trainer.networks import for_inference
+from taas.worker.trainer.run import MetricPoint
 from tests.worker.trainer.fakes import RecordingContext, tiny_spec
 
 MODELS = [

@@ -8,14 +8,9 @@ import torch
 
 from taas.app.spec import Activation, JobSpec, OptimizerName, ScheduleName
 from taas.worker.trainer.data import load_dataset
-from taas.worker.trainer.loop import (
-    EVAL_BATCH_SIZE,
-    MetricPoint,
-    TrainResult,
-    evaluate,
-    pick_device,
-    train,
-)
+from taas.worker.trainer.evaluation import EVAL_BATCH_SIZE, evaluate
+from taas.worker.trainer.loop import TrainResult, pick_device, train
+from taas.worker.trainer.run import MetricPoint
 from tests.worker.trainer.fakes import TINY_BATCHES_PER_EPOCH, RecordingContext, tiny_spec
 
 CNN = {"arch": "cnn", "channels": [8, 16], "hidden_size": 32}

@@ -16,7 +16,8 @@ from taas.worker.trainer.bench.results import Spread
 from taas.worker.trainer.bench.workload import BenchError, Echo
 from taas.worker.trainer.compiled import forget_compiled
 from taas.worker.trainer.data import Dataset
-from taas.worker.trainer.loop import MetricPoint, TrainResult, train
+from taas.worker.trainer.loop import TrainResult, train
+from taas.worker.trainer.run import MetricPoint
 from taas.worker.trainer.series import StepPoint
 
 
