@@ -207,7 +207,13 @@ def test_the_device_picks_our_recipe() -> None:
     assert cuda.training.target_accuracy == 0.9
 
 
-def test_a_compiled_recipe_is_measured_cold_then_warm(tmp_path: Path) -> None:
+def test_a_compiled_recipe_is_measured_cold_then_warm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A temporary folder of this test's own: other test processes run benches at the same time.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     options = BenchOptions(
         device="cpu",
         only="time-to-target",
@@ -225,7 +231,7 @@ def test_a_compiled_recipe_is_measured_cold_then_warm(tmp_path: Path) -> None:
     (outcome,) = run_bench(options, progress.append).time_to_target
     # The cold start's cache folder is gone, and the process's setting is back.
     assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") == cache_setting
-    assert not list(Path(tempfile.gettempdir()).glob("taas-bench-compile-*"))
+    assert not list(private_tmp.glob("taas-bench-compile-*"))
 
     runs = outcome.ours.summary.runs
     # The first run compiled from scratch into an empty cache; the second reused it in memory.
