@@ -70,25 +70,34 @@ def _stat(folder: Path, name: str) -> int:
 
 
 def oom_kill_counts() -> dict[str, int]:
-    """The kernel's OOM-kill counters this process can see: its memory cgroup's (v2
-    memory.events, v1 memory.oom_control) and the host's (/proc/vmstat). Any of them growing
-    while a job trained, and the job's process gone, means the kernel killed it for memory."""
-    sources = [Path("/proc/vmstat")]
-    for controller, mount, name in (
-        ("0", "", "memory.events"),
-        ("memory", "memory", "memory.oom_control"),
+    """The kernel's OOM-kill counter that speaks for this process: its memory cgroup's (v2
+    memory.events.local, else memory.events; v1 memory.oom_control). The kernel adds one there
+    when it kills a process of the cgroup for memory, whether the cgroup or the whole machine ran
+    out. Only where no such counter can be read (no memory controller, or the root cgroup) the
+    machine's count (/proc/vmstat), which any process's OOM kill moves: on a busy machine a worker
+    killed by hand at the same moment would then be taken for one killed for memory."""
+    for controller, mount, names in (
+        ("0", "", ("memory.events.local", "memory.events")),
+        ("memory", "memory", ("memory.oom_control",)),
     ):
         folder = cgroup_folder(controller, mount)
-        if folder is not None:
-            sources.append(folder / name)
-    counts = {}
-    for source in sources:
-        try:
-            lines = source.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                counts[str(source)] = int(value)
-    return counts
+        if folder is None or folder == CGROUP_ROOT / mount:
+            continue  # no cgroup of its own: the root's counters are the machine's
+        for name in names:
+            count = _oom_kill_count(folder / name)
+            if count is not None:
+                return {str(folder / name): count}
+    count = _oom_kill_count(Path("/proc/vmstat"))
+    return {} if count is None else {"/proc/vmstat": count}
+
+
+def _oom_kill_count(source: Path) -> int | None:
+    try:
+        lines = source.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value)
+    return None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +23,7 @@ from taas.worker.context import JobContext
 from taas.worker.reporter import ApiReporter, Claim
 from taas.worker.resources.kernel_memory import cgroup_folder
 from taas.worker.training import load_data, train_and_upload
+from tests.e2e.processes import children_running, is_alive
 from tests.worker.trainer.fakes import tiny_spec
 
 JOB_ID = "job_" + "b" * 24
@@ -79,19 +81,19 @@ def fake_api() -> Iterator[str]:
     server.server_close()
 
 
-def trainer_script(api_url: str, cgroup: Path | None) -> str:
-    """A stand-in for a worker process: it starts the watcher as the runner does, then (inside
-    the memory-limited cgroup, if given) allocates until the kernel kills it, or waits to be
-    killed."""
+def trainer_script(api_url: str, cgroup: Path | None, job_id: str = JOB_ID) -> str:
+    """A stand-in for a worker process: inside the memory-limited cgroup (if given), as a worker
+    runs inside its container's, it starts the watcher as the runner does, then allocates until
+    the kernel kills it, or waits to be killed."""
     join = f"Path({str(cgroup / 'cgroup.procs')!r}).write_text(str(os.getpid()))" if cgroup else ""
     return textwrap.dedent(
         f"""
         import os, time
         from pathlib import Path
         from taas.worker.resources.oom_watch import OomWatch
-        watch = OomWatch({JOB_ID!r}, 1, {api_url!r}, {TOKEN!r})
-        watch.note("it was estimated to need about 64 MiB")
         {join}
+        watch = OomWatch({job_id!r}, 1, {api_url!r}, {TOKEN!r})
+        watch.note("it was estimated to need about 64 MiB")
         print("training", flush=True)
         hoard = []
         while {cgroup is not None}:
@@ -114,6 +116,10 @@ def small_cgroup() -> Iterator[Path]:
     except OSError as error:
         pytest.skip(f"cannot create a memory-limited cgroup here: {error}")
     yield folder
+    # The watcher that reported the kill runs in it too: the folder goes once it has exited.
+    deadline = time.monotonic() + 30
+    while (folder / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
     folder.rmdir()
 
 
@@ -157,6 +163,29 @@ def test_a_trainer_killed_for_another_reason_is_left_to_the_reconciler(fake_api:
 
     assert not _FakeApi.arrived.wait(3)
     assert _FakeApi.finishes == []
+
+
+def test_a_trainer_killed_by_hand_while_another_is_killed_for_memory_is_not_blamed_on_memory(
+    fake_api: str, small_cgroup: Path
+) -> None:
+    # The machine's count of OOM kills moves for any process on it; the watcher reads the count
+    # of the worker's own cgroup, which moves only for the worker's own.
+    bystander = run_trainer(trainer_script(fake_api, None, job_id="job_" + "c" * 24))
+    [bystanders_watcher] = children_running(bystander.pid, "oom_watch")
+    victim = run_trainer(trainer_script(fake_api, small_cgroup))
+    assert ended(victim, timeout=60) == -signal.SIGKILL  # the kernel's OOM killer
+    assert _FakeApi.arrived.wait(30)
+
+    bystander.send_signal(signal.SIGKILL)  # kill -9 by hand, after the other's OOM kill
+    assert ended(bystander, timeout=30) == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while is_alive(bystanders_watcher):  # it has decided once it has exited
+        assert time.monotonic() < deadline, "the watcher did not exit"
+        time.sleep(0.05)
+
+    assert [path for path, _ in _FakeApi.finishes] == [
+        f"/internal/v1/jobs/{JOB_ID}/attempts/1/finish"
+    ]
 
 
 def test_a_watcher_that_died_does_not_break_the_job_that_ends(fake_api: str) -> None:
