@@ -1,7 +1,8 @@
 """Deployments for end-to-end tests, each a real server over real HTTP.
 
 - embedded: one `taas serve` (SQLite, filesystem broker, its own worker process);
-- production: `taas migrate`, `taas api` and `taas worker` on PostgreSQL and Redis.
+- production: `taas api` and `taas worker` on PostgreSQL and Redis, the schema made as `taas
+  migrate` makes it (in this process: tests/e2e/test_observability.py runs the command).
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
+from taas.app.auth.service import create_api_key
+from taas.app.core import migrate
+from taas.app.core.config import Settings
+from taas.app.core.db import make_engine
 from tests.conftest import redis_database_url
 from tests.e2e.processes import Process, base_env, free_port, taas_command, wait_until_healthy
 
@@ -26,9 +32,20 @@ class Deployment:
     processes: list[Process]
 
     def create_key(self, tenant: str) -> str:
-        command = taas_command("keys", "create", "--tenant", tenant)
-        output = Process("keys", command, self.env, self.home.parent).run()
-        return output.strip().splitlines()[-1]
+        """An admin key for ``tenant``, written to the deployment's database as `taas keys create
+        --tenant` does, but from this process: a `taas` process per key would spend seconds
+        importing (tests/app/cli/test_database_errors.py runs the command itself)."""
+        engine = make_engine(self.database_url)
+        try:
+            with Session(engine) as session, session.begin():
+                return create_api_key(session, tenant)
+        finally:
+            engine.dispose()
+
+    @property
+    def database_url(self) -> str:
+        configured = self.env.get("TAAS_DATABASE_URL")
+        return Settings(home=self.home, database_url=configured).resolved_database_url
 
     @property
     def port(self) -> int:
@@ -82,7 +99,7 @@ def start_production(
     workers: int = 1,
     **extra_env: str,
 ) -> Deployment:
-    """`taas migrate`, `taas api` and ``workers`` `taas worker` processes. Without
+    """The schema, `taas api` and ``workers`` `taas worker` processes. Without
     ``broker_url``, a Redis database of the shared server, emptied first."""
     home, port = workdir / "home", free_port()
     home.mkdir(parents=True)
@@ -98,7 +115,7 @@ def start_production(
         "TAAS_HEARTBEAT_SECONDS": "0.5",
     }
     env = base_env(home, **{**settings, **extra_env})
-    Process("migrate", taas_command("migrate"), env, workdir).run()
+    migrate.upgrade(database_url)
     deployment = Deployment("production", api_url, home, env, [])
     deployment.start_api()
     for number in range(1, workers + 1):
