@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from xdist.scheduler import LoadScopeScheduling
 
 from taas.app.auth.service import create_api_key
 from taas.app.core import migrate
@@ -190,6 +192,42 @@ def redis_database_url() -> str:
     return url
 
 
+# In a parallel session (pytest-xdist) the tests of a file here run in one process, in a row:
+# they share a fixture wider than one test (a server, a run), which each process would
+# otherwise start for itself. Files of one group share it between them. Every other test is a
+# unit of its own, handed to whichever process is free.
+RUN_TOGETHER = {
+    "tests/e2e/test_jobs.py": "shared deployments",  # shared_deployment (tests/e2e/conftest.py)
+    "tests/e2e/test_datasets.py": "shared deployments",
+    "tests/e2e/test_sdk.py": "shared deployments",
+    "tests/e2e/test_cli.py": "one taas serve",
+    "tests/e2e/test_dashboard.py": "one taas serve and one browser",
+    "tests/app/artifacts/test_uploads.py": "one taas api",
+    "tests/worker/trainer/test_bench.py": "one bench run",
+}
+
+
+class RunTogetherScheduling(LoadScopeScheduling):
+    """xdist's scope scheduling with the scopes of RUN_TOGETHER. (Its own ``--dist loadgroup``
+    marks no longer group anything with pytest 9.2: pytest-xdist issue 1386.)"""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return RUN_TOGETHER.get(nodeid.split("::", 1)[0], nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> RunTogetherScheduling:
+    # Work goes out in the collection's order (the slow tests first, below), not by size.
+    config.option.loadscopereorder = False
+    return RunTogetherScheduling(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable sort keeps every other order): in a parallel session each
+    process starts on one of them, and none is left to run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_sessionfinish() -> None:
     SERVERS.stop()
 
@@ -199,9 +237,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"test {service}: {what}")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
     admin_url = postgres_admin_url()
     name = f"taas_test_{secrets.token_hex(6)}"
     with psycopg.connect(admin_url, autocommit=True) as admin:
@@ -210,6 +248,13 @@ def postgres_url() -> Iterator[str]:
     yield f"{base}/{name}"
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    with new_postgres_database() as url:
+        yield url
 
 
 TINY_SYNTHETIC = {

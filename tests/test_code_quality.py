@@ -16,7 +16,10 @@ TOOLS = {
 }
 
 
-@pytest.mark.parametrize("tool", sorted(TOOLS))
+@pytest.mark.parametrize(
+    "tool",
+    [pytest.param(tool, marks=[pytest.mark.slow] if tool == "mypy" else []) for tool in TOOLS],
+)
 def test_tool_is_clean(tool: str) -> None:
     result = subprocess.run(
         TOOLS[tool], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False

@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,11 @@ from taas.app.auth.service import create_api_key
 from taas.app.core import migrate
 from taas.app.core.config import Settings
 from taas.app.core.db import make_engine
-from tests.conftest import redis_database_url
+from taas.client import Client
+from tests.conftest import new_postgres_database, redis_database_url
 from tests.e2e.processes import Process, base_env, free_port, taas_command, wait_until_healthy
+
+UNFINISHED = ("queued", "running", "cancelling")
 
 
 @dataclass
@@ -30,6 +35,10 @@ class Deployment:
     home: Path
     env: dict[str, str]
     processes: list[Process]
+    # A deployment shared by several tests gives each its own tenants: "acme" becomes
+    # "acme-<suffix>", and the keys made are kept to find the test's jobs afterwards.
+    tenant_suffix: str = ""
+    keys: list[str] = field(default_factory=list)
 
     def create_key(self, tenant: str) -> str:
         """An admin key for ``tenant``, written to the deployment's database as `taas keys create
@@ -38,9 +47,24 @@ class Deployment:
         engine = make_engine(self.database_url)
         try:
             with Session(engine) as session, session.begin():
-                return create_api_key(session, tenant)
+                key = create_api_key(session, tenant + self.tenant_suffix)
         finally:
             engine.dispose()
+        self.keys.append(key)
+        return key
+
+    def end_unfinished_jobs(self, timeout: float = 60.0) -> None:
+        """Cancel the jobs of the keys this view made that have not ended, and wait until every
+        one has."""
+        for key in self.keys:
+            with Client(self.api_url, key) as client:
+                for job in client.jobs(limit=100)["items"]:
+                    if job["status"] in ("queued", "running"):
+                        client.cancel(job["id"])
+                deadline = time.monotonic() + timeout
+                while any(job["status"] in UNFINISHED for job in client.jobs(limit=100)["items"]):
+                    assert time.monotonic() < deadline, f"jobs did not end\n{self.logs()}"
+                    time.sleep(0.2)
 
     @property
     def database_url(self) -> str:
@@ -122,6 +146,54 @@ def start_production(
         deployment.start_worker("worker" if number == 1 else f"worker-{number}")
     wait_until_healthy(api_url, deployment.processes)
     return deployment
+
+
+class SharedDeployments:
+    """One deployment of each kind for this test process, started when a test first asks."""
+
+    def __init__(self, folders: pytest.TempPathFactory) -> None:
+        self.folders = folders
+        self.started: dict[str, Deployment] = {}
+        self.databases = contextlib.ExitStack()
+
+    def get(self, kind: str) -> Deployment:
+        if kind not in self.started:
+            folder = self.folders.mktemp(f"shared-{kind}")
+            if kind == "embedded":
+                self.started[kind] = start_embedded(folder)
+            else:
+                database_url = self.databases.enter_context(new_postgres_database())
+                self.started[kind] = start_production(folder, database_url)
+        return self.started[kind]
+
+    def stop(self) -> None:
+        for deployment in self.started.values():
+            deployment.stop()
+        self.databases.close()
+
+
+@pytest.fixture(scope="session")
+def shared_deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDeployments]:
+    shared = SharedDeployments(tmp_path_factory)
+    yield shared
+    shared.stop()
+
+
+@pytest.fixture(params=["embedded", "production"])
+def shared_deployment(
+    request: pytest.FixtureRequest, shared_deployments: SharedDeployments
+) -> Iterator[Deployment]:
+    """A deployment that other tests of this process use too, for tests that only submit and
+    read jobs: each test gets tenants of its own, and its unfinished jobs are cancelled and
+    waited for afterwards, so that the next test finds the worker idle. A test that kills
+    processes, changes settings or counts what is queued uses ``deployment``."""
+    view = replace(
+        shared_deployments.get(request.param), tenant_suffix=f"-{secrets.token_hex(4)}", keys=[]
+    )
+    yield view
+    view.end_unfinished_jobs()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(view.logs())
 
 
 @pytest.fixture(params=["embedded", "production"])

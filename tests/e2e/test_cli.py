@@ -28,9 +28,11 @@ SMOKE_SPEC = {
 }
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[Deployment]:
-    deployment = start_embedded(tmp_path)
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One `taas serve` for the module's tests, each with jobs of its own: a start costs
+    seconds of imports."""
+    deployment = start_embedded(tmp_path_factory.mktemp("serve"))
     yield deployment
     deployment.processes[0].stop()
 

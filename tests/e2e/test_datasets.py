@@ -18,6 +18,13 @@ from taas.client import Client
 from taas.worker.datasets.files import SYSTEM_FASHION_MNIST
 from tests.e2e.conftest import Deployment, start_embedded
 
+
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """These tests only submit and read jobs: they share the deployments of their process."""
+    return shared_deployment
+
+
 SMALL_MLP: dict[str, Any] = {
     "model": {"arch": "mlp", "hidden_sizes": [32]},
     "training": {"epochs": 8, "batch_size": 32, "lr": 0.01},
@@ -34,16 +41,16 @@ def separable_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int64)
 
 
-def write_npz(path: Path) -> Path:
-    x, y = separable_images(300, seed=1)
-    x_test, y_test = separable_images(60, seed=2)
+def write_npz(path: Path, seed: int = 1) -> Path:
+    x, y = separable_images(300, seed=seed)
+    x_test, y_test = separable_images(60, seed=seed + 1)
     np.savez_compressed(path, x=x, y=y, x_test=x_test, y_test=y_test)
     return path
 
 
-def write_csv(path: Path) -> Path:
+def write_csv(path: Path, seed: int = 3) -> Path:
     """Two informative features and one noise column; the label column is called 'kind'."""
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["a", "kind", "b", "noise"])
@@ -53,8 +60,8 @@ def write_csv(path: Path) -> Path:
     return path
 
 
-def write_zip(path: Path) -> Path:
-    x, y = separable_images(150, seed=4)
+def write_zip(path: Path, seed: int = 4) -> Path:
+    x, y = separable_images(150, seed=seed)
     with zipfile.ZipFile(path, "w") as archive:
         for index, (image, label) in enumerate(zip(x, y, strict=True)):
             buffer = io.BytesIO()
@@ -75,7 +82,8 @@ def test_each_upload_format_trains_to_a_succeeded_job(
     deployment: Deployment, tmp_path: Path, source: str
 ) -> None:
     write, filename, fields = UPLOADS[source]
-    path = write(tmp_path / filename)
+    # Contents no other test uploads: a worker fetches a dataset once per content hash.
+    path = write(tmp_path / filename, seed=10)
     with Client(deployment.api_url, deployment.create_key("acme")) as client:
         dataset = client.upload_dataset(path, name=f"my {source}", **fields)
         assert dataset["format"] == source
@@ -91,7 +99,7 @@ def test_each_upload_format_trains_to_a_succeeded_job(
 
 
 def test_two_jobs_on_one_upload_fetch_it_once(deployment: Deployment, tmp_path: Path) -> None:
-    path = write_npz(tmp_path / "data.npz")
+    path = write_npz(tmp_path / "data.npz", seed=20)  # contents this worker has not seen
     with Client(deployment.api_url, deployment.create_key("acme")) as client:
         dataset = client.upload_dataset(path)
         fetched = []

@@ -20,6 +20,13 @@ from taas.worker.trainer.export import load_model
 from tests.conftest import epoch_progress
 from tests.e2e.conftest import Deployment
 
+
+@pytest.fixture
+def deployment(shared_deployment: Deployment) -> Deployment:
+    """These tests only submit and read jobs: they share the deployments of their process."""
+    return shared_deployment
+
+
 # The reference MLP of the README, on synthetic data noisy enough that accuracy is well below 100%.
 REFERENCE_MLP: dict[str, Any] = {
     "dataset": "synthetic",

@@ -27,6 +27,9 @@ from tests.e2e.processes import (
 )
 from tests.private_servers import PrivateRedis
 
+# Half a minute or more each: started first in a parallel session.
+pytestmark = pytest.mark.slow
+
 # A lost worker is noticed 4 s after its last heartbeat (instead of 60), a queued job nobody
 # claimed is sent to the broker again after 2 s (instead of 60).
 SHORT_LEASES = {

@@ -17,6 +17,9 @@ import pytest
 from tests.e2e.conftest import Deployment, start_production
 from tests.e2e.processes import free_port, wait_until_healthy
 
+# Half a minute or more each: started first in a parallel session.
+pytestmark = pytest.mark.slow
+
 # 600 steps an epoch, a few seconds each: progress arrives many times within each epoch.
 LIVE_JOB: dict[str, Any] = {
     "dataset": "synthetic",

@@ -17,6 +17,9 @@ import pytest
 from tests.e2e.conftest import Deployment, start_production
 from tests.e2e.processes import free_port, wait_until_healthy
 
+# Half a minute or more each: started first in a parallel session.
+pytestmark = pytest.mark.slow
+
 # A second or two each on two cores: the kills land while trials run.
 SWEEP: dict[str, Any] = {
     "spec": {

@@ -23,6 +23,9 @@ import pytest
 from tests.conftest import TINY_SYNTHETIC
 from tests.e2e.conftest import Deployment, start_embedded, start_production
 
+# Half a minute or more each: started first in a parallel session.
+pytestmark = pytest.mark.slow
+
 FLAKY_FAILURES = 2  # /flaky answers 500 this many times, then 200
 
 

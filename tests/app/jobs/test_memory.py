@@ -47,6 +47,7 @@ def test_the_estimate_grows_with_the_widths_and_the_optimizer_state() -> None:
     assert adam - sgd == pytest.approx(8 * 20_037_642)
 
 
+@pytest.mark.slow
 def test_the_estimate_errs_high_but_within_its_calibration_of_a_measured_peak() -> None:
     # A convnet wide enough that its activations, not the framework, dominate the peak.
     spec = JobSpec.model_validate(

@@ -207,6 +207,7 @@ def test_the_device_picks_our_recipe() -> None:
     assert cuda.training.target_accuracy == 0.9
 
 
+@pytest.mark.slow
 def test_a_compiled_recipe_is_measured_cold_then_warm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -77,6 +77,7 @@ def test_on_cuda_the_second_job_reuses_the_compiled_step_and_its_cuda_graphs() -
     assert second["compile_seconds"] < first["compile_seconds"] / 3  # type: ignore[index,operator]
 
 
+@pytest.mark.slow
 @compile_warnings
 def test_more_architectures_than_the_recompile_limit_allows_all_run_compiled() -> None:
     # A limit of 2 leaves room for one architecture at a time (8, the default, for four): each
@@ -114,6 +115,7 @@ print(json.dumps(train(job, load_dataset(job, None), RecordingContext()).acceler
 """
 
 
+@pytest.mark.slow
 @compile_warnings
 def test_a_new_worker_process_loads_the_compiled_step_from_the_disk_cache(
     tmp_path: Path,
