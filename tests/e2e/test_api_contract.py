@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.postgres, pytest.ma
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 SEED = "20240601"
-MAX_EXAMPLES = "30"  # per operation and phase: about a minute on 2 cores
+MAX_EXAMPLES = "15"  # per operation and phase: about 1,900 requests, half a minute on 2 cores
 # Not fuzzed:
 # - /internal: the workers' routes, driven by the worker's own tests and the e2e suites;
 # - the two Server-Sent Events streams: a stream of a live job (and the tenant's) stays open by
