@@ -38,7 +38,7 @@ SHORT_LEASES = {
     "TAAS_REQUEUE_AFTER_SECONDS": "2",
     "TAAS_HEARTBEAT_SECONDS": "0.5",
 }
-EPOCHS = 6
+EPOCHS = 4
 # About a second per epoch on a 2-core CPU: a kill after epoch 2 lands mid-job, after a checkpoint.
 RESUMABLE_JOB: dict[str, Any] = {
     "dataset": "synthetic",
@@ -46,6 +46,8 @@ RESUMABLE_JOB: dict[str, Any] = {
     "model": {"arch": "mlp", "hidden_sizes": [256]},
     "training": {"epochs": EPOCHS, "batch_size": 32},
 }
+# Far longer than any time limit below, on the fastest CPU.
+LONG_JOB: dict[str, Any] = {**RESUMABLE_JOB, "training": {"epochs": 100, "batch_size": 32}}
 TINY_JOB: dict[str, Any] = {
     "dataset": "synthetic",
     "dataset_options": {"train_size": 256, "test_size": 64, "shape": [1, 12, 12]},
@@ -347,7 +349,7 @@ def test_a_job_past_its_time_limit_is_stopped_by_its_worker_and_fails_as_timeout
     deployment = production(TAAS_MAX_JOB_SECONDS="3", TAAS_TIME_LIMIT_GRACE_SECONDS="0")
     worker = deployment.processes[1]
     with client_for(deployment) as client:
-        job_id = client.submit(RESUMABLE_JOB)["id"]
+        job_id = client.submit(LONG_JOB)["id"]
         final = client.wait(job_id, timeout=60, poll_seconds=0.3)
 
         assert final["status"] == "failed", (final, deployment.logs())
@@ -355,7 +357,7 @@ def test_a_job_past_its_time_limit_is_stopped_by_its_worker_and_fails_as_timeout
         # The worker stopped it within a batch and said so (the reconciler's message differs).
         assert final["error"]["message"].startswith("stopped at its time limit of 3 s"), final
         assert final["attempt"] == 1
-        assert final["progress"]["epoch"] < EPOCHS
+        assert final["progress"]["epoch"] < LONG_JOB["training"]["epochs"]
         assert worker.popen is not None
         assert worker.popen.poll() is None  # the worker is still up, ready for the next job
         time.sleep(2)  # a few reconcile periods: a timeout is final, never run again

@@ -88,7 +88,7 @@ PRUNED_SWEEP: dict[str, Any] = {
         "dataset": "synthetic",
         "dataset_options": {"train_size": 40000, "test_size": 200, "shape": [1, 16, 16]},
         "model": {"arch": "mlp", "hidden_sizes": [128]},
-        "training": {"epochs": 3, "batch_size": 8},
+        "training": {"epochs": 2, "batch_size": 8},
     },
     "parameters": {"training.lr": {"values": [0.003, 1e-6]}},
     "method": "grid",
@@ -111,7 +111,7 @@ def test_a_pruned_trial_stops_within_a_heartbeat_and_keeps_its_model(
     assert body["status"] == "succeeded", body["reason"]
 
     kept, pruned = sorted(body["trials"], key=lambda trial: trial["number"])
-    assert (kept["stop_reason"], kept["epochs_trained"]) == ("completed", 3)
+    assert (kept["stop_reason"], kept["epochs_trained"]) == ("completed", 2)
     assert (pruned["status"], pruned["stop_reason"]) == ("succeeded", "pruned")
     assert pruned["epochs_trained"] == 1
     assert pruned["test_accuracy"] is not None  # evaluated on the test split after the stop
