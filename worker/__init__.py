@@ -12,5 +12,6 @@ job from the API over HTTP and runs the trainer. It holds no database credential
 - ``trainer/``: pure PyTorch, reached only through a small context object.
 
 Import rules: the worker never imports ``taas.app.main`` or any router; from ``taas.app`` it
-uses ``spec``, ``core`` settings, ``observability`` logs and the broker's names.
+uses ``spec``, ``core`` settings, ``observability`` logs, the broker's names and the jobs'
+memory estimate (``jobs.memory``, the same numbers the API admits a job by).
 """
