@@ -221,10 +221,7 @@ def methods_of_path(document: dict[str, Any], path: str) -> set[str]:
     a path it does not describe."""
     methods: set[str] = set()
     for template, item in document["paths"].items():
-        pattern = PATH_PARAMETER.sub(
-            "[^/]+", re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
-        )
-        if re.fullmatch(pattern, path):
+        if re.fullmatch(_path_pattern(template), path):
             methods |= {method.upper() for method in item}
     return methods | {"HEAD"} if "GET" in methods else methods
 
