@@ -7,23 +7,54 @@ top-level name, so installing taas never shadows a user's own ``app`` or ``worke
 
 from __future__ import annotations
 
-from taas.client import Client
-from taas.errors import (
-    ApiError,
-    ArtifactIntegrityError,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
-    NotFoundError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
-    RateLimitError,
-    ServerError,
-    TaasError,
-    ValidationError,
-    WaitTimeout,
-)
-from taas.model import Model, load_model
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taas.client import Client
+    from taas.errors import (
+        ApiError,
+        ArtifactIntegrityError,
+        AuthenticationError,
+        BadRequestError,
+        ConflictError,
+        NotFoundError,
+        PayloadTooLargeError,
+        PermissionDeniedError,
+        RateLimitError,
+        ServerError,
+        TaasError,
+        ValidationError,
+        WaitTimeout,
+    )
+    from taas.model import Model, load_model
+
+# Where each public name lives. They are imported on first use: every process of the service
+# imports this package first (taas.app and taas.worker are inside it), and most of them need
+# neither the HTTP client nor the model loader.
+_HOMES = {
+    "Client": "taas.client",
+    "Model": "taas.model",
+    "load_model": "taas.model",
+    **dict.fromkeys(
+        (
+            "ApiError",
+            "ArtifactIntegrityError",
+            "AuthenticationError",
+            "BadRequestError",
+            "ConflictError",
+            "NotFoundError",
+            "PayloadTooLargeError",
+            "PermissionDeniedError",
+            "RateLimitError",
+            "ServerError",
+            "TaasError",
+            "ValidationError",
+            "WaitTimeout",
+        ),
+        "taas.errors",
+    ),
+}
 
 __all__ = [
     "ApiError",
@@ -43,3 +74,11 @@ __all__ = [
     "WaitTimeout",
     "load_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'taas' has no attribute {name!r}")
+    value = getattr(import_module(_HOMES[name]), name)
+    globals()[name] = value  # the next lookup finds it without this function
+    return value

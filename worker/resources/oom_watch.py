@@ -22,8 +22,6 @@ import subprocess
 import sys
 from types import TracebackType
 
-from taas.app.core.config import get_settings
-
 DONE = "done"
 NOTE = "note "
 # The first counter reading, before the job trains, travels as the watcher's argument.
@@ -106,6 +104,8 @@ def watch(job_id: str, attempt: int, counts_before: dict[str, int]) -> bool:
 
 
 def _fail_for_memory(job_id: str, attempt: int, message: str) -> None:
+    # Imported here: the watcher of every job starts with the standard library alone.
+    from taas.app.core.config import get_settings
     from taas.worker.reporter import ApiRefused, ApiReporter
 
     settings = get_settings()
