@@ -6,8 +6,9 @@ an architecture cheap, and one keeps a long-lived worker from quietly losing the
 1. On disk: Inductor's FX graph cache and AOTAutograd's cache, kept under ``TAAS_HOME`` (one
    folder per torch version) instead of a temporary folder. A new process that compiles an
    architecture seen before loads the generated kernels instead of generating and building them
-   again. Inductor keys each entry by the graph, the torch version, the device and its own
-   settings, so a changed spec, torch or device never reuses a wrong graph.
+   again. Inductor keys each entry by the graph, the torch version, the device, the number of
+   CPU threads its kernels are built for, and its own settings, so a changed spec, torch or
+   device never reuses a wrong graph (and a job given another thread count compiles again).
 2. In memory: dynamo keeps the compiled code on the training step's code object
    (``_ForwardLoss.forward``, in run.py). A later job of the same architecture in this process
    matches its guards and does not compile at all.

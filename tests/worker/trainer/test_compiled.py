@@ -36,9 +36,14 @@ def fresh_dynamo(tmp_path: Path) -> Iterator[None]:
     ARCHITECTURES.keys.clear()
 
 
+# Inductor's CPU kernels are built for a number of threads, which is part of its cache key: a
+# fixed count, not the free cores of the moment (another test process may be busy).
+COMPILED = {"compile": True, "threads": 1}
+
+
 def compiled_job(hidden: int, context: RecordingContext | None = None) -> dict[str, Any]:
     job = tiny_spec(
-        model={"arch": "mlp", "hidden_sizes": [hidden]}, acceleration={"compile": True}, epochs=1
+        model={"arch": "mlp", "hidden_sizes": [hidden]}, acceleration=COMPILED, epochs=1
     )
     result = train(job, load_dataset(job, None), context or RecordingContext())
     assert "compile" in result.acceleration["applied"]  # type: ignore[operator]
@@ -109,8 +114,8 @@ from taas.worker.trainer.data import load_dataset
 from taas.worker.trainer.loop import train
 from tests.worker.trainer.fakes import RecordingContext, tiny_spec
 use_disk_cache(Path(sys.argv[1]))
-job = tiny_spec(model={"arch": "mlp", "hidden_sizes": [29]}, acceleration={"compile": True},
-                epochs=1)
+job = tiny_spec(model={"arch": "mlp", "hidden_sizes": [29]},
+                acceleration={"compile": True, "threads": 1}, epochs=1)
 print(json.dumps(train(job, load_dataset(job, None), RecordingContext()).acceleration["compile"]))
 """
 
