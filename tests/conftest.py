@@ -214,7 +214,8 @@ RUN_TOGETHER = {
     "tests/e2e/test_datasets.py": "shared deployments",
     "tests/e2e/test_sdk.py": "shared deployments",
     "tests/e2e/test_cli.py": "one taas serve",
-    "tests/e2e/test_dashboard.py": "one taas serve and one browser",
+    "tests/e2e/dashboard/test_jobs.py": "one taas serve and one browser",
+    "tests/e2e/dashboard/test_pages.py": "one taas serve and one browser",
     "tests/app/artifacts/test_uploads.py": "one taas api",
     "tests/worker/trainer/test_bench.py": "one bench run",
 }

@@ -44,7 +44,7 @@ MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html
 
 # The two <style> elements redoc.standalone.js 2.5.4 writes while it loads, before it knows the
 # nonce: its scrollbar CSS and an empty one. Pinned by hash (they change only with the bundle;
-# tests/e2e/test_dashboard.py fails on any CSP violation on /redoc).
+# tests/e2e/dashboard/ fails on any CSP violation on /redoc).
 REDOC_STYLE_HASHES = (
     "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc='",
     "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='",

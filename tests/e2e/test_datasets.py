@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,12 @@ def write_zip(path: Path, seed: int = 4) -> Path:
     return path
 
 
+def unseen_seed() -> int:
+    """A seed for data no other test (or run of this one) uploads to the shared deployment: its
+    worker fetches a dataset once per content hash and says so."""
+    return secrets.randbelow(2**31)
+
+
 UPLOADS = {
     "npz": (write_npz, "data.npz", {}),
     "csv": (write_csv, "table.csv", {"label_column": "kind"}),
@@ -82,8 +89,7 @@ def test_each_upload_format_trains_to_a_succeeded_job(
     deployment: Deployment, tmp_path: Path, source: str
 ) -> None:
     write, filename, fields = UPLOADS[source]
-    # Contents no other test uploads: a worker fetches a dataset once per content hash.
-    path = write(tmp_path / filename, seed=10)
+    path = write(tmp_path / filename, seed=unseen_seed())
     with Client(deployment.api_url, deployment.create_key("acme")) as client:
         dataset = client.upload_dataset(path, name=f"my {source}", **fields)
         assert dataset["format"] == source
@@ -99,7 +105,7 @@ def test_each_upload_format_trains_to_a_succeeded_job(
 
 
 def test_two_jobs_on_one_upload_fetch_it_once(deployment: Deployment, tmp_path: Path) -> None:
-    path = write_npz(tmp_path / "data.npz", seed=20)  # contents this worker has not seen
+    path = write_npz(tmp_path / "data.npz", seed=unseen_seed())
     with Client(deployment.api_url, deployment.create_key("acme")) as client:
         dataset = client.upload_dataset(path)
         fetched = []

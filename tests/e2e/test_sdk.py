@@ -11,7 +11,7 @@ import pytest
 
 import taas
 from tests.e2e.conftest import Deployment
-from tests.e2e.test_datasets import SMALL_MLP, write_npz
+from tests.e2e.test_datasets import SMALL_MLP, unseen_seed, write_npz
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def deployment(shared_deployment: Deployment) -> Deployment:
 def test_a_notebook_submits_waits_downloads_and_predicts(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    data = np.load(write_npz(tmp_path / "bands.npz", seed=30))
+    data = np.load(write_npz(tmp_path / "bands.npz", seed=unseen_seed()))
     seen: list[dict[str, Any]] = []
     with taas.Client(deployment.api_url, deployment.create_key("acme")) as client:
         dataset = client.upload_dataset(tmp_path / "bands.npz", name="bands")
