@@ -242,13 +242,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-def pytest_sessionfinish() -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A parallel session's processes each choose their servers; each tells the main process.
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["servers chosen"] = SERVERS.chosen
     SERVERS.stop()
+
+
+# What the processes of a parallel session chose, by service (the main process prints it).
+CHOSEN_IN_PROCESSES: dict[str, set[str]] = {}
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: a test process has ended
+def pytest_testnodedown(node: Any, error: object) -> None:
+    chosen = getattr(node, "workeroutput", {}).get("servers chosen", {})
+    for service, what in chosen.items():
+        CHOSEN_IN_PROCESSES.setdefault(service, set()).add(what)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for service, what in SERVERS.chosen.items():
         terminalreporter.write_line(f"test {service}: {what}")
+    for service, choices in sorted(CHOSEN_IN_PROCESSES.items()):
+        for what in sorted(choices):
+            terminalreporter.write_line(f"test {service}: {what}")
 
 
 @contextmanager
