@@ -194,12 +194,23 @@ def redis_url() -> str:
     return SERVERS.redis_url()
 
 
-def redis_database_url() -> str:
+# Each test process has two Redis databases (of the server's 16; 0 is left to other users).
+REDIS_DATABASES_PER_PROCESS = 2
+
+
+def redis_database_url(*, shared: bool = False) -> str:
     """A Redis database of this test process's own, emptied: parallel test processes (xdist)
-    each get another of the server's 16 databases (0 is left to other users)."""
-    number = 1 + parallel_worker_index()
+    each get others. ``shared`` gives the one for the deployments the process's tests share
+    (tests/e2e/conftest.py), alive for the whole session; every other use gets the second. A
+    worker takes any message on its queues, so a shared deployment's worker on the same
+    database would take a test's own deployment's jobs (and drop them: its API has no such
+    job), and emptying the database for a test would drop the shared deployment's messages."""
+    number = 1 + REDIS_DATABASES_PER_PROCESS * parallel_worker_index() + int(shared)
     if number > 15:
-        raise RuntimeError("at most 15 parallel test processes have a Redis database of their own")
+        most = 15 // REDIS_DATABASES_PER_PROCESS
+        raise RuntimeError(
+            f"at most {most} parallel test processes have Redis databases of their own"
+        )
     url = f"{redis_url()}/{number}"
     redis.Redis.from_url(url).flushdb()
     return url

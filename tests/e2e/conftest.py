@@ -163,7 +163,8 @@ class SharedDeployments:
                 self.started[kind] = start_embedded(folder)
             else:
                 database_url = self.databases.enter_context(new_postgres_database())
-                self.started[kind] = start_production(folder, database_url)
+                broker_url = redis_database_url(shared=True)
+                self.started[kind] = start_production(folder, database_url, broker_url=broker_url)
         return self.started[kind]
 
     def stop(self) -> None:
