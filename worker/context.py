@@ -43,6 +43,10 @@ class JobContext:
         self.lost = threading.Event()  # the API says this attempt is stale: write nothing more
         self.timed_out = threading.Event()  # the attempt reached its time limit (Watchdog)
         self.progress = LiveProgress(epochs)  # sent with every heartbeat
+        # Beats come from the heartbeat thread and from the training thread (an epoch's end):
+        # one at a time, each report taken just before it is sent, so they reach the API in
+        # the order they were taken and the progress a stream shows never goes back.
+        self.beating = threading.Lock()
         self.memory: MemoryEstimate | None = None  # the job's estimated peak, once checked
         self.gpu_share: GpuShare | None = None  # holds a share of a GPU other jobs use too
         self.oom_watch: OomWatch | None = None  # tells the API if the kernel kills this process
@@ -126,12 +130,13 @@ class JobContext:
 
     def beat(self) -> None:
         """Renew the lease, with the progress and step points gathered since the last beat."""
-        report = self.progress.report()
-        try:
-            answer = self.call_api(self.reporter.heartbeat, report)
-        except Exception:
-            self.progress.put_back(report["points"])
-            raise
+        with self.beating:
+            report = self.progress.report()
+            try:
+                answer = self.call_api(self.reporter.heartbeat, report)
+            except Exception:
+                self.progress.put_back(report["points"])
+                raise
         if answer is None:  # this attempt is stale: call_api has stopped it
             return
         if answer["cancel"]:

@@ -95,8 +95,10 @@ def current_attempt(
 
 def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatRequest) -> Job:
     """Renew the attempt's lease and record progress and step points (each told to the live
-    stream); returns the job, whose status says whether the user asked to cancel."""
-    job, row = current_attempt(session, job_id, attempt)
+    stream); returns the job, whose status says whether the user asked to cancel. The job row
+    is locked: progress only grows (a max of what is stored and what is told), and two reports
+    of one job written at once would each keep their own, the later commit winning."""
+    job, row = current_attempt(session, job_id, attempt, lock=True)
     row.heartbeat_at = utcnow()
     job.progress_epoch = max(job.progress_epoch, beat.epoch)
     job.progress_fraction = max(job.progress_fraction, beat.fraction)
@@ -141,8 +143,9 @@ def _record_steps(session: Session, job: Job, attempt: int, points: list[StepPoi
 
 
 def add_metric_point(session: Session, job_id: str, attempt: int, point: MetricPointIn) -> None:
-    """Store one epoch's metrics; the same epoch posted again (a retry) changes nothing."""
-    job, row = current_attempt(session, job_id, attempt)
+    """Store one epoch's metrics; the same epoch posted again (a retry) changes nothing. The
+    job row is locked, as for a heartbeat: both raise its progress."""
+    job, row = current_attempt(session, job_id, attempt, lock=True)
     exists = session.scalar(
         select(MetricPoint.id).where(MetricPoint.job_id == job_id, MetricPoint.epoch == point.epoch)
     )

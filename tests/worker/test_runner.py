@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from celery.exceptions import Reject
@@ -119,3 +119,45 @@ def test_the_same_error_without_a_shutdown_fails_the_job(tmp_path: Path) -> None
 
     assert outcome["status"] == "failed"
     assert outcome["error_type"] == "internal"
+
+
+class SlowFirstHeartbeat:
+    """A reporter whose first heartbeat stays in flight until released; it notes the fraction
+    of each report in the order the API would receive them."""
+
+    def __init__(self) -> None:
+        self.arrived: list[float] = []
+        self.first_in_flight = threading.Event()
+        self.release_first = threading.Event()
+
+    def heartbeat(self, job_id: str, attempt: int, report: dict[str, Any]) -> dict[str, Any]:
+        if not self.first_in_flight.is_set():
+            self.first_in_flight.set()
+            self.release_first.wait(timeout=10)
+        self.arrived.append(report["fraction"])
+        return {"cancel": False}
+
+
+def test_beats_from_two_threads_reach_the_api_in_the_order_they_were_taken(
+    tmp_path: Path,
+) -> None:
+    # The heartbeat thread and the training thread (at an epoch's end) both beat. A report
+    # taken later must not overtake one still on its way: the stream's progress would go back.
+    reporter = SlowFirstHeartbeat()
+    context = JobContext(cast(ApiReporter, reporter), "job_" + "a" * 24, 1, 2, tmp_path)
+    context.progress.batch_done(1, 9, 10, 90)
+    heartbeat_thread = threading.Thread(target=context.beat)
+    heartbeat_thread.start()
+    assert reporter.first_in_flight.wait(timeout=10)
+
+    context.progress.batch_done(1, 10, 10, 100)  # the epoch's last batch
+    epoch_end = threading.Thread(target=context.beat)
+    epoch_end.start()
+    epoch_end.join(timeout=0.5)
+    waited_for_the_first = epoch_end.is_alive()
+    reporter.release_first.set()
+    heartbeat_thread.join(timeout=10)
+    epoch_end.join(timeout=10)
+
+    assert waited_for_the_first
+    assert reporter.arrived == [pytest.approx(0.45), pytest.approx(0.5)]
