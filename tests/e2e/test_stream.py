@@ -20,13 +20,15 @@ from tests.e2e.processes import free_port, wait_until_healthy
 # Half a minute or more each: started first in a parallel session.
 pytestmark = pytest.mark.slow
 
-# 600 steps an epoch, a few seconds each: progress arrives many times within each epoch.
+# 600 steps an epoch: half a second or more on a fast CPU, and the worker reports every tenth
+# of a second (HEARTBEAT_SECONDS), so progress arrives several times within each epoch.
 LIVE_JOB: dict[str, Any] = {
     "dataset": "synthetic",
     "dataset_options": {"train_size": 19200, "test_size": 200, "noise": 1.5},
     "model": {"arch": "mlp", "hidden_sizes": [128]},
     "training": {"epochs": 3, "batch_size": 32, "evals_per_epoch": 4},
 }
+HEARTBEAT_SECONDS = "0.1"
 
 
 @pytest.fixture
@@ -34,7 +36,10 @@ def two_apis(
     tmp_path: Path, postgres_url: str, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Deployment, str]]:
     """A production deployment (API A, one worker reporting to A) and a second API, B."""
-    deployment = start_production(tmp_path, postgres_url, workers=getattr(request, "param", 1))
+    workers = getattr(request, "param", 1)
+    deployment = start_production(
+        tmp_path, postgres_url, workers=workers, TAAS_HEARTBEAT_SECONDS=HEARTBEAT_SECONDS
+    )
     port_b = free_port()
     deployment.start_api("api-b", port=port_b)
     url_b = f"http://127.0.0.1:{port_b}"
@@ -72,8 +77,8 @@ def test_a_real_job_streams_live_through_another_api_process(
     assert kinds[-1] == "end"
     assert received[-1][2]["status"] == "succeeded", deployment.logs()
     progress = [data for _, kind, data in received if kind == "progress"]
-    # The bar moves within epochs (a report about every half second here; at least a few get
-    # through however busy the machine is).
+    # The bar moves within epochs (a report every tenth of a second; at least a few get through
+    # however busy the machine is), and never back (reports reach the API in the order taken).
     within_epochs = [p for p in progress if 0 < p["batches_done"] < p["batches_per_epoch"]]
     assert len(within_epochs) >= 3, progress
     fractions = [p["fraction"] for p in progress]
