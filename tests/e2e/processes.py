@@ -35,7 +35,8 @@ def child_pids(pid: int) -> list[int]:
 
 
 def children_running(pid: int, word: str) -> list[int]:
-    """Direct children of a process whose command line contains ``word`` (Linux)."""
+    """Direct children of a process whose command line contains ``word`` (Linux). The kernel's
+    list of children is reliable only while they are stopped: poll it, or learn a pid otherwise."""
     found = []
     for child in child_pids(pid):
         try:

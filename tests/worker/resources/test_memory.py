@@ -23,7 +23,7 @@ from taas.worker.context import JobContext
 from taas.worker.reporter import ApiReporter, Claim
 from taas.worker.resources.kernel_memory import cgroup_folder
 from taas.worker.training import load_data, train_and_upload
-from tests.e2e.processes import children_running, is_alive
+from tests.e2e.processes import is_alive
 from tests.worker.trainer.fakes import tiny_spec
 
 JOB_ID = "job_" + "b" * 24
@@ -94,7 +94,7 @@ def trainer_script(api_url: str, cgroup: Path | None, job_id: str = JOB_ID) -> s
         {join}
         watch = OomWatch({job_id!r}, 1, {api_url!r}, {TOKEN!r})
         watch.note("it was estimated to need about 64 MiB")
-        print("training", flush=True)
+        print("training", watch.process.pid, flush=True)
         hoard = []
         while {cgroup is not None}:
             hoard.append(bytearray(32 * 1024 * 1024))
@@ -124,13 +124,21 @@ def small_cgroup() -> Iterator[Path]:
 
 
 def run_trainer(script: str) -> subprocess.Popen[str]:
+    process, _watcher = run_trainer_and_watcher(script)
+    return process
+
+
+def run_trainer_and_watcher(script: str) -> tuple[subprocess.Popen[str], int]:
+    """The trainer, once it trains, and its watcher's pid (as the trainer says it: the kernel's
+    list of a process's children is not a reliable interface)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
     )
     assert process.stdout is not None
-    assert process.stdout.readline().strip() == "training"
-    return process
+    said, watcher = process.stdout.readline().split()
+    assert said == "training"
+    return process, int(watcher)
 
 
 def ended(process: subprocess.Popen[str], timeout: float) -> int:
@@ -170,8 +178,10 @@ def test_a_trainer_killed_by_hand_while_another_is_killed_for_memory_is_not_blam
 ) -> None:
     # The machine's count of OOM kills moves for any process on it; the watcher reads the count
     # of the worker's own cgroup, which moves only for the worker's own.
-    bystander = run_trainer(trainer_script(fake_api, None, job_id="job_" + "c" * 24))
-    [bystanders_watcher] = children_running(bystander.pid, "oom_watch")
+    bystander, bystanders_watcher = run_trainer_and_watcher(
+        trainer_script(fake_api, None, job_id="job_" + "c" * 24)
+    )
+    assert is_alive(bystanders_watcher)
     victim = run_trainer(trainer_script(fake_api, small_cgroup))
     assert ended(victim, timeout=60) == -signal.SIGKILL  # the kernel's OOM killer
     assert _FakeApi.arrived.wait(30)
