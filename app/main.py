@@ -26,7 +26,9 @@ from taas.app.core.openapi import complete_openapi, methods_of_path
 from taas.app.core.rate_limits import KeyRateLimiter, RateLimitHeaders
 from taas.app.core.storage_space import STORAGE_FULL_LOG, storage_full_reason
 from taas.app.dashboard.router import router as dashboard_router
+from taas.app.datasets.direct_uploads import router as dataset_uploads_router
 from taas.app.datasets.router import router as datasets_router
+from taas.app.internal.direct_uploads import router as direct_uploads_router
 from taas.app.internal.router import router as internal_router
 from taas.app.jobs.router import router as jobs_router
 from taas.app.observability.health import router as health_router
@@ -50,7 +52,9 @@ RETRY_AFTER_SECONDS = 2
 
 def _domain_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DomainError)
-    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
+    retry_after = getattr(error, "retry_after_seconds", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
 
 def _limit_violation(_request: Request, error: Exception) -> JSONResponse:
@@ -184,9 +188,11 @@ def create_app() -> FastAPI:
     app.include_router(stream_router)
     app.include_router(sweeps_router)
     app.include_router(webhooks_router)
+    app.include_router(dataset_uploads_router)
     app.include_router(datasets_router)
     app.include_router(keys_router)
     app.include_router(internal_router)
+    app.include_router(direct_uploads_router)
     app.include_router(presence_router)
     app.include_router(dashboard_router)
     app.add_exception_handler(StarletteHTTPException, _http_error)

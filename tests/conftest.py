@@ -20,6 +20,7 @@ from xdist.scheduler import LoadScopeScheduling
 from taas.app.auth.service import create_api_key
 from taas.app.core import migrate
 from taas.app.core.config import get_settings
+from taas.app.storage.factory import clear_storage_caches
 from taas.app.core.db import reset_engine_cache, session_scope
 from taas.app.scheduling.broker import get_celery_app
 from tests.private_servers import (
@@ -32,6 +33,9 @@ from tests.private_servers import (
     redis_answers,
 )
 
+# Fixtures of a real S3 endpoint: s3_server, s3_url, s3_home.
+pytest_plugins = ["tests.storage_server"]
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 WORKER_TOKEN = "test-worker-token-" + "x" * 16
@@ -39,6 +43,7 @@ WORKER_TOKEN = "test-worker-token-" + "x" * 16
 
 def clear_caches() -> None:
     get_settings.cache_clear()
+    clear_storage_caches()
     reset_engine_cache()
     get_celery_app.cache_clear()
 

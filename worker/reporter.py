@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from taas.app.storage.objects import PART_BYTES, part_count
+
 logger = logging.getLogger(__name__)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # A write the API refused for lack of space is tried again this often while space may return.
@@ -79,6 +81,8 @@ class ApiReporter:
             headers={"Authorization": f"Bearer {worker_token}"},
             timeout=timeout,
         )
+        # For presigned object-storage URLs: no token, and time for a part of PART_BYTES.
+        self.store_client = httpx.Client(timeout=httpx.Timeout(timeout, write=300.0))
         self.attempts = attempts
         self.storage_wait_seconds = storage_wait_seconds
         # Once set (the worker is shutting down), a failed call is not retried: a worker that
@@ -88,6 +92,7 @@ class ApiReporter:
 
     def close(self) -> None:
         self.client.close()
+        self.store_client.close()
 
     def claim(self, job_id: str, worker: str) -> Claim | None:
         """Start a new attempt of the job, or None when it is not ours to run."""
@@ -128,16 +133,75 @@ class ApiReporter:
     def upload_artifact(
         self, job_id: str, attempt: int, path: Path, kind: str, *, wait_for_storage: bool = True
     ) -> None:
-        """Stream the file with its sha256; the API verifies the digest before recording it."""
-        digest = sha256_of(path)
+        """Send the file with its sha256: straight to object storage when the API hands out
+        URLs for it, else through the API. Either way the API verifies the digest before it
+        records the artifact."""
+        file = describe_file(path)
+        base = f"/{job_id}/attempts/{attempt}"
+        plan = self._call(
+            "POST",
+            f"{base}/direct-uploads",
+            json={"name": path.name, "kind": kind, **file},
+            wait_for_storage=wait_for_storage,
+        )
+        if plan.get("direct"):
+            self._upload_direct(base, path, kind, file, plan)
+            return
         self._call(
             "PUT",
-            f"/{job_id}/attempts/{attempt}/artifacts/{path.name}",
+            f"{base}/artifacts/{path.name}",
             params={"kind": kind},
-            headers={"X-Content-SHA256": digest, "Content-Type": "application/octet-stream"},
+            headers={
+                "X-Content-SHA256": file["sha256"],
+                "Content-Type": "application/octet-stream",
+            },
             content_factory=lambda: _chunks(path),
             wait_for_storage=wait_for_storage,
         )
+
+    def _upload_direct(
+        self, base: str, path: Path, kind: str, file: dict[str, Any], plan: dict[str, Any]
+    ) -> None:
+        """PUT each part to its presigned URL (retried with backoff), then have the API check
+        and record the object; after a failure, the parts are aborted so nothing is left."""
+        upload = {"key": plan["key"], "upload_id": plan.get("upload_id")}
+        try:
+            etags = [
+                self._put_part(path, part, plan["part_bytes"], file["size_bytes"])
+                for part in plan["parts"]
+            ]
+            self._call(
+                "POST",
+                f"{base}/direct-uploads/complete",
+                json={"name": path.name, "kind": kind, **file, **upload, "etags": etags},
+            )
+        except BaseException:
+            try:
+                self._call("POST", f"{base}/direct-uploads/abort", json=upload)
+            except Exception as error:  # the gc aborts it later; the first error matters
+                logger.warning("could not abort the upload of %s: %r", path.name, error)
+            raise
+
+    def _put_part(self, path: Path, part: dict[str, Any], part_bytes: int, size_bytes: int) -> str:
+        offset = (part["number"] - 1) * part_bytes
+        length = min(part_bytes, size_bytes - offset)
+        headers = {**part["headers"], "Content-Length": str(length)}
+        what = f"PUT part {part['number']} of {path.name} to object storage"
+        for attempt_number in range(1, self.attempts + 1):
+            try:
+                response = self.store_client.put(
+                    part["url"], content=_chunks(path, offset, length), headers=headers
+                )
+            except httpx.TransportError as error:
+                self._back_off(attempt_number, f"{what}: {error!r}")
+                continue
+            if response.status_code >= 500:  # 503 SlowDown included
+                self._back_off(attempt_number, f"{what}: HTTP {response.status_code}")
+                continue
+            if response.status_code >= 400:
+                raise ApiRefused(response.status_code, f"{what}: {response.text[:300]}")
+            return str(response.headers["etag"])
+        raise AssertionError("unreachable: _back_off raises on the last attempt")
 
     def download_dataset(self, job_id: str, attempt: int, destination: Path) -> None:
         """Stream the job's uploaded dataset into ``destination`` (the caller verifies it)."""
@@ -163,7 +227,9 @@ class ApiReporter:
         response headers."""
         for attempt_number in range(1, self.attempts + 1):
             try:
-                with self.client.stream("GET", path) as response:
+                # Object storage answers with a redirect to a presigned URL (httpx drops the
+                # worker token on the way: the URL is another origin).
+                with self.client.stream("GET", path, follow_redirects=True) as response:
                     if response.status_code >= 500:
                         self._back_off(attempt_number, f"GET {path}: HTTP {response.status_code}")
                         continue
@@ -173,7 +239,8 @@ class ApiReporter:
                     with destination.open("wb") as file:
                         for chunk in response.iter_bytes(UPLOAD_CHUNK_BYTES):
                             file.write(chunk)
-                    return response.headers
+                    # The API's own headers (sha256, name) are on its answer, the first.
+                    return (response.history or [response])[0].headers
             except httpx.TransportError as error:
                 self._back_off(attempt_number, f"GET {path}: {error!r}")
         raise AssertionError("unreachable: _back_off raises on the last attempt")
@@ -260,6 +327,19 @@ def _detail(response: httpx.Response) -> object:
         return response.text[:500]
 
 
+def describe_file(path: Path) -> dict[str, Any]:
+    """Size, sha256, and the sha256 of each part of PART_BYTES (one read of the file)."""
+    size = path.stat().st_size
+    whole, parts = hashlib.sha256(), []
+    for index in range(part_count(size)):
+        part = hashlib.sha256()
+        for chunk in _chunks(path, index * PART_BYTES, PART_BYTES):
+            part.update(chunk)
+            whole.update(chunk)
+        parts.append(part.hexdigest())
+    return {"size_bytes": size, "sha256": whole.hexdigest(), "part_sha256": parts}
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
@@ -268,7 +348,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
+def _chunks(path: Path, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+    """The file's bytes (``length`` of them from ``offset``, else all), a chunk at a time."""
+    left = length
     with path.open("rb") as file:
-        while chunk := file.read(UPLOAD_CHUNK_BYTES):
+        file.seek(offset)
+        while left is None or left > 0:
+            chunk = file.read(UPLOAD_CHUNK_BYTES if left is None else min(UPLOAD_CHUNK_BYTES, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
             yield chunk

@@ -4,12 +4,14 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from taas.app.artifacts.storage import ArtifactStorage, LocalArtifactStorage
-from taas.app.core.config import get_settings
+from taas.app.artifacts.storage import ArtifactStorage
+from taas.app.storage.factory import get_object_store
+from taas.app.storage.objects import ObjectStore
 
 
 def get_storage() -> ArtifactStorage:
-    return LocalArtifactStorage(get_settings().resolved_artifact_dir)
+    return ArtifactStorage(get_object_store())
 
 
 StorageDep = Annotated[ArtifactStorage, Depends(get_storage)]
+ObjectStoreDep = Annotated[ObjectStore, Depends(get_object_store)]

@@ -1,28 +1,27 @@
-"""Where artifact bytes live. Keys are made from server-side ids; user input never names a path.
+"""Artifact files in the object store. Keys are made from server-side ids; user input never
+names a key.
 
-Writes are atomic: bytes go to a temporary file while their SHA-256 is computed, the file is fsynced
-and renamed into place only when the digest matches what the sender declared. The disk work (write,
-hash, fsync, rename) runs in worker threads, so a slow disk delays only that upload, never the event
-loop that serves every other request.
+An upload that comes through the API is written to a local temporary file while its SHA-256 is
+computed, then handed to the store only when the digest matches what the sender declared. The
+disk work (write, hash, fsync, hand-over) runs in worker threads, so a slow disk or store delays
+only that upload, never the event loop that serves every other request.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from anyio import to_thread
 
 from taas.app.core.errors import IntegrityFailure, PayloadTooLarge
 from taas.app.spec import JOB_ID_PATTERN
+from taas.app.storage.objects import ObjectStore, artifact_key, job_prefix
 
 # Bytes handed to the disk thread at once: few thread hops per upload, 1 MiB held per upload.
 WRITE_BATCH_BYTES = 1024 * 1024
@@ -30,39 +29,28 @@ WRITE_BATCH_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class StoredObject:
-    key: str
+    key: str  # the artifact row's storage_key: "<job id>/<32 hex>"
     size_bytes: int
     sha256: str
 
 
-class ArtifactStorage(Protocol):
-    async def put_stream(
-        self, job_id: str, chunks: AsyncIterator[bytes], expected_sha256: str, max_bytes: int
-    ) -> StoredObject: ...
-
-    def local_path(self, key: str) -> Path: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def delete_job_files(self, job_id: str) -> None: ...
+def new_storage_key(job_id: str) -> str:
+    if not JOB_ID_PATTERN.match(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return f"{job_id}/{uuid.uuid4().hex}"
 
 
-class LocalArtifactStorage:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _job_dir(self, job_id: str) -> Path:
-        if not JOB_ID_PATTERN.match(job_id):
-            raise ValueError(f"not a job id: {job_id!r}")
-        return self.root / job_id
+class ArtifactStorage:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
 
     async def put_stream(
         self, job_id: str, chunks: AsyncIterator[bytes], expected_sha256: str, max_bytes: int
     ) -> StoredObject:
-        job_dir = self._job_dir(job_id)
-        await to_thread.run_sync(partial(job_dir.mkdir, parents=True, exist_ok=True))
-        name = uuid.uuid4().hex
-        temporary = job_dir / f".{name}.partial"
+        storage_key = new_storage_key(job_id)
+        key = artifact_key(storage_key)
+        staging = await to_thread.run_sync(self.store.staging_dir, key)
+        temporary = staging / f".{storage_key.rsplit('/', 1)[1]}.partial"
         try:
             size, digest = await _write_hashed(temporary, chunks, max_bytes)
             if digest != expected_sha256:
@@ -70,22 +58,19 @@ class LocalArtifactStorage:
                     f"sha256 mismatch: declared {expected_sha256}, received {digest} "
                     f"({size} bytes); the upload was discarded"
                 )
-            await to_thread.run_sync(_move_into_place, temporary, job_dir / name)
+            await to_thread.run_sync(
+                partial(self.store.put_file, key, temporary, digest, consume=True)
+            )
         finally:
             temporary.unlink(missing_ok=True)  # also when the sender vanished mid-body
-        return StoredObject(key=f"{job_id}/{name}", size_bytes=size, sha256=digest)
+        return StoredObject(key=storage_key, size_bytes=size, sha256=digest)
 
-    def local_path(self, key: str) -> Path:
-        job_id, _, name = key.partition("/")
-        if not re.fullmatch(r"[0-9a-f]{32}", name):
-            raise ValueError(f"not a storage key: {key!r}")
-        return self._job_dir(job_id) / name
-
-    def delete(self, key: str) -> None:
-        self.local_path(key).unlink(missing_ok=True)
+    def delete(self, storage_key: str) -> None:
+        self.store.delete(artifact_key(storage_key))
 
     def delete_job_files(self, job_id: str) -> None:
-        shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+        """Every object of the job, and its unfinished uploads."""
+        self.store.delete_prefix(job_prefix(job_id))
 
 
 async def _write_hashed(
@@ -104,29 +89,10 @@ async def _write_hashed(
                 await to_thread.run_sync(_write_batch, file, digest, batch)
                 batch = bytearray()
         await to_thread.run_sync(_write_batch, file, digest, batch)
-        await to_thread.run_sync(_flush_to_disk, file)
+        await to_thread.run_sync(file.flush)
     return size, digest.hexdigest()
 
 
 def _write_batch(file: BinaryIO, digest: hashlib._Hash, batch: bytearray) -> None:
     digest.update(batch)
     file.write(batch)
-
-
-def _flush_to_disk(file: BinaryIO) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-
-
-def _move_into_place(temporary: Path, final: Path) -> None:
-    os.replace(temporary, final)
-    fsync_dir(final.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry itself is on disk.
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -21,11 +21,19 @@ def datasets_upload(
     name: Annotated[str | None, typer.Option(help="default: the file name")] = None,
     label_column: Annotated[str | None, typer.Option(help="CSV: default 'label'")] = None,
     image_size: Annotated[str | None, typer.Option(help="zip: HxW, e.g. 28x28")] = None,
+    direct: Annotated[
+        bool | None,
+        typer.Option(
+            "--direct/--through-api",
+            help="send the file straight to the server's object storage (presigned URLs), or "
+            "through the API; default: direct above 64 MiB where the server offers it",
+        ),
+    ] = None,
 ) -> None:
     """Upload a dataset; prints its id (use it as the job spec's "dataset")."""
     fields = {"label_column": label_column or "", "image_size": image_size or ""}
     with api_client() as client:
-        dataset = run_request(lambda: client.upload_dataset(file, name, **fields))
+        dataset = run_request(lambda: client.upload_dataset(file, name, direct=direct, **fields))
     typer.echo(dataset["id"])
 
 

@@ -9,6 +9,7 @@ from taas.app.cli import jobs, service
 from taas.app.cli.datasets import datasets_cli
 from taas.app.cli.jobs import EXIT_CODES_HELP
 from taas.app.cli.keys import keys_cli
+from taas.app.cli.storage import storage_cli
 from taas.app.cli.sweeps import sweep_cli
 from taas.app.cli.tenants import tenants_cli
 from taas.app.core.config import get_settings
@@ -36,6 +37,7 @@ cli.add_typer(keys_cli, name="keys")
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(datasets_cli, name="datasets")
 cli.add_typer(sweep_cli, name="sweep")
+cli.add_typer(storage_cli, name="storage")
 
 
 @cli.command(

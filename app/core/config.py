@@ -58,6 +58,22 @@ class Settings(BaseSettings):
     # kept until the job is deleted). The reconciler deletes them.
     checkpoint_retention_days: float | None = Field(default=None, gt=0)
     artifact_retention_days: float | None = Field(default=None, gt=0)
+    # Where artifacts, checkpoints and uploaded datasets live: unset, the filesystem
+    # (artifact_dir, dataset_dir); ``s3://bucket/prefix``, any S3-compatible store, with
+    # endpoint, region and credentials from the standard AWS configuration (AWS_ENDPOINT_URL,
+    # AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ~/.aws).
+    storage_url: str | None = None
+    # How users download from object storage: ``proxy`` streams the bytes through the API
+    # (Range, ETag); ``redirect`` answers 307 to a presigned URL of the store (needs
+    # AWS_ENDPOINT_URL reachable by clients).
+    storage_downloads: Literal["proxy", "redirect"] = "proxy"
+    # Lifetime of the presigned URLs handed out: workers and redirected downloads use them at
+    # once; presigned dataset uploads get storage_upload_url_seconds (a big file takes a while).
+    storage_url_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    storage_upload_url_seconds: int = Field(default=24 * 3600, ge=60, le=7 * 24 * 3600)
+    # An object that no database row names and is older than this is an orphan (a crash
+    # between writing and recording it): `taas storage gc` and the daily pass delete it.
+    storage_orphan_seconds: float = Field(default=6 * 3600.0, gt=0)
     # How long an Idempotency-Key on POST /v1/jobs is remembered.
     idempotency_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
 
@@ -123,6 +139,9 @@ class Settings(BaseSettings):
     dataset_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
     # Dataset uploads: the body cap is enforced while it streams in, the rest once it is on disk.
     max_upload_bytes: int = 1024**3
+    # A dataset put straight into object storage (POST /v1/datasets/uploads, presigned URLs)
+    # never passes through the API's memory, so it may be larger than one sent to the API.
+    max_direct_upload_bytes: int = 5 * 1024**3
     max_dataset_samples: int = 2_000_000
     min_train_samples: int = 10
     max_dataset_classes: int = 1000
@@ -173,6 +192,15 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         """Where the embedded filesystem broker keeps its messages."""
         return (self.home / "broker").resolve()
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
+            raise ValueError(f"storage_url {value!r}: give s3://bucket or s3://bucket/prefix")
+        return value
 
     @property
     def resolved_artifact_dir(self) -> Path:

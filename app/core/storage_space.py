@@ -94,6 +94,12 @@ def require_room_for_new_work(settings: Settings, what: str) -> None:
     if low:
         reasons = "; ".join(_describe_together(low))
         raise InsufficientStorage(f"{what} refused: {reasons}. Free some space and retry")
+    # Object storage that does not answer: 503 with Retry-After, nothing is accepted that
+    # could not be kept.
+    from taas.app.storage.factory import store_for
+    from taas.app.storage.health import require_storage
+
+    require_storage(store_for(settings), what)
 
 
 def _describe_together(low: list[StorageLocation]) -> list[str]:

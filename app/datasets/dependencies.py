@@ -6,10 +6,12 @@ from fastapi import Depends
 
 from taas.app.core.config import get_settings
 from taas.app.datasets.storage import DatasetStorage
+from taas.app.storage.factory import store_for
 
 
 def get_dataset_storage() -> DatasetStorage:
-    return DatasetStorage(get_settings().resolved_dataset_dir)
+    settings = get_settings()
+    return DatasetStorage(store_for(settings), settings.resolved_dataset_dir / ".staging")
 
 
 DatasetStorageDep = Annotated[DatasetStorage, Depends(get_dataset_storage)]

@@ -29,3 +29,22 @@ class Dataset(Base):
     train_size: Mapped[int] = mapped_column(Integer)
     test_size: Mapped[int] = mapped_column(Integer)  # 0: a holdout of the training split is used
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DatasetUpload(Base):
+    """A file a user is putting straight into object storage (presigned URLs); it becomes a
+    Dataset when completed and validated, and is removed then, when aborted, or once expired."""
+
+    __tablename__ = "dataset_uploads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    filename: Mapped[str] = mapped_column(String(200))
+    options: Mapped[dict[str, object]] = mapped_column(JSON)  # label_column, image_size
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    part_sha256: Mapped[list[str]] = mapped_column(JSON)
+    store_upload_id: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

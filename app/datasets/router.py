@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from sqlalchemy.orm import Session
@@ -105,21 +105,39 @@ async def upload_dataset(
         upload = parse_upload_form(form)
         # Hashing, unpacking and validating take seconds on a large file: off the event loop.
         dataset, created = await run_in_threadpool(
-            _store_upload, session, tenant, storage, settings, upload
+            store_upload,
+            session,
+            tenant,
+            storage,
+            upload.file.file,
+            UploadDescription(upload.filename, upload.name, upload.options),
+            settings,
+            settings.max_upload_bytes,
         )
     if not created:
         response.status_code = status.HTTP_200_OK
     return service.describe_upload(dataset)
 
 
-def _store_upload(
+@dataclass(frozen=True)
+class UploadDescription:
+    filename: str
+    name: str
+    options: IngestOptions
+
+
+def store_upload(
     session: Session,
     tenant: Tenant,
     storage: DatasetStorage,
+    file: BinaryIO,
+    upload: UploadDescription,
     settings: Settings,
-    upload: UploadForm,
+    max_bytes: int,
 ) -> tuple[Dataset, bool]:
-    with storage.staged(upload.file.file, settings.max_upload_bytes) as staged:
+    """Stage, validate and store an uploaded file as a dataset (or find the one made from the
+    same bytes before); committed."""
+    with storage.staged(file, max_bytes) as staged:
         dataset, created = service.create_from_upload(
             session,
             tenant,
@@ -150,7 +168,7 @@ def parse_upload_form(form: FormData) -> UploadForm:
     if not isinstance(file, UploadFile):
         raise InvalidInput(["body", "file"], "field 'file' is required and must be a file")
     filename = (file.filename or "upload")[-200:]
-    name = _text_field(form, "name") or _default_name(filename)
+    name = _text_field(form, "name") or default_name(filename)
     if len(name) > 100:
         raise InvalidInput(["body", "name"], f"name has {len(name)} characters, at most 100")
     return UploadForm(
@@ -159,7 +177,7 @@ def parse_upload_form(form: FormData) -> UploadForm:
         name=name,
         options=IngestOptions(
             label_column=_text_field(form, "label_column"),
-            image_size=_image_size(_text_field(form, "image_size")),
+            image_size=image_size(_text_field(form, "image_size")),
         ),
     )
 
@@ -176,12 +194,12 @@ def _text_field(form: FormData, field: str) -> str | None:
     return value or None
 
 
-def _default_name(filename: str) -> str:
+def default_name(filename: str) -> str:
     stem = filename.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     return stem.strip()[:100] or "dataset"
 
 
-def _image_size(text: str | None) -> tuple[int, int] | None:
+def image_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     match = IMAGE_SIZE.match(text)

@@ -1,6 +1,8 @@
-"""Where uploaded datasets live: one canonical file per dataset id, written atomically.
+"""Where uploaded datasets live: one canonical object per dataset id, in the object store.
 
-Files are named by server-side ids only (``ds_<24 hex>``); nothing the user sends becomes a path.
+Objects are named by server-side ids only (``ds_<24 hex>``); nothing the user sends becomes a
+key. An upload is staged in a local file while it is hashed and validated; the canonical file
+is written next to where the store keeps it, then handed over whole.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from taas.app.artifacts.storage import fsync_dir
 from taas.app.core.errors import PayloadTooLarge
 from taas.app.core.storage_space import raise_if_storage_full
 from taas.app.spec import DATASET_ID_PATTERN
+from taas.app.storage.objects import ObjectStore, dataset_key
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -36,21 +38,21 @@ class StoredDataset:
 
 
 class DatasetStorage:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, store: ObjectStore, staging: Path) -> None:
+        self.store = store
+        self.staging = staging
 
-    def path(self, dataset_id: str) -> Path:
+    def key(self, dataset_id: str) -> str:
         if not DATASET_ID_PATTERN.match(dataset_id):
             raise ValueError(f"not a dataset id: {dataset_id!r}")
-        return self.root / f"{dataset_id}.safetensors"
+        return dataset_key(dataset_id)
 
     @contextmanager
     def staged(self, upload: BinaryIO, max_bytes: int) -> Iterator[StagedUpload]:
         """Copy an upload into a private file while hashing it; the file is gone afterwards,
         whatever happens."""
-        staging = self.root / ".staging"
-        staging.mkdir(parents=True, exist_ok=True)
-        path = staging / uuid.uuid4().hex
+        self.staging.mkdir(parents=True, exist_ok=True)
+        path = self.staging / uuid.uuid4().hex
         try:
             size, digest = _copy_hashed(upload, path, max_bytes)
             yield StagedUpload(path=path, size_bytes=size, sha256=digest)
@@ -58,21 +60,19 @@ class DatasetStorage:
             path.unlink(missing_ok=True)
 
     def save(self, dataset_id: str, write: Callable[[Path], None]) -> StoredDataset:
-        """Let ``write`` fill a temporary file, then fsync it and rename it into place."""
-        final = self.path(dataset_id)
-        self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / f".{dataset_id}.partial"
+        """Let ``write`` fill a temporary file, then hand it to the store whole."""
+        key = self.key(dataset_id)
+        temporary = self.store.staging_dir(key) / f".{dataset_id}.partial"
         try:
             _write_or_report_full_disk(write, temporary)
             size, digest = _fsync_and_hash(temporary)
-            os.replace(temporary, final)
-            fsync_dir(self.root)
+            self.store.put_file(key, temporary, digest, consume=True)
         finally:
             temporary.unlink(missing_ok=True)
         return StoredDataset(size_bytes=size, sha256=digest)
 
     def delete(self, dataset_id: str) -> None:
-        self.path(dataset_id).unlink(missing_ok=True)
+        self.store.delete(self.key(dataset_id))
 
 
 def _write_or_report_full_disk(write: Callable[[Path], None], path: Path) -> None:

@@ -9,25 +9,22 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from taas.app.artifacts.dependencies import StorageDep
+from taas.app.artifacts.dependencies import ObjectStoreDep, StorageDep
+from taas.app.artifacts.models import Artifact
 from taas.app.artifacts.service import (
     ARTIFACT_KINDS,
     check_artifact_name,
     check_checkpoint_name,
     check_sha256,
     latest_checkpoint,
-    prune_checkpoints,
-    record_artifact,
 )
-from taas.app.artifacts.storage import StoredObject
 from taas.app.auth.dependencies import SettingsDep, WorkerAuth
-from taas.app.core.config import Settings
 from taas.app.core.db import SessionDep
 from taas.app.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from taas.app.core.openapi import error_responses
 from taas.app.core.storage_space import require_room_for_new_work
-from taas.app.datasets.dependencies import DatasetStorageDep
 from taas.app.internal import service
+from taas.app.internal.recording import record_and_commit
 from taas.app.internal.schemas import (
     Ack,
     ClaimRequest,
@@ -40,9 +37,13 @@ from taas.app.internal.schemas import (
     MetricPointIn,
     ReleaseRequest,
 )
+from taas.app.jobs.models import Job
+from taas.app.jobs.service import record_event
 from taas.app.jobs.time_limits import attempt_time_limit, describe_time_limit
 from taas.app.observability import request_context
 from taas.app.scheduling.dispatch import dispatch
+from taas.app.storage.objects import artifact_key, dataset_key
+from taas.app.storage.responses import object_response
 from taas.app.sweeps.controller import advance_sweep
 
 # Every route names a job and, but for the claim, its attempt: a claim of a job that is not
@@ -91,20 +92,24 @@ def claim(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download_dataset(
-    job_id: JobId, attempt: AttemptNumber, session: SessionDep, storage: DatasetStorageDep
+    job_id: JobId,
+    attempt: AttemptNumber,
+    session: SessionDep,
+    store: ObjectStoreDep,
+    settings: SettingsDep,
 ) -> Response:
     """The canonical file of the uploaded dataset the live attempt trains on."""
     job, _ = service.current_attempt(session, job_id, attempt)
     dataset = service.uploaded_dataset(session, job)
     if dataset is None:
         raise NotFound(f"job {job_id} trains on the built-in {job.dataset!r}: nothing to fetch")
-    path = storage.path(dataset.id)
-    if not path.is_file():
-        raise NotFound(f"the file of dataset {dataset.id} is missing from storage")
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
+    return object_response(
+        store,
+        dataset_key(dataset.id),
         headers={"ETag": f'"{dataset.sha256}"', "X-Content-SHA256": dataset.sha256},
+        missing=f"the file of dataset {dataset.id} is missing from storage",
+        redirect=store.direct,
+        url_seconds=settings.storage_url_seconds,
     )
 
 
@@ -180,36 +185,14 @@ async def upload_artifact(
     )
     try:
         superseded = await run_in_threadpool(
-            _record_and_commit, session, job_id, attempt, name, kind, stored, settings
+            record_and_commit, session, job_id, attempt, name, kind, stored, settings
         )
     except BaseException:
-        storage.delete(stored.key)
+        await run_in_threadpool(storage.delete, stored.key)
         raise
     for key in superseded:  # only after the commit: a failed commit keeps the old files
-        storage.delete(key)
+        await run_in_threadpool(storage.delete, key)
     return Ack()
-
-
-def _record_and_commit(
-    session: Session,
-    job_id: str,
-    attempt: int,
-    name: str,
-    kind: str,
-    stored: StoredObject,
-    settings: Settings,
-) -> list[str]:
-    """Record the upload; returns the storage keys of the files it made obsolete (the one of
-    the same name it replaced, and checkpoints beyond the kept number)."""
-    # Still current after the upload? Read fresh and lock the job row (on PostgreSQL), so a
-    # finish cannot slip in between this check and the commit.
-    service.current_attempt(session, job_id, attempt, lock=True)
-    replaced = record_artifact(session, job_id, attempt, name, kind, stored)
-    superseded = [replaced] if replaced is not None else []
-    if kind == "checkpoint":
-        superseded += prune_checkpoints(session, job_id, settings.keep_checkpoints)
-    session.commit()
-    return superseded
 
 
 @router.get(
@@ -221,21 +204,45 @@ def _record_and_commit(
     },
 )
 def download_checkpoint(
-    job_id: JobId, attempt: AttemptNumber, session: SessionDep, storage: StorageDep
+    job_id: JobId,
+    attempt: AttemptNumber,
+    session: SessionDep,
+    store: ObjectStoreDep,
+    settings: SettingsDep,
 ) -> Response:
-    """The job's latest checkpoint (from any earlier attempt), for the live attempt to resume."""
-    service.current_attempt(session, job_id, attempt)
-    checkpoint = latest_checkpoint(session, job_id)
-    if checkpoint is None:
-        raise NotFound(f"job {job_id} has no checkpoint yet")
-    path = storage.local_path(checkpoint.storage_key)
-    if not path.is_file():
-        raise NotFound(f"the file of {checkpoint.name} is missing from storage")
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
-        headers={"X-Content-SHA256": checkpoint.sha256, "X-Artifact-Name": checkpoint.name},
+    """The job's latest checkpoint (from any earlier attempt), for the live attempt to resume.
+    A checkpoint whose object vanished is forgotten (the events say so) and the one before it
+    is tried; with none left, 404: the attempt starts over."""
+    job, _ = service.current_attempt(session, job_id, attempt)
+    while (checkpoint := latest_checkpoint(session, job_id)) is not None:
+        key = artifact_key(checkpoint.storage_key)
+        if store.stat(key) is not None:
+            return object_response(
+                store,
+                key,
+                headers={
+                    "X-Content-SHA256": checkpoint.sha256,
+                    "X-Artifact-Name": checkpoint.name,
+                },
+                missing=f"the file of {checkpoint.name} is missing from storage",
+                redirect=store.direct,
+                url_seconds=settings.storage_url_seconds,
+            )
+        _forget_vanished_checkpoint(session, job, checkpoint)
+    raise NotFound(f"job {job_id} has no checkpoint yet")
+
+
+def _forget_vanished_checkpoint(session: Session, job: Job, checkpoint: Artifact) -> None:
+    """A checkpoint whose object is gone (deleted outside taas): its row goes, so the listing
+    stops showing it, and the job's events say so."""
+    record_event(
+        session,
+        job,
+        f"{checkpoint.name} is missing from storage (deleted outside taas); "
+        "resuming from an earlier checkpoint if one is kept, else from the beginning",
     )
+    session.delete(checkpoint)
+    session.commit()
 
 
 @router.post("/{job_id}/attempts/{attempt}/release", response_model=Ack)

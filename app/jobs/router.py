@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy.exc import IntegrityError
 
-from taas.app.artifacts.dependencies import StorageDep
+from taas.app.artifacts.dependencies import ObjectStoreDep, StorageDep
 from taas.app.artifacts.service import check_artifact_name, check_range_header
 from taas.app.auth.dependencies import CurrentTenant, SettingsDep
 from taas.app.core.db import SessionDep
@@ -28,6 +28,8 @@ from taas.app.jobs.schemas import (
 )
 from taas.app.scheduling.dispatch import dispatch
 from taas.app.spec import JobSpec
+from taas.app.storage.objects import artifact_key
+from taas.app.storage.responses import object_response
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 NO_SUCH_JOB = {404: "no such job for this tenant"}
@@ -187,6 +189,7 @@ def job_artifacts(job: OwnedJob, session: SessionDep) -> ArtifactList:
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "the file's bytes"},
         206: {"description": "the requested byte range"},
+        307: {"description": "TAAS_STORAGE_DOWNLOADS=redirect: a presigned URL of the store"},
         304: {"description": "If-None-Match matched the ETag"},
         **error_responses({**NO_SUCH_JOB, 400: "a malformed Range header"}),
     },
@@ -195,7 +198,8 @@ def download_artifact(
     job: OwnedJob,
     name: Annotated[str, Path(max_length=200)],
     session: SessionDep,
-    storage: StorageDep,
+    store: ObjectStoreDep,
+    settings: SettingsDep,
     # Room for the list of tags a cache holding many versions sends (each of ours is 66 chars).
     if_none_match: Annotated[str | None, Header(max_length=8192)] = None,
     range_header: Annotated[str | None, Header(alias="range", max_length=1000)] = None,
@@ -210,12 +214,13 @@ def download_artifact(
     etag = f'"{artifact.sha256}"'
     if service.etag_matches(if_none_match, artifact.sha256):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-    path = storage.local_path(artifact.storage_key)
-    if not path.is_file():
-        raise NotFound(f"the file of artifact {artifact.name!r} is missing from storage")
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
+    return object_response(
+        store,
+        artifact_key(artifact.storage_key),
+        headers={"ETag": etag, "X-Content-SHA256": artifact.sha256},
+        missing=f"the file of artifact {artifact.name!r} is missing from storage",
+        redirect=settings.storage_downloads == "redirect",
+        url_seconds=settings.storage_url_seconds,
         filename=artifact.name,
-        headers={"ETag": etag},
+        range_header=range_header,
     )

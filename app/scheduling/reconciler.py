@@ -26,6 +26,7 @@ reconcile at once: one wins, the others change nothing.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from taas.app.artifacts.service import expire_artifacts
-from taas.app.artifacts.storage import LocalArtifactStorage
+from taas.app.artifacts.storage import ArtifactStorage
 from taas.app.core.config import Settings
 from taas.app.core.db import DATABASE_UNAVAILABLE, describe_database_error, session_scope, utcnow
 from taas.app.core.storage_space import STORAGE_FULL_LOG, storage_full_reason
@@ -46,10 +47,14 @@ from taas.app.observability import metrics
 from taas.app.scheduling.broker import broker_came_back_empty, enqueue_job, queue_depth
 from taas.app.scheduling.dispatch import dispatch
 from taas.app.scheduling.presence import forget_gone_workers
+from taas.app.storage.factory import store_for
+from taas.app.storage.maintenance import collect_garbage
+from taas.app.storage.objects import StorageUnavailable
 from taas.app.sweeps.controller import advance_sweep
 from taas.app.sweeps.models import Sweep
 
 logger = logging.getLogger(__name__)
+STORAGE_GC_SECONDS = 24 * 3600.0  # orphaned objects are looked for once a day
 
 # A re-enqueue waits requeue_after_seconds * 2**n after the n-th, at most this many times longer.
 MAX_REQUEUE_BACKOFF = 32
@@ -134,9 +139,13 @@ def _expire_old_artifacts(settings: Settings) -> list[str]:
         reason = f"the job ended more than {days:g} days ago (TAAS_{name}_RETENTION_DAYS)"
         with session_scope() as session:
             keys += expire_artifacts(session, utcnow() - timedelta(days=days), kinds, reason)
-    storage = LocalArtifactStorage(settings.resolved_artifact_dir)
-    for key in keys:
-        storage.delete(key)
+    storage = ArtifactStorage(store_for(settings))
+    try:
+        for key in keys:
+            storage.delete(key)
+    except StorageUnavailable as error:
+        # The rows are gone; the objects left are orphans that the daily collection removes.
+        logger.warning("expired artifacts stay in storage for now: %s", error.message)
     return keys
 
 
@@ -338,13 +347,28 @@ class Reconciler:
         # Workers could not heartbeat while this process (or its database) was away: give them
         # a whole lease to get through again before calling any of them lost.
         trusted_from = time.monotonic() + self.settings.lease_seconds
+        # Several API processes each collect once a day, at different times of it.
+        next_collection = time.monotonic() + random.uniform(0, STORAGE_GC_SECONDS)
         while not self.stopped.wait(self.settings.reconcile_seconds):
+            if time.monotonic() >= next_collection:
+                next_collection = time.monotonic() + STORAGE_GC_SECONDS
+                _collect_storage_garbage(self.settings)
             try:
                 reconcile(self.settings, expire_leases=time.monotonic() >= trusted_from)
             except Exception as error:  # a database hiccup must not end reconciling for good
                 metrics.reconcile_pass(None)
                 _log_failed_pass(error)
                 trusted_from = time.monotonic() + self.settings.lease_seconds
+
+
+def _collect_storage_garbage(settings: Settings) -> None:
+    """Remove orphaned objects (``taas storage gc``); a failure waits for the next day."""
+    try:
+        collected = collect_garbage(store_for(settings), settings)
+    except Exception as error:
+        logger.warning("storage garbage collection failed: %r; next try in a day", error)
+        return
+    logger.info("storage garbage collection: deleted %s", collected.describe())
 
 
 def _log_failed_pass(error: Exception) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
@@ -25,8 +26,8 @@ def owned_path_values(
     api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
 ) -> dict[str, str]:
     """A value of each path parameter, owned by the tenant of ``auth``: a succeeded job with
-    its model (so its stream ends and its artifact exists), an uploaded dataset, a sweep, a
-    second API key, a webhook."""
+    its model (so its stream ends and its artifact exists), an uploaded dataset, a presigned
+    dataset upload begun, a sweep, a second API key, a webhook."""
     job_id = submit(api, auth)
     assert claim(api, worker_auth, job_id).status_code == 200
     upload_model(api, worker_auth, job_id)
@@ -39,7 +40,14 @@ def owned_path_values(
     hook = {"url": "https://93.184.215.14/hook", "events": ["job.succeeded"]}
     webhook = api.post("/v1/webhooks", json=hook, headers=auth)
     assert webhook.status_code == 201, webhook.text
+    begun = api.post(
+        "/v1/datasets/uploads",
+        json={"filename": "d.npz", "size_bytes": 3, "sha256": "0" * 64, "part_sha256": ["0" * 64]},
+        headers=auth,
+    )
+    assert begun.status_code == 201, begun.text
     return {
+        "upload_id": str(begun.json()["id"]),
         "job_id": job_id,
         "name": "model.safetensors",
         "dataset_id": str(dataset["id"]),
@@ -61,6 +69,7 @@ def tenant_operations(api: TestClient) -> list[tuple[str, str]]:
 
 
 def test_another_tenants_id_is_404_on_every_route_that_takes_one(
+    s3_home: Path,  # object storage: every route works there (presigned uploads only there)
     api: TestClient,
     auth: dict[str, str],
     worker_auth: dict[str, str],

@@ -1,0 +1,1 @@
+"""The object store: both backends, the API on S3, garbage collection and migration."""
