@@ -20,9 +20,9 @@ from xdist.scheduler import LoadScopeScheduling
 from taas.app.auth.service import create_api_key
 from taas.app.core import migrate
 from taas.app.core.config import get_settings
-from taas.app.storage.factory import clear_storage_caches
 from taas.app.core.db import reset_engine_cache, session_scope
 from taas.app.scheduling.broker import get_celery_app
+from taas.app.storage.factory import clear_storage_caches
 from tests.private_servers import (
     PrivatePostgres,
     PrivateRedis,

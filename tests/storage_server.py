@@ -122,4 +122,3 @@ def s3_home(taas_home: Path, s3_url: str, monkeypatch: pytest.MonkeyPatch) -> Pa
     monkeypatch.setenv("TAAS_STORAGE_URL", s3_url)
     clear_caches()
     return taas_home
-

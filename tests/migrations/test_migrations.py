@@ -26,6 +26,7 @@ TABLES = {
     "events",
     "artifacts",
     "datasets",
+    "dataset_uploads",
     "idempotency_keys",
     "webhook_endpoints",
     "webhook_deliveries",

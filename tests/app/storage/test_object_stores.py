@@ -44,7 +44,8 @@ def a_file(folder: Path, data: bytes = DATA) -> Path:
 def test_a_file_put_comes_back_whole_and_is_listed(store: ObjectStore, tmp_path: Path) -> None:
     store.put_file(KEY, a_file(tmp_path), DIGEST)
     info = store.stat(KEY)
-    assert info is not None and info.size_bytes == len(DATA)
+    assert info is not None
+    assert info.size_bytes == len(DATA)
     store.get_to_file(KEY, tmp_path / "back.bin")
     assert (tmp_path / "back.bin").read_bytes() == DATA
     assert [item.key for item in store.list_objects("artifacts/")] == [KEY]
@@ -95,7 +96,8 @@ def test_the_s3_store_keeps_each_objects_sha256(s3_url: str, tmp_path: Path) -> 
     store = S3ObjectStore(s3_url, tmp_path)
     store.put_file(KEY, a_file(tmp_path), DIGEST)
     info = store.stat(KEY)
-    assert info is not None and info.sha256 == DIGEST
+    assert info is not None
+    assert info.sha256 == DIGEST
 
 
 def put_parts(upload_parts: list[tuple[str, dict[str, str], bytes]]) -> list[str]:
@@ -110,7 +112,8 @@ def put_parts(upload_parts: list[tuple[str, dict[str, str], bytes]]) -> list[str
 def test_a_presigned_single_put_is_verified_on_completion(s3_url: str, tmp_path: Path) -> None:
     store = S3ObjectStore(s3_url, tmp_path)
     upload = store.start_direct_upload(KEY, [DIGEST], seconds=60)
-    assert upload.upload_id is None and len(upload.parts) == 1
+    assert upload.upload_id is None
+    assert len(upload.parts) == 1
     etags = put_parts([(upload.parts[0].url, upload.parts[0].headers, DATA)])
     store.complete_direct_upload(KEY, None, etags, [DIGEST])
     store.verify(KEY, len(DATA), DIGEST, [DIGEST])
