@@ -8,6 +8,7 @@ the calls that must get through (results, finish); the others raise StorageFull 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -224,23 +225,32 @@ class ApiReporter:
 
     def _download(self, path: str, destination: Path) -> httpx.Headers:
         """Stream GET ``path`` into ``destination`` with the retries of every call; returns the
-        response headers."""
+        API's response headers. Where files live in object storage the API redirects to a
+        presigned URL, fetched without the worker token (the URL is the credential)."""
         for attempt_number in range(1, self.attempts + 1):
             try:
-                # Object storage answers with a redirect to a presigned URL (httpx drops the
-                # worker token on the way: the URL is another origin).
-                with self.client.stream("GET", path, follow_redirects=True) as response:
+                with self.client.stream("GET", path, follow_redirects=False) as response:
                     if response.status_code >= 500:
                         self._back_off(attempt_number, f"GET {path}: HTTP {response.status_code}")
                         continue
                     if response.status_code >= 400:
                         response.read()
                         _checked(response)  # raises ApiRefused / StaleAttempt
-                    with destination.open("wb") as file:
-                        for chunk in response.iter_bytes(UPLOAD_CHUNK_BYTES):
-                            file.write(chunk)
-                    # The API's own headers (sha256, name) are on its answer, the first.
-                    return (response.history or [response])[0].headers
+                    source: contextlib.AbstractContextManager[httpx.Response]
+                    if response.is_redirect:
+                        response.read()
+                        source = self.store_client.stream("GET", response.headers["location"])
+                    else:
+                        source = contextlib.nullcontext(response)
+                    with source as body:
+                        if body.status_code >= 500:
+                            self._back_off(attempt_number, f"GET {path}: store {body.status_code}")
+                            continue
+                        if body.status_code >= 400:
+                            body.read()
+                            raise ApiRefused(body.status_code, f"object storage: {body.text[:300]}")
+                        _save(body, destination)
+                    return response.headers
             except httpx.TransportError as error:
                 self._back_off(attempt_number, f"GET {path}: {error!r}")
         raise AssertionError("unreachable: _back_off raises on the last attempt")
@@ -310,6 +320,12 @@ class ApiReporter:
         logger.warning("retrying in %.1fs (try %d): %s", delay, attempt, what)
         if self.give_up.wait(delay):
             raise ConnectionError(f"API unreachable, and this worker is shutting down: {what}")
+
+
+def _save(response: httpx.Response, destination: Path) -> None:
+    with destination.open("wb") as file:
+        for chunk in response.iter_bytes(UPLOAD_CHUNK_BYTES):
+            file.write(chunk)
 
 
 def _checked(response: httpx.Response) -> dict[str, Any]:
