@@ -10,8 +10,10 @@ only that upload, never the event loop that serves every other request.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,8 +23,9 @@ from anyio import to_thread
 
 from taas.app.core.errors import IntegrityFailure, PayloadTooLarge
 from taas.app.spec import JOB_ID_PATTERN
-from taas.app.storage.objects import ObjectStore, artifact_key, job_prefix
+from taas.app.storage.objects import ObjectStore, StorageUnavailable, artifact_key, job_prefix
 
+logger = logging.getLogger(__name__)
 # Bytes handed to the disk thread at once: few thread hops per upload, 1 MiB held per upload.
 WRITE_BATCH_BYTES = 1024 * 1024
 
@@ -66,11 +69,23 @@ class ArtifactStorage:
         return StoredObject(key=storage_key, size_bytes=size, sha256=digest)
 
     def delete(self, storage_key: str) -> None:
-        self.store.delete(artifact_key(storage_key))
+        """Called once the row is gone: a store that is down leaves an orphan for the garbage
+        collection (`taas storage gc`) instead of failing what was already committed."""
+        with orphans_left_to_gc(storage_key):
+            self.store.delete(artifact_key(storage_key))
 
     def delete_job_files(self, job_id: str) -> None:
-        """Every object of the job, and its unfinished uploads."""
-        self.store.delete_prefix(job_prefix(job_id))
+        """Every object of the job, and its unfinished uploads (after its rows went)."""
+        with orphans_left_to_gc(f"the files of {job_id}"):
+            self.store.delete_prefix(job_prefix(job_id))
+
+
+@contextmanager
+def orphans_left_to_gc(what: str) -> Iterator[None]:
+    try:
+        yield
+    except StorageUnavailable as error:
+        logger.warning("%s stay in storage for now, for the gc to remove: %s", what, error.message)
 
 
 async def _write_hashed(

@@ -40,7 +40,14 @@ from taas.app.datasets.router import (
     store_upload,
 )
 from taas.app.datasets.schemas import DatasetOut
-from taas.app.storage.objects import MAX_PARTS, PART_BYTES, ObjectStore, part_count, upload_key
+from taas.app.storage.objects import (
+    MAX_PARTS,
+    PART_BYTES,
+    ObjectStore,
+    StorageUnavailable,
+    part_count,
+    upload_key,
+)
 
 router = APIRouter(prefix="/v1/datasets/uploads", tags=["datasets"])
 NO_SUCH_UPLOAD = {404: "no such upload for this tenant (completed, aborted or expired)"}
@@ -226,6 +233,9 @@ def _validate_and_store(
                 )
         finally:
             local.unlink(missing_ok=True)
+    except StorageUnavailable:
+        session.rollback()  # the upload stays: completing it again may work once the store does
+        raise
     except Exception:
         session.rollback()
         _forget(session, store, upload.id)

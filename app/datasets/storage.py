@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from taas.app.artifacts.storage import orphans_left_to_gc
 from taas.app.core.errors import PayloadTooLarge
 from taas.app.core.storage_space import raise_if_storage_full
 from taas.app.spec import DATASET_ID_PATTERN
@@ -72,7 +73,9 @@ class DatasetStorage:
         return StoredDataset(size_bytes=size, sha256=digest)
 
     def delete(self, dataset_id: str) -> None:
-        self.store.delete(self.key(dataset_id))
+        """Called once the row is gone (a store that is down leaves the object to the gc)."""
+        with orphans_left_to_gc(dataset_id):
+            self.store.delete(self.key(dataset_id))
 
 
 def _write_or_report_full_disk(write: Callable[[Path], None], path: Path) -> None:

@@ -49,7 +49,6 @@ from taas.app.scheduling.dispatch import dispatch
 from taas.app.scheduling.presence import forget_gone_workers
 from taas.app.storage.factory import store_for
 from taas.app.storage.maintenance import collect_garbage
-from taas.app.storage.objects import StorageUnavailable
 from taas.app.sweeps.controller import advance_sweep
 from taas.app.sweeps.models import Sweep
 
@@ -140,12 +139,8 @@ def _expire_old_artifacts(settings: Settings) -> list[str]:
         with session_scope() as session:
             keys += expire_artifacts(session, utcnow() - timedelta(days=days), kinds, reason)
     storage = ArtifactStorage(store_for(settings))
-    try:
-        for key in keys:
-            storage.delete(key)
-    except StorageUnavailable as error:
-        # The rows are gone; the objects left are orphans that the daily collection removes.
-        logger.warning("expired artifacts stay in storage for now: %s", error.message)
+    for key in keys:
+        storage.delete(key)  # a store that is down leaves them to the daily collection
     return keys
 
 

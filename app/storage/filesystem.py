@@ -108,8 +108,8 @@ class FileObjectStore:
             return
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).as_posix()
-            if namespace != "uploads" and relative.startswith(".uploads"):
-                continue
+            if any(part.startswith(".") for part in relative.split("/")):
+                continue  # temporary files being written, staging, other namespaces
             key = f"{namespace}/{relative}"
             if path.is_file() and key.startswith(prefix):
                 status = path.stat()

@@ -48,7 +48,18 @@ _UNAVAILABLE_CODES = {
     "503",
     "504",
 }
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchUpload", "404", "NotFound"}
+# Answers about what a client sent (parts that do not match, too small, out of order): the
+# upload is refused, not worth retrying as it is.
+_REFUSED_CODES = {
+    "InvalidPart",
+    "InvalidPartOrder",
+    "EntityTooSmall",
+    "BadDigest",
+    "InvalidDigest",
+    "InvalidRequest",
+    "XAmzContentSHA256Mismatch",
+}
 
 
 class S3ObjectStore:
@@ -294,6 +305,11 @@ def translated(what: str, *, missing: bool = False) -> Iterator[None]:
             raise StorageUnavailable(f"object storage has no such bucket ({what})") from None
         if code == "InvalidRange":
             raise
+        if code in _REFUSED_CODES:
+            message = error.response.get("Error", {}).get("Message", "")
+            raise IntegrityFailure(
+                f"object storage refused {what}: {code} {message}".strip()
+            ) from None
         raise StorageUnavailable(f"object storage refused {what}: {code or error}") from None
     except BotoCoreError as error:
         raise StorageUnavailable(f"object storage is unreachable: {error}") from None

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from taas.app.core.config import get_settings
 from tests.app.artifacts import claimed_job, upload
 from tests.app.datasets.test_router import npz_bytes
+from tests.conftest import clear_caches
 from tests.storage_server import S3Server
 
 INTERNAL = "/internal/v1/jobs"
@@ -306,3 +307,65 @@ def test_readiness_says_the_store_answers(s3_home: Path, api: TestClient) -> Non
     started = time.monotonic()
     api.get("/readyz")
     assert time.monotonic() - started < 1
+
+
+def finish(api: TestClient, worker_auth: dict[str, str], job_id: str) -> None:
+    done = api.post(
+        f"{INTERNAL}/{job_id}/attempts/1/finish", json={"status": "failed"}, headers=worker_auth
+    )
+    assert done.status_code == 200, done.text
+
+
+def test_retention_deletes_the_objects_with_their_rows(
+    job_id: str,
+    api: TestClient,
+    auth: dict[str, str],
+    worker_auth: dict[str, str],
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy import update
+
+    from taas.app.core.db import session_scope, utcnow
+    from taas.app.jobs.models import Job
+    from taas.app.scheduling.reconciler import reconcile
+
+    assert direct_upload(api, worker_auth, job_id, "model.safetensors", DATA).status_code == 200
+    finish(api, worker_auth, job_id)
+    with session_scope() as session:
+        ended = utcnow().replace(year=utcnow().year - 1)
+        session.execute(update(Job).where(Job.id == job_id).values(finished_at=ended))
+    monkeypatch.setenv("TAAS_ARTIFACT_RETENTION_DAYS", "30")
+    get_settings.cache_clear()
+    assert bucket_keys(s3_server) != []
+    reconcile(get_settings(), expire_leases=False)
+    assert bucket_keys(s3_server) == []
+    assert api.get(f"/v1/jobs/{job_id}/artifacts", headers=auth).json()["items"] == []
+
+
+def test_a_delete_while_the_store_is_down_succeeds_and_gc_removes_the_objects_later(
+    job_id: str,
+    api: TestClient,
+    auth: dict[str, str],
+    worker_auth: dict[str, str],
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taas.app.storage.factory import clear_storage_caches, store_for
+    from taas.app.storage.maintenance import collect_garbage
+
+    assert direct_upload(api, worker_auth, job_id, "model.safetensors", DATA).status_code == 200
+    finish(api, worker_auth, job_id)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the store goes away
+    clear_storage_caches()
+    assert api.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 204
+    assert api.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 404
+    [orphan] = bucket_keys(s3_server)  # still there: the delete could not reach the store
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)  # it is back
+    monkeypatch.setenv("TAAS_STORAGE_ORPHAN_SECONDS", "1")
+    clear_caches()
+    time.sleep(1.5)
+    collected = collect_garbage(store_for(get_settings()), get_settings())
+    assert [f"deployment/{key}" for key in collected.deleted] == [orphan]  # under the prefix
+    assert bucket_keys(s3_server) == []
