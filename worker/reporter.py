@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # A write the API refused for lack of space is tried again this often while space may return.
 STORAGE_RETRY_SECONDS = 5.0
+STORE = "object storage"  # who did not answer, when a presigned URL fails
 
 
 class ApiRefused(Exception):
@@ -194,10 +195,10 @@ class ApiReporter:
                     part["url"], content=_chunks(path, offset, length), headers=headers
                 )
             except httpx.TransportError as error:
-                self._back_off(attempt_number, f"{what}: {error!r}")
+                self._back_off(attempt_number, f"{what}: {error!r}", STORE)
                 continue
             if response.status_code >= 500:  # 503 SlowDown included
-                self._back_off(attempt_number, f"{what}: HTTP {response.status_code}")
+                self._back_off(attempt_number, f"{what}: HTTP {response.status_code}", STORE)
                 continue
             if response.status_code >= 400:
                 raise ApiRefused(response.status_code, f"{what}: {response.text[:300]}")
@@ -244,7 +245,7 @@ class ApiReporter:
                         source = contextlib.nullcontext(response)
                     with source as body:
                         if body.status_code >= 500:
-                            self._back_off(attempt_number, f"GET {path}: store {body.status_code}")
+                            self._back_off(attempt_number, f"GET {path}: {body.status_code}", STORE)
                             continue
                         if body.status_code >= 400:
                             body.read()
@@ -310,16 +311,18 @@ class ApiReporter:
         if self.give_up.wait(min(STORAGE_RETRY_SECONDS, left)):
             _checked(response)
 
-    def _back_off(self, attempt: int, what: str) -> None:
+    def _back_off(self, attempt: int, what: str, party: str = "API") -> None:
+        """Sleep before try ``attempt + 1``, or raise ConnectionError naming who did not answer
+        (the API, or object storage) once the tries are spent."""
         if attempt >= self.attempts:
-            raise ConnectionError(f"API unreachable after {attempt} tries: {what}")
+            raise ConnectionError(f"{party} unreachable after {attempt} tries: {what}")
         if self.give_up.is_set():
-            raise ConnectionError(f"API unreachable, and this worker is shutting down: {what}")
+            raise ConnectionError(f"{party} unreachable, and this worker is shutting down: {what}")
         # Full jitter: workers that lost the API together must not all come back in lockstep.
         delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
         logger.warning("retrying in %.1fs (try %d): %s", delay, attempt, what)
         if self.give_up.wait(delay):
-            raise ConnectionError(f"API unreachable, and this worker is shutting down: {what}")
+            raise ConnectionError(f"{party} unreachable, and this worker is shutting down: {what}")
 
 
 def _save(response: httpx.Response, destination: Path) -> None:

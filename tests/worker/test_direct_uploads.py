@@ -106,3 +106,20 @@ def test_a_refused_upload_is_aborted_and_leaves_nothing(
     assert reporter.store_client._transport.puts == 1  # type: ignore[attr-defined]
     assert bucket_keys(s3_server) == []
     assert api.get(f"/v1/jobs/{job_id}/artifacts", headers=auth).json()["items"] == []
+
+
+def test_a_store_that_stays_down_fails_the_upload_naming_it_and_leaves_nothing(
+    api: TestClient,
+    auth: dict[str, str],
+    reporter: ApiReporter,
+    tmp_path: Path,
+    s3_server: S3Server,
+) -> None:
+    job_id = running_job(api, auth, reporter)
+    reporter.attempts = 2
+    reporter.store_client = httpx.Client(transport=FlakyStore(failures=99, status=503))
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(DATA)
+    with pytest.raises(ConnectionError, match="object storage unreachable after 2 tries"):
+        reporter.upload_artifact(job_id, 1, model, "model")
+    assert bucket_keys(s3_server) == []
