@@ -30,12 +30,19 @@ from taas.app.artifacts.storage import StoredObject, new_storage_key
 from taas.app.auth.dependencies import SettingsDep, WorkerAuth
 from taas.app.core.config import Settings
 from taas.app.core.db import SessionDep
-from taas.app.core.errors import InvalidInput, PayloadTooLarge
+from taas.app.core.errors import IntegrityFailure, InvalidInput, PayloadTooLarge
 from taas.app.core.openapi import error_responses
 from taas.app.internal import service
 from taas.app.internal.recording import record_and_commit
 from taas.app.internal.schemas import Ack
-from taas.app.storage.objects import MAX_PARTS, PART_BYTES, artifact_key, part_count
+from taas.app.storage.objects import (
+    MAX_PARTS,
+    PART_BYTES,
+    ObjectMissing,
+    ObjectStore,
+    artifact_key,
+    part_count,
+)
 
 STALE = "the job is not queued (claim), or this attempt is not the job's current one any more"
 router = APIRouter(
@@ -133,10 +140,7 @@ async def complete_direct_upload(
     key = artifact_key(body.key)
     stored = StoredObject(key=body.key, size_bytes=body.size_bytes, sha256=body.sha256)
     try:
-        await run_in_threadpool(
-            store.complete_direct_upload, key, body.upload_id, body.etags, body.part_sha256
-        )
-        await run_in_threadpool(store.verify, key, body.size_bytes, body.sha256, body.part_sha256)
+        await run_in_threadpool(_assemble_and_verify, store, key, body)
         superseded = await run_in_threadpool(
             record_and_commit, session, job_id, attempt, body.name, body.kind, stored, settings
         )
@@ -159,7 +163,18 @@ def abort_direct_upload(
     return Ack()
 
 
-def _discard(store: ObjectStoreDep, key: str, upload_id: str | None) -> None:
+def _assemble_and_verify(store: ObjectStore, key: str, body: CompletedUpload) -> None:
+    try:
+        store.complete_direct_upload(key, body.upload_id, body.etags, body.part_sha256)
+        store.verify(key, body.size_bytes, body.sha256, body.part_sha256)
+    except ObjectMissing:
+        raise IntegrityFailure(
+            f"{body.name}: nothing arrived in storage under this upload (aborted, or the parts "
+            "were never sent); start the upload again"
+        ) from None
+
+
+def _discard(store: ObjectStore, key: str, upload_id: str | None) -> None:
     if upload_id is not None:
         store.abort_upload(key, upload_id)
     store.delete(key)

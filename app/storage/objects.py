@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from taas.app.core.errors import DomainError
+from taas.app.core.errors import DomainError, NotFound
 
 NAMESPACES = ("artifacts", "datasets", "uploads")
 # Files sent straight to the store go in parts of this size (S3 allows 5 MiB to 5 GiB per
@@ -33,8 +33,13 @@ class StorageUnavailable(DomainError):
     retry_after_seconds = 10
 
 
-class ObjectMissing(Exception):
-    """The key names no object: it was never written, or deleted behind taas's back."""
+class ObjectMissing(NotFound):
+    """The key names no object: it was never written, or deleted behind taas's back (a 404
+    wherever it is not handled)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} is missing from storage")
+        self.key = key
 
 
 @dataclass(frozen=True)

@@ -369,3 +369,16 @@ def test_a_delete_while_the_store_is_down_succeeds_and_gc_removes_the_objects_la
     collected = collect_garbage(store_for(get_settings()), get_settings())
     assert [f"deployment/{key}" for key in collected.deleted] == [orphan]  # under the prefix
     assert bucket_keys(s3_server) == []
+
+
+def test_completing_an_upload_whose_bytes_never_arrived_is_refused(
+    job_id: str, api: TestClient, worker_auth: dict[str, str], s3_server: S3Server
+) -> None:
+    base = f"{INTERNAL}/{job_id}/attempts/1/direct-uploads"
+    file = {"name": "model.safetensors", "kind": "model", **describe(DATA)}
+    plan = api.post(base, json=file, headers=worker_auth).json()
+    completion = {**file, "key": plan["key"], "etags": ['"never-sent"']}
+    answer = api.post(f"{base}/complete", json=completion, headers=worker_auth)
+    assert answer.status_code == 422
+    assert "nothing arrived in storage" in answer.text
+    assert bucket_keys(s3_server) == []
