@@ -215,24 +215,24 @@ def _validate_and_store(
     etags: list[str],
     settings: Settings,
 ) -> tuple[Dataset, bool]:
-    """Assemble and verify the object, then validate it from a local copy (streamed to disk,
-    never held in memory) as a direct upload is; the raw object and the upload row go either
-    way, so a refused file is not kept."""
+    """Assemble the object, then stream it once to a local file (never into memory) while
+    hashing it, refuse it unless it is the file declared, and validate it exactly as an upload
+    through the API is. The raw object and the upload row go either way, so a refused file is
+    not kept; a store that is down keeps them for another try."""
     key = upload_key(upload.id)
     try:
         store.complete_direct_upload(key, upload.store_upload_id, etags, upload.part_sha256)
-        store.verify(key, upload.size_bytes, upload.sha256, upload.part_sha256)
-        staging = store.staging_dir(key)
-        local = staging / f".{upload.id}.download"
-        try:
-            store.get_to_file(key, local)
-            description = UploadDescription(upload.filename, upload.name, _options(upload))
-            with local.open("rb") as file:
-                result = store_upload(
-                    session, tenant, storage, file, description, settings, upload.size_bytes
-                )
-        finally:
-            local.unlink(missing_ok=True)
+        description = UploadDescription(upload.filename, upload.name, _options(upload))
+        result = store_upload(
+            session,
+            tenant,
+            storage,
+            store.read(key, None).chunks,
+            description,
+            settings,
+            upload.size_bytes,
+            declared=(upload.size_bytes, upload.sha256),
+        )
     except StorageUnavailable:
         session.rollback()  # the upload stays: completing it again may work once the store does
         raise

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, BinaryIO
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ from taas.app.auth.dependencies import CurrentTenant, SettingsDep
 from taas.app.auth.models import Tenant
 from taas.app.core.config import Settings
 from taas.app.core.db import SessionDep
-from taas.app.core.errors import Conflict, InvalidInput, UnsupportedMediaType
+from taas.app.core.errors import Conflict, IntegrityFailure, InvalidInput, UnsupportedMediaType
 from taas.app.core.openapi import error_responses
 from taas.app.core.storage_space import require_room_for_new_work
 from taas.app.datasets import service
@@ -23,7 +24,7 @@ from taas.app.datasets.dependencies import DatasetStorageDep
 from taas.app.datasets.ingest import IngestOptions
 from taas.app.datasets.models import Dataset
 from taas.app.datasets.schemas import DatasetList, DatasetOut
-from taas.app.datasets.storage import DatasetStorage
+from taas.app.datasets.storage import DatasetStorage, file_chunks
 from taas.app.spec import BUILTIN_DATASETS
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -109,7 +110,7 @@ async def upload_dataset(
             session,
             tenant,
             storage,
-            upload.file.file,
+            file_chunks(upload.file.file),
             UploadDescription(upload.filename, upload.name, upload.options),
             settings,
             settings.max_upload_bytes,
@@ -130,14 +131,22 @@ def store_upload(
     session: Session,
     tenant: Tenant,
     storage: DatasetStorage,
-    file: BinaryIO,
+    chunks: Iterable[bytes],
     upload: UploadDescription,
     settings: Settings,
     max_bytes: int,
+    *,
+    declared: tuple[int, str] | None = None,
 ) -> tuple[Dataset, bool]:
     """Stage, validate and store an uploaded file as a dataset (or find the one made from the
-    same bytes before); committed."""
-    with storage.staged(file, max_bytes) as staged:
+    same bytes before); committed. With ``declared`` (size, sha256), bytes that differ are
+    refused before they are decoded."""
+    with storage.staged(chunks, max_bytes) as staged:
+        if declared is not None and declared != (staged.size_bytes, staged.sha256):
+            raise IntegrityFailure(
+                f"the file in storage ({staged.size_bytes} bytes, sha256 {staged.sha256}) is "
+                f"not the one declared ({declared[0]} bytes, sha256 {declared[1]})"
+            )
         dataset, created = service.create_from_upload(
             session,
             tenant,

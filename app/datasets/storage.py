@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +49,13 @@ class DatasetStorage:
         return dataset_key(dataset_id)
 
     @contextmanager
-    def staged(self, upload: BinaryIO, max_bytes: int) -> Iterator[StagedUpload]:
-        """Copy an upload into a private file while hashing it; the file is gone afterwards,
-        whatever happens."""
+    def staged(self, chunks: Iterable[bytes], max_bytes: int) -> Iterator[StagedUpload]:
+        """Copy an upload (a request body, or an object read from the store) into a private
+        file while hashing it; the file is gone afterwards, whatever happens."""
         self.staging.mkdir(parents=True, exist_ok=True)
         path = self.staging / uuid.uuid4().hex
         try:
-            size, digest = _copy_hashed(upload, path, max_bytes)
+            size, digest = _copy_hashed(chunks, path, max_bytes)
             yield StagedUpload(path=path, size_bytes=size, sha256=digest)
         finally:
             path.unlink(missing_ok=True)
@@ -87,10 +87,15 @@ def _write_or_report_full_disk(write: Callable[[Path], None], path: Path) -> Non
         raise
 
 
-def _copy_hashed(upload: BinaryIO, path: Path, max_bytes: int) -> tuple[int, str]:
+def file_chunks(file: BinaryIO) -> Iterator[bytes]:
+    while chunk := file.read(CHUNK_BYTES):
+        yield chunk
+
+
+def _copy_hashed(chunks: Iterable[bytes], path: Path, max_bytes: int) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
     with path.open("wb") as file:
-        while chunk := upload.read(CHUNK_BYTES):
+        for chunk in chunks:
             size += len(chunk)
             if size > max_bytes:
                 raise PayloadTooLarge(f"upload larger than the limit of {max_bytes} bytes")

@@ -97,10 +97,10 @@ class S3ObjectStore:
             source.unlink(missing_ok=True)
 
     def get_to_file(self, key: str, destination: Path) -> None:
-        with translated(key, missing=True):
-            self.client.download_file(
-                self.bucket, self._name(key), str(destination), Config=self.transfer
-            )
+        # One streamed GET, a chunk held at a time (ranged GETs in parallel would buffer parts).
+        with destination.open("wb") as file:
+            for chunk in self.read(key, None).chunks:
+                file.write(chunk)
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -211,11 +211,15 @@ def _row_key(api: TestClient, auth: dict[str, str], job_id: str, name: str) -> s
 
 
 def presigned_dataset_upload(
-    api: TestClient, auth: dict[str, str], data: bytes, **fields: str
+    api: TestClient,
+    auth: dict[str, str],
+    data: bytes,
+    declared: bytes | None = None,
+    **fields: str,
 ) -> httpx.Response:
     begun = api.post(
         "/v1/datasets/uploads",
-        json={"filename": "big.npz", **describe(data), **fields},
+        json={"filename": "big.npz", **describe(declared or data), **fields},
         headers=auth,
     )
     assert begun.status_code == 201, begun.text
@@ -253,6 +257,16 @@ def test_a_presigned_upload_that_is_no_dataset_is_refused_and_not_kept(
     assert refused.status_code in (415, 422), refused.text
     assert bucket_keys(s3_server) == []
     assert api.get("/v1/datasets", headers=auth).json()["items"][-1]["kind"] == "builtin"
+
+
+def test_a_presigned_upload_of_other_bytes_than_declared_is_refused_and_not_kept(
+    s3_home: Path, api: TestClient, auth: dict[str, str], s3_server: S3Server
+) -> None:
+    sent = npz_bytes(seed=1)
+    refused = presigned_dataset_upload(api, auth, sent, declared=npz_bytes(seed=2))
+    assert refused.status_code == 422, refused.text
+    assert "is not the one declared" in refused.text
+    assert bucket_keys(s3_server) == []
 
 
 def test_presigned_uploads_are_refused_where_files_stay_on_the_filesystem(
