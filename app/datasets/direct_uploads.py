@@ -30,6 +30,7 @@ from taas.app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLar
 from taas.app.core.openapi import error_responses
 from taas.app.core.storage_space import require_room_for_new_work
 from taas.app.datasets import service
+from taas.app.datasets.decode_memory import require_memory_to_decode
 from taas.app.datasets.dependencies import DatasetStorageDep
 from taas.app.datasets.ingest import IngestOptions
 from taas.app.datasets.models import Dataset, DatasetUpload
@@ -265,6 +266,7 @@ def _check_request(body: UploadRequest, settings: Settings) -> None:
             f"{PART_BYTES} bytes; {len(body.part_sha256)} checksums were given",
         )
     image_size(body.image_size)  # refused now, not after the whole file was sent
+    require_memory_to_decode(body.size_bytes, now=False)
 
 
 def _options(upload: DatasetUpload) -> IngestOptions:

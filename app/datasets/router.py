@@ -82,6 +82,8 @@ class UploadForm:
                 413: "the upload (or what it unpacks to) is too large",
                 415: "not multipart/form-data, or a file format that is not supported",
                 422: "the file is not a valid dataset, or a field is wrong; the message says why",
+                503: "object storage is down, or this API host has too little memory free to "
+                "validate the upload now (Retry-After)",
                 507: "a storage location is below TAAS_MIN_FREE_BYTES; the detail says",
             }
         ),

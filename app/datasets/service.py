@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from taas.app.auth.models import Tenant
 from taas.app.core.config import Settings
 from taas.app.core.errors import Conflict, DomainError, NotFound
+from taas.app.datasets.decode_memory import require_memory_to_decode
 from taas.app.datasets.ingest import (
     CanonicalDataset,
     IngestLimits,
@@ -180,6 +181,7 @@ def create_from_upload(
         return existing, False
     dataset_id = new_dataset_id()
     with _ONE_CONVERSION_AT_A_TIME:
+        require_memory_to_decode(upload.size_bytes)  # checked once the conversion before is done
         try:
             canonical = ingest(upload.path, filename, options, limits)
         except InvalidDataset as error:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from taas.app.core.config import Settings
+from taas.app.core.kernel_memory import host_memory, resident_bytes
 from taas.app.jobs.memory import DeviceKind, MemoryEstimate, estimate_memory, format_bytes
 from taas.app.spec import DatasetInfo, JobSpec
 from taas.worker.resources.devices import jobs_per_gpu
-from taas.worker.resources.kernel_memory import cgroup_room, meminfo, resident_bytes
 from taas.worker.trainer.accel import plan_acceleration
 
 
@@ -80,12 +80,10 @@ def memory_budget(settings: Settings, device: DeviceKind) -> Budget:
 
 def host_budget() -> Budget:
     """Free RAM now, the cgroup's limit first: a container sees the host's MemAvailable."""
-    memory = meminfo()
-    free, total = memory["MemAvailable"], memory["MemTotal"]
-    source = "the host's available memory"
-    limited = cgroup_room()
-    if limited is not None and limited[0] < free:
-        free, total = limited
+    free, total, limited = host_memory()
+    if limited:
         source = "the room left under its cgroup's memory limit"
+    else:
+        source = "the host's available memory"
     # What this process holds already (PyTorch, the worker) is counted in the estimate.
     return Budget(free + resident_bytes(), total, source)

@@ -5,9 +5,10 @@ a lost worker: retried, killed again, and failed as ``infra`` at the last attemp
 trains, a small watcher process (``python -m taas.worker.resources.oom_watch``, no PyTorch)
 holds a pipe from the worker. The worker writes notes (the job's memory estimate) and, when the
 job ends however it ends, ``done``. An end of the pipe without ``done`` means the worker process
-is gone: if an OOM-kill counter of the kernel (kernel_memory.oom_kill_counts) moved meanwhile,
-the watcher fails the attempt as ``user_error`` naming memory, while its lease still holds. Any
-other death (kill -9 by hand, a crash) is left to the reconciler, which runs the job again.
+is gone: if an OOM-kill counter of the kernel (core.kernel_memory.oom_kill_counts) moved
+meanwhile, the watcher fails the attempt as ``user_error`` naming memory, while its lease still
+holds. Any other death (kill -9 by hand, a crash) is left to the reconciler, which runs the job
+again.
 
 When the kernel kills a whole cgroup at once (memory.oom.group, as Kubernetes does), the watcher
 dies too, and the job is handled as a lost worker.
@@ -36,7 +37,7 @@ class OomWatch:
     """Runs the watcher for one attempt; ``note`` tells it the estimate to quote."""
 
     def __init__(self, job_id: str, attempt: int, api_url: str, worker_token: str) -> None:
-        from taas.worker.resources.kernel_memory import oom_kill_counts
+        from taas.app.core.kernel_memory import oom_kill_counts
 
         command = [
             sys.executable,
@@ -87,7 +88,7 @@ class OomWatch:
 
 def watch(job_id: str, attempt: int, counts_before: dict[str, int]) -> bool:
     """Read the worker's pipe to its end; True when it failed the attempt for memory."""
-    from taas.worker.resources.kernel_memory import oom_kill_counts
+    from taas.app.core.kernel_memory import oom_kill_counts
 
     note, done = DEFAULT_NOTE, False
     for line in sys.stdin:

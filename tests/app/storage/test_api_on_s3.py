@@ -396,3 +396,31 @@ def test_completing_an_upload_whose_bytes_never_arrived_is_refused(
     assert answer.status_code == 422
     assert "nothing arrived in storage" in answer.text
     assert bucket_keys(s3_server) == []
+
+
+def test_an_upload_this_host_cannot_decode_is_refused_before_its_bytes_are_sent(
+    s3_home: Path, api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taas.app.core import kernel_memory
+
+    gib = 1024**3
+    monkeypatch.setattr(kernel_memory, "host_memory", lambda: (gib, 2 * gib, True))
+    too_big = {"filename": "d.npz", **describe(b"x")} | {"size_bytes": 3 * gib}
+    too_big["part_sha256"] = ["0" * 64] * 48
+    answer = api.post("/v1/datasets/uploads", json=too_big, headers=auth)
+    assert answer.status_code == 413, answer.text
+    assert "more than its memory limit (2048 MiB)" in answer.json()["detail"]
+
+
+def test_an_upload_waits_for_memory_with_a_503_instead_of_risking_the_oom_killer(
+    api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taas.app.core import kernel_memory
+
+    monkeypatch.setattr(kernel_memory, "host_memory", lambda: (10 * 1024**2, 8 * 1024**3, False))
+    files = {"file": ("d.npz", npz_bytes(), "application/octet-stream")}
+    answer = api.post("/v1/datasets", files=files, headers=auth)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "30"
+    assert "10 MiB of this host's memory is free now: retry later" in answer.json()["detail"]
+    assert api.get("/v1/datasets", headers=auth).json()["items"][-1]["kind"] == "builtin"

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from taas.app.core.config import Settings
+from taas.app.core.kernel_memory import cgroup_folder
 from taas.worker.context import JobContext
 from taas.worker.reporter import ApiReporter, Claim
-from taas.worker.resources.kernel_memory import cgroup_folder
 from taas.worker.training import load_data, train_and_upload
 from tests.e2e.processes import is_alive
 from tests.worker.trainer.fakes import tiny_spec

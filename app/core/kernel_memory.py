@@ -101,3 +101,15 @@ def _oom_kill_count(source: Path) -> int | None:
         if key == "oom_kill":
             return int(value)
     return None
+
+
+def host_memory() -> tuple[int, int, bool]:
+    """(free, total, limited) bytes for this process: the host's MemAvailable and MemTotal, or
+    its cgroup's room and limit where the room is less (``limited``): a container sees the
+    host's MemAvailable."""
+    memory = meminfo()
+    free, total = memory["MemAvailable"], memory["MemTotal"]
+    room = cgroup_room()
+    if room is not None and room[0] < free:
+        return room[0], room[1], True
+    return free, total, False
