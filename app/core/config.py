@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     dataset_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
     # Dataset uploads: the body cap is enforced while it streams in, the rest once it is on disk.
     max_upload_bytes: int = 1024**3
-    # A dataset put straight into object storage (POST /v1/datasets/uploads, presigned URLs)
+    # A dataset put straight into object storage (POST /v1/dataset-uploads, presigned URLs)
     # never passes through the API's memory, so it may be larger than one sent to the API.
     max_direct_upload_bytes: int = 5 * 1024**3
     max_dataset_samples: int = 2_000_000

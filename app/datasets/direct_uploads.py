@@ -1,13 +1,13 @@
 """Datasets put straight into object storage, for files larger than the API takes in a request.
 
-1. ``POST /v1/datasets/uploads`` with the file's name, size, sha256 and the sha256 of each part
+1. ``POST /v1/dataset-uploads`` with the file's name, size, sha256 and the sha256 of each part
    (PART_BYTES each): presigned PUT URLs, one per part, valid for
    TAAS_STORAGE_UPLOAD_URL_SECONDS.
 2. The client PUTs each part to its URL (the store checks each part's checksum).
-3. ``POST /v1/datasets/uploads/{id}/complete`` with the parts' ETags: the API assembles the
+3. ``POST /v1/dataset-uploads/{id}/complete`` with the parts' ETags: the API assembles the
    object, verifies it, streams it to a local file and validates it exactly as an upload to
    ``POST /v1/datasets`` is validated; the raw file is then deleted. The answer is the dataset.
-   ``DELETE /v1/datasets/uploads/{id}`` gives up on an upload and deletes what was sent.
+   ``DELETE /v1/dataset-uploads/{id}`` gives up on an upload and deletes what was sent.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from taas.app.datasets.router import (
 )
 from taas.app.datasets.schemas import DatasetOut
 from taas.app.storage.objects import (
+    MAX_ETAG_CHARS,
     MAX_PARTS,
     PART_BYTES,
     ObjectStore,
@@ -50,7 +51,7 @@ from taas.app.storage.objects import (
     upload_key,
 )
 
-router = APIRouter(prefix="/v1/datasets/uploads", tags=["datasets"])
+router = APIRouter(prefix="/v1/dataset-uploads", tags=["datasets"])
 NO_SUCH_UPLOAD = {404: "no such upload for this tenant (completed, aborted or expired)"}
 UploadId = Annotated[str, Path(max_length=40, pattern=r"^up_[0-9a-f]{24}$")]
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -81,7 +82,7 @@ class UploadOut(BaseModel):
 
 class CompleteRequest(BaseModel):
     etags: Annotated[
-        list[Annotated[str, Field(max_length=200)]],
+        list[Annotated[str, Field(max_length=MAX_ETAG_CHARS)]],
         Field(max_length=MAX_PARTS, description="the ETag header of each part's PUT, in order"),
     ]
 

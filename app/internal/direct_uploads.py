@@ -36,6 +36,7 @@ from taas.app.internal import service
 from taas.app.internal.recording import record_and_commit
 from taas.app.internal.schemas import Ack
 from taas.app.storage.objects import (
+    MAX_ETAG_CHARS,
     MAX_PARTS,
     PART_BYTES,
     ObjectMissing,
@@ -82,7 +83,9 @@ class DirectUploadOut(BaseModel):
 class CompletedUpload(FileDescription):
     key: Annotated[str, Field(max_length=80)]
     upload_id: Annotated[str | None, Field(max_length=1024)] = None
-    etags: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_PARTS)]
+    etags: Annotated[
+        list[Annotated[str, Field(max_length=MAX_ETAG_CHARS)]], Field(max_length=MAX_PARTS)
+    ]
 
 
 class AbortedUpload(BaseModel):

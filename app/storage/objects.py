@@ -19,10 +19,13 @@ from taas.app.core.errors import DomainError, NotFound
 
 NAMESPACES = ("artifacts", "datasets", "uploads")
 # Files sent straight to the store go in parts of this size (S3 allows 5 MiB to 5 GiB per
-# part and 10,000 parts); a file up to one part goes in one PUT. Workers and the SDK split
-# their files the same way, so the part checksums they declare match the parts they send.
+# part); a file up to one part goes in one PUT. Workers and the SDK split their files the same
+# way, so the part checksums they declare match the parts they send.
 PART_BYTES = 64 * 1024 * 1024
-MAX_PARTS = 10_000
+# 64 GiB in parts, far above the size limits; small enough that a request listing every part's
+# checksum and ETag stays under the API's JSON body limit (TAAS_MAX_JSON_BYTES, 1 MB).
+MAX_PARTS = 1000
+MAX_ETAG_CHARS = 100
 _KEY = re.compile(r"^(artifacts|datasets|uploads)(/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}){1,2}$")
 
 

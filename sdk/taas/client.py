@@ -216,7 +216,7 @@ class Client:
         described = describe_file(path)
         upload = self._object(
             "POST",
-            "/v1/datasets/uploads",
+            "/v1/dataset-uploads",
             json={
                 "filename": path.name,
                 "name": name,
@@ -230,11 +230,11 @@ class Client:
                 for part in upload["parts"]
             ]
         except BaseException:
-            self._json("DELETE", f"/v1/datasets/uploads/{upload['id']}")
+            self._json("DELETE", f"/v1/dataset-uploads/{upload['id']}")
             raise
         return self._object(
             "POST",
-            f"/v1/datasets/uploads/{upload['id']}/complete",
+            f"/v1/dataset-uploads/{upload['id']}/complete",
             json={"etags": etags},
             timeout=DIRECT_COMPLETE_SECONDS,
         )

@@ -41,7 +41,7 @@ def owned_path_values(
     webhook = api.post("/v1/webhooks", json=hook, headers=auth)
     assert webhook.status_code == 201, webhook.text
     begun = api.post(
-        "/v1/datasets/uploads",
+        "/v1/dataset-uploads",
         json={"filename": "d.npz", "size_bytes": 3, "sha256": "0" * 64, "part_sha256": ["0" * 64]},
         headers=auth,
     )

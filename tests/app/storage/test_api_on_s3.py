@@ -218,7 +218,7 @@ def presigned_dataset_upload(
     **fields: str,
 ) -> httpx.Response:
     begun = api.post(
-        "/v1/datasets/uploads",
+        "/v1/dataset-uploads",
         json={"filename": "big.npz", **describe(declared or data), **fields},
         headers=auth,
     )
@@ -227,7 +227,7 @@ def presigned_dataset_upload(
     put = httpx.put(part["url"], content=data, headers=part["headers"])
     assert put.status_code == 200, put.text
     return api.post(
-        f"/v1/datasets/uploads/{begun.json()['id']}/complete",
+        f"/v1/dataset-uploads/{begun.json()['id']}/complete",
         json={"etags": [put.headers["etag"]]},
         headers=auth,
     )
@@ -273,7 +273,7 @@ def test_presigned_uploads_are_refused_where_files_stay_on_the_filesystem(
     api: TestClient, auth: dict[str, str]
 ) -> None:
     response = api.post(
-        "/v1/datasets/uploads", json={"filename": "d.npz", **describe(b"abc")}, headers=auth
+        "/v1/dataset-uploads", json={"filename": "d.npz", **describe(b"abc")}, headers=auth
     )
     assert response.status_code == 409
     assert "TAAS_STORAGE_URL" in response.json()["detail"]
@@ -285,7 +285,7 @@ def test_a_presigned_upload_over_the_limit_is_refused_before_any_byte_is_sent(
     monkeypatch.setenv("TAAS_MAX_DIRECT_UPLOAD_BYTES", "1000")
     get_settings.cache_clear()
     response = api.post(
-        "/v1/datasets/uploads", json={"filename": "d.npz", **describe(b"x" * 1001)}, headers=auth
+        "/v1/dataset-uploads", json={"filename": "d.npz", **describe(b"x" * 1001)}, headers=auth
     )
     assert response.status_code == 413
     assert "TAAS_MAX_DIRECT_UPLOAD_BYTES" in response.json()["detail"]
@@ -407,7 +407,7 @@ def test_an_upload_this_host_cannot_decode_is_refused_before_its_bytes_are_sent(
     monkeypatch.setattr(kernel_memory, "host_memory", lambda: (gib, 2 * gib, True))
     too_big = {"filename": "d.npz", **describe(b"x")} | {"size_bytes": 3 * gib}
     too_big["part_sha256"] = ["0" * 64] * 48
-    answer = api.post("/v1/datasets/uploads", json=too_big, headers=auth)
+    answer = api.post("/v1/dataset-uploads", json=too_big, headers=auth)
     assert answer.status_code == 413, answer.text
     assert "more than its memory limit (2048 MiB)" in answer.json()["detail"]
 

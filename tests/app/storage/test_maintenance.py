@@ -93,7 +93,7 @@ def test_gc_ends_expired_dataset_uploads(
     s3_home: Path, api: TestClient, auth: dict[str, str], s3_server: S3Server
 ) -> None:
     begun = api.post(
-        "/v1/datasets/uploads",
+        "/v1/dataset-uploads",
         json={"filename": "d.npz", "size_bytes": 3, "sha256": "0" * 64, "part_sha256": ["0" * 64]},
         headers=auth,
     )
@@ -112,7 +112,7 @@ def test_gc_ends_expired_dataset_uploads(
     swept = taas("storage", "gc")
     assert swept.output.endswith("1 expired dataset uploads\n"), swept.output
     complete = api.post(
-        f"/v1/datasets/uploads/{begun.json()['id']}/complete", json={"etags": ["x"]}, headers=auth
+        f"/v1/dataset-uploads/{begun.json()['id']}/complete", json={"etags": ["x"]}, headers=auth
     )
     assert complete.status_code == 404
     bucket = get_settings().storage_url.removeprefix("s3://").split("/")[0]  # type: ignore[union-attr]
