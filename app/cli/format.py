@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from taas.app.core.wording import byte_size
+
 Row = Sequence[str]
 
 
@@ -31,12 +33,7 @@ def duration(seconds: float | None) -> str:
 
 
 def size(num_bytes: int) -> str:
-    value = float(num_bytes)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+    return byte_size(num_bytes)  # binary units, as the dashboard shows them
 
 
 def number(value: float | None, digits: int = 4) -> str:

@@ -201,14 +201,31 @@ def finish_attempt(session: Session, job_id: str, attempt: int, result: FinishRe
     if not finished:
         raise Conflict(f"attempt {attempt} of job {job_id} is stale (job is {job.status})")
     row.status, row.finished_at = result.status, now
-    message = (
-        f"{result.status} ({job.error_type}): {job.error_message}"
-        if result.status == "failed"
-        else (job.error_message or result.status)
-    )
-    record_event(session, job, message, status=result.status, attempt=attempt)
+    record_event(session, job, _outcome(job, result), status=result.status, attempt=attempt)
     session.flush()
     return job
+
+
+# What each way of stopping means, for the event that ends a job (its status is said beside it).
+STOPPED_BECAUSE = {
+    "completed": "every epoch ran",
+    "target_reached": "the target accuracy was reached",
+    "max_seconds": "its time budget (training.max_seconds) ran out; the best model is kept",
+    "pruned": "its sweep pruned it",
+    "cancelled": "cancelled",
+}
+
+
+def _outcome(job: Job, result: FinishRequest) -> str:
+    """The ending event's message: what the job achieved or why it failed, never the bare
+    status again ("succeeded: succeeded")."""
+    if result.status == "failed":
+        return f"failed ({job.error_type}): {job.error_message}"
+    if result.test_accuracy is None:
+        return job.error_message or result.status
+    stopped = STOPPED_BECAUSE.get(result.stop_reason or "", result.stop_reason or "")
+    loss = "" if result.test_loss is None else f", test loss {result.test_loss:.4f}"
+    return f"test accuracy {result.test_accuracy:.4f}{loss}" + (f"; {stopped}" if stopped else "")
 
 
 def _error_columns(job: Job, result: FinishRequest) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from taas.app.core.wording import counted
 from taas.app.spec import JobSpec
 from taas.worker.trainer.accel import (
     SWITCHES,
@@ -396,7 +397,7 @@ def _finish(
         predicting, dataset.test_x, dataset.test_y, run.preprocess, cpu
     )
     run.context.log(
-        f"stopped ({stop_reason}) after {epochs_completed} epochs: "
+        f"stopped ({stop_reason}) after {counted(epochs_completed, 'epoch')}: "
         f"test accuracy {test_accuracy:.4f}, test loss {test_loss:.4f}"
     )
     return TrainResult(

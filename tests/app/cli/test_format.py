@@ -54,7 +54,8 @@ ARTIFACTS = [
 
 def test_durations_and_sizes_read_at_a_glance() -> None:
     assert [duration(s) for s in (4.52, 185, 7620, None)] == ["4.5s", "3m05s", "2h07m", "-"]
-    assert [size(n) for n in (512, 2_512, 1_686_568)] == ["512 B", "2.5 kB", "1.7 MB"]
+    # Binary units, as the dashboard shows them (format.js): one reader never sees both.
+    assert [size(n) for n in (512, 2_512, 1_686_568)] == ["512 B", "2.5 KiB", "1.6 MiB"]
 
 
 def test_status_summary_says_what_happened_to_the_job() -> None:
@@ -87,8 +88,8 @@ def test_status_summary_has_a_row_per_epoch_and_each_file_with_its_size() -> Non
         "1", "0.6100", "0.7800", "0.4100", "0.8500", "0.008000", "92.5", "584",
     ]  # fmt: skip
     assert lines[header + 2].split()[-3:] == ["-", "91.0", "593"]
-    assert lines[-2].split() == ["model.safetensors", "1.7", "MB", "model"]
-    assert lines[-1].split() == ["model.json", "2.5", "kB", "metadata"]
+    assert lines[-2].split() == ["model.safetensors", "1.6", "MiB", "model"]
+    assert lines[-1].split() == ["model.json", "2.5", "KiB", "metadata"]
 
 
 def test_a_failed_job_shows_its_error_and_a_running_one_its_time_so_far() -> None:
