@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from functools import partial
 from typing import Any
 
 import celery.apps.worker
@@ -23,6 +24,7 @@ from taas.app.core.config import get_settings
 from taas.app.observability.logs import JsonFormatter, RedactSecrets
 from taas.app.scheduling.broker import make_celery_app
 from taas.worker.context import SHUTTING_DOWN
+from taas.worker.datasets import files as dataset_files
 from taas.worker.presence import Presence
 from taas.worker.resources.devices import pin_gpu
 
@@ -110,5 +112,8 @@ def _say_alive(sender: Any, **_: object) -> None:
     if not settings.worker_token:
         return  # the first job says what is missing (worker/runner.py)
     queues = [queue.name for queue in sender.task_consumer.queues]
-    _presence = Presence(settings.api_url, settings.worker_token, queues, sender.pool.limit)
+    datasets = partial(dataset_files.report, settings.resolved_data_dir, settings.allow_download)
+    _presence = Presence(
+        settings.api_url, settings.worker_token, queues, sender.pool.limit, datasets
+    )
     _presence.start()

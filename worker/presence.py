@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import httpx
@@ -30,9 +30,18 @@ def presence_name() -> str:
 
 
 class Presence:
-    def __init__(self, api_url: str, worker_token: str, queues: Sequence[str], slots: int) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        worker_token: str,
+        queues: Sequence[str],
+        slots: int,
+        datasets: Callable[[], dict[str, dict[str, object]]] | None = None,
+    ) -> None:
         self.name = presence_name()
-        self.body = {"queues": list(queues), "slots": slots}
+        self.body: dict[str, object] = {"queues": list(queues), "slots": slots}
+        # Looked at again on every call: files installed meanwhile count at once.
+        self.datasets = datasets
         self.url = f"{api_url.rstrip('/')}/internal/v1/workers/{quote(self.name, safe='')}"
         self.headers = {"Authorization": f"Bearer {worker_token}"}
         self.stopped = threading.Event()
@@ -60,7 +69,10 @@ class Presence:
     def say_alive(self) -> float | None:
         """One call; the API's presence period, or None when the call failed."""
         try:
-            response = httpx.put(self.url, json=self.body, headers=self.headers, timeout=10.0)
+            body = (
+                self.body if self.datasets is None else {**self.body, "datasets": self.datasets()}
+            )
+            response = httpx.put(self.url, json=body, headers=self.headers, timeout=10.0)
             response.raise_for_status()
             period = float(response.json()["presence_seconds"])
         except (httpx.HTTPError, ValueError, KeyError) as error:

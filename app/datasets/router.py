@@ -233,7 +233,7 @@ def get_dataset(
     dataset_id: DatasetId, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
 ) -> DatasetOut:
     if dataset_id in BUILTIN_DATASETS:
-        return service.describe_builtin(dataset_id, settings)
+        return service.describe_builtin(session, dataset_id, settings)
     return service.describe_upload(service.get_owned_dataset(session, tenant, dataset_id))
 
 

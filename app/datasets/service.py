@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import secrets
 import threading
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
 from taas.app.core.config import Settings
-from taas.app.core.errors import Conflict, DomainError, NotFound
+from taas.app.core.errors import Conflict, DomainError, InvalidInput, NotFound
 from taas.app.datasets.decode_memory import require_memory_to_decode
 from taas.app.datasets.ingest import (
     CanonicalDataset,
@@ -30,6 +30,7 @@ from taas.app.datasets.models import Dataset
 from taas.app.datasets.schemas import DatasetOut
 from taas.app.datasets.storage import DatasetStorage, StagedUpload
 from taas.app.jobs.models import Job
+from taas.app.scheduling.presence import live_workers
 from taas.app.spec import BUILTIN_DATASETS, DATASET_ID_PATTERN, DatasetInfo, JobSpec, dataset_info
 from taas.worker.datasets import files as dataset_files
 
@@ -77,14 +78,15 @@ def list_datasets(session: Session, tenant: Tenant, settings: Settings) -> list[
         .where(Dataset.tenant_id == tenant.id)
         .order_by(Dataset.created_at.desc(), Dataset.id.desc())
     )
-    return [describe_builtin(name, settings) for name in BUILTIN_DATASETS] + [
+    return [describe_builtin(session, name, settings) for name in BUILTIN_DATASETS] + [
         describe_upload(dataset) for dataset in uploads
     ]
 
 
-def describe_builtin(name: str, settings: Settings) -> DatasetOut:
+def describe_builtin(session: Session, name: str, settings: Settings) -> DatasetOut:
     info = dataset_info(JobSpec(dataset=name))
-    available, reason = builtin_availability(name, settings.data_dir, settings.allow_download)
+    availability = builtin_availability(session, name, settings)
+    available, reason = availability.available, availability.reason
     return DatasetOut(
         id=name,
         name=name,
@@ -102,12 +104,60 @@ def describe_builtin(name: str, settings: Settings) -> DatasetOut:
     )
 
 
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str
+    said_by_workers: bool  # False: no live worker has said; this is the API host's own look
+
+
 def builtin_availability(
-    name: str, data_dir: Path | None, allow_download: bool
-) -> tuple[bool, str]:
-    """Asked of the file lookup the trainer's loader uses, so the answer is what a local worker
-    will find; that lookup lives outside the trainer, so answering imports no torch."""
-    return dataset_files.available(name, data_dir, allow_download=allow_download)
+    session: Session, name: str, settings: Settings, queue: str | None = None
+) -> Availability:
+    """Whether jobs on the built-in ``name`` can run: as the live workers (of ``queue``) found
+    their files, the one place that knows, since the files are on their disks. Where no worker
+    has said, the API looks with the same lookup the trainer's loader uses, in the same data
+    dir (a worker of ``taas serve`` shares it), without importing torch."""
+    reports = _worker_reports(session, name, settings, queue)
+    if not reports:
+        ready, reason = dataset_files.available(
+            name, settings.resolved_data_dir, allow_download=settings.allow_download
+        )
+        return Availability(ready, reason, said_by_workers=False)
+    ready_reasons = [reason for ready, reason in reports if ready]
+    if ready_reasons:
+        where = (
+            "every worker"
+            if len(ready_reasons) == len(reports)
+            else (f"{len(ready_reasons)} of {len(reports)} workers")
+        )
+        return Availability(True, f"on {where}: {ready_reasons[0]}", said_by_workers=True)
+    return Availability(False, reports[0][1], said_by_workers=True)
+
+
+def _worker_reports(
+    session: Session, name: str, settings: Settings, queue: str | None
+) -> list[tuple[bool, str]]:
+    reports = []
+    for worker in live_workers(session, settings.presence_seconds):
+        said = (worker.datasets or {}).get(name)
+        if said is None or (queue is not None and queue not in worker.queues):
+            continue
+        reports.append((bool(said.get("available")), str(said.get("reason", ""))))
+    return reports
+
+
+def require_builtin_available(session: Session, name: str, settings: Settings, queue: str) -> None:
+    """Refuse (422) a job on a built-in that no live worker of its queue can load: it would
+    fail a second later on the worker. Where no worker has said, the job waits for one."""
+    if name not in BUILTIN_DATASETS:
+        return
+    availability = builtin_availability(session, name, settings, queue)
+    if availability.said_by_workers and not availability.available:
+        raise InvalidInput(
+            ["body", "dataset"],
+            f"dataset {name!r} is not on any worker of the {queue} queue: {availability.reason}",
+        )
 
 
 def describe_upload(dataset: Dataset) -> DatasetOut:

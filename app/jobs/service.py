@@ -18,7 +18,7 @@ from taas.app.auth.models import Tenant
 from taas.app.core.config import Settings, get_settings
 from taas.app.core.db import utcnow
 from taas.app.core.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from taas.app.datasets.service import info_for_job
+from taas.app.datasets.service import info_for_job, require_builtin_available
 from taas.app.jobs.memory import check_fits_largest_worker
 from taas.app.jobs.models import TERMINAL_STATUSES, Event, Job, MetricPoint, MetricStep
 from taas.app.jobs.schemas import (
@@ -142,6 +142,8 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
         gpu_bytes=settings.max_gpu_memory_bytes,
         auto_device=settings.auto_device,
     )
+    queue = QUEUE_FOR_DEVICE.get(spec.device, settings.default_queue)
+    require_builtin_available(session, spec.dataset, settings, queue)
     _check_active_jobs(session, tenant, settings.max_active_jobs_per_tenant)
     stored_spec = normalized(spec)
     job = Job(
@@ -153,7 +155,7 @@ def submit_job(session: Session, tenant: Tenant, spec: JobSpec, settings: Settin
         dataset=spec.dataset,
         enqueued_at=None,  # waits for a free worker slot (app/scheduling/dispatch.py)
         priority=spec.priority,
-        queue=QUEUE_FOR_DEVICE.get(spec.device, settings.default_queue),
+        queue=queue,
         parameter_count=parameter_count(spec.model, info.shape, info.num_classes),
         epochs=spec.training.epochs,
     )

@@ -19,5 +19,8 @@ class WorkerPresence(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     queues: Mapped[list[str]] = mapped_column(JSON)
     slots: Mapped[int] = mapped_column(Integer)
+    # {name: {"available": bool, "reason": str}} for each built-in dataset, as the worker found
+    # its files; None from a worker that does not say.
+    datasets: Mapped[dict[str, dict[str, object]] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

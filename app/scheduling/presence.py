@@ -19,11 +19,16 @@ PRESENCE_PERIODS = 3
 
 def note_presence(session: Session, name: str, presence: PresenceIn) -> None:
     """Record that the worker is alive, with its queues and slots as it says them now."""
+    datasets: dict[str, dict[str, object]] | None = None
+    if presence.datasets is not None:
+        datasets = {str(name): report.model_dump() for name, report in presence.datasets.items()}
     row = session.get(WorkerPresence, name)
     if row is None:
-        session.add(WorkerPresence(name=name, queues=presence.queues, slots=presence.slots))
+        row = WorkerPresence(name=name, queues=presence.queues, slots=presence.slots)
+        session.add(row)
     else:
         row.queues, row.slots, row.seen_at = list(presence.queues), presence.slots, utcnow()
+    row.datasets = datasets
     session.flush()
 
 

@@ -56,6 +56,15 @@ def available(name: str, data_dir: Path | None, allow_download: bool = False) ->
     return True, f"{kind} in {folder}"
 
 
+def report(data_dir: Path | None, allow_download: bool) -> dict[str, dict[str, object]]:
+    """Whether each built-in's files are here, as a worker tells the API (its presence)."""
+    found = {}
+    for name in BUILTIN_DATASETS:
+        ready, reason = available(name, data_dir, allow_download=allow_download)
+        found[name] = {"available": ready, "reason": reason}
+    return found
+
+
 def find_folder(name: str, data_dir: Path | None) -> Path:
     """The folder holding all of `name`'s files, or DatasetUnavailable saying where to put them."""
     if name == "cifar10":

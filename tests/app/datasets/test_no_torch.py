@@ -13,12 +13,27 @@ ROOT = Path(__file__).resolve().parents[3]
 ASK_WITHOUT_TORCH = """
 import json, sys
 from pathlib import Path
+from sqlalchemy.orm import Session
+from taas.app.core import migrate
+from taas.app.core.config import Settings
+from taas.app.core.db import make_engine
 from taas.app.datasets.service import builtin_availability
-data_dir = Path(sys.argv[1])
-answers = {
-    name: [builtin_availability(name, None, False), builtin_availability(name, data_dir, True)]
-    for name in ("fashion_mnist", "mnist", "cifar10", "synthetic")
-}
+home = Path(sys.argv[1])
+url = f"sqlite:///{home / 'taas.db'}"
+migrate.upgrade(url)
+plain = Settings(home=home)
+downloading = Settings(home=home, data_dir=home / "data", allow_download=True)
+with Session(make_engine(url)) as session:
+    answers = {
+        name: [
+            [answer.available, answer.reason, answer.said_by_workers]
+            for answer in (
+                builtin_availability(session, name, plain),
+                builtin_availability(session, name, downloading),
+            )
+        ]
+        for name in ("fashion_mnist", "mnist", "cifar10", "synthetic")
+    }
 print(json.dumps(answers))
 if "torch" in sys.modules:
     sys.exit("answering imported torch")
@@ -37,8 +52,13 @@ def test_builtin_availability_does_not_import_torch(tmp_path: Path) -> None:
 
     assert run.returncode == 0, run.stderr
     answers = json.loads(run.stdout)
-    assert answers["synthetic"][0] == [True, "generated from the job's dataset_options"]
+    synthetic = [True, "generated from the job's dataset_options", False]
+    assert answers["synthetic"][0] == synthetic
     for name in ("mnist", "cifar10"):  # neither has a system copy (Fashion-MNIST may)
-        assert not answers[name][0][0]  # no data dir
+        available, reason, said_by_workers = answers[name][0]
+        # No worker has said: the API looked where a worker of this home looks, its data dir.
+        assert (available, said_by_workers) == (False, False)
+        assert str(tmp_path / "data") in reason
         # Nothing is in the empty data dir, but a worker allowed to download would fetch it.
-        assert answers[name][1] == [True, f"downloaded into {tmp_path} on first use"]
+        downloaded = f"downloaded into {tmp_path / 'data'} on first use"
+        assert answers[name][1] == [True, downloaded, False]
