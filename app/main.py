@@ -39,6 +39,7 @@ from taas.app.observability.request_id import REQUEST_ID_HEADER, RequestId, bind
 from taas.app.scheduling.reconciler import Reconciler
 from taas.app.scheduling.router import router as presence_router
 from taas.app.spec import LimitViolation
+from taas.app.spec.suggestions import spec_hint
 from taas.app.stream.hub import StreamHub
 from taas.app.stream.router import router as stream_router
 from taas.app.sweeps.router import router as sweeps_router
@@ -73,11 +74,26 @@ def _validation_error(request: Request, error: Exception) -> JSONResponse:
         }
         for item in error.errors()
     ]
+    for item in detail:
+        item["msg"] += _spec_hint(request, error.body, item)
     content_type = request.headers.get("content-type", "")
     if not _is_json(content_type) and any(_is_raw_body_error(item) for item in detail):
         message = f"Content-Type {content_type[:100]!r} is not supported: send application/json"
         return JSONResponse({"detail": message}, status_code=415)
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _spec_hint(request: Request, body: Any, item: dict[str, Any]) -> str:
+    """A did-you-mean for an error in a job spec, the body of POST /v1/jobs or the ``spec`` of
+    POST /v1/sweeps, so every client gets it (curl, Python, the CLI)."""
+    if request.method != "POST":
+        return ""
+    loc = item["loc"]
+    if request.url.path == "/v1/jobs":
+        return spec_hint(item, body)
+    if request.url.path == "/v1/sweeps" and loc[:2] == ["body", "spec"] and isinstance(body, dict):
+        return spec_hint({**item, "loc": ["body", *loc[2:]]}, body.get("spec"))
+    return ""
 
 
 def _is_json(content_type: str) -> bool:

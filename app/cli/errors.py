@@ -6,18 +6,14 @@ name or of one of a field's allowed values, found in the spec models of app/spec
 
 from __future__ import annotations
 
-import difflib
 import re
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any
 
 import httpx
-from pydantic import BaseModel
 
-from taas.app.spec import BUILTIN_DATASETS, JobSpec
-from taas.errors import ApiError
+from taas.app.spec.suggestions import spec_hint, walk_spec
+from taas.errors import ApiError, ServiceUnreachable
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,9 @@ def explain(error: Exception, target: Target) -> str:
     return f"the connection to the taas API at {target.api_url} failed: {_reason(error)}"
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ServiceUnreachable) and error.__cause__ is not None:
+        error = error.__cause__  # the client's own sentence is for Python users; say the cause
     # "[Errno 111] Connection refused" -> "connection refused"
     text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(error)).strip() or type(error).__name__
     return text[:1].lower() + text[1:]
@@ -81,116 +79,13 @@ def _field_error(item: dict[str, Any], spec: dict[str, Any] | None) -> str:
     message = str(item.get("msg", ""))
     if spec is None or item.get("loc", [None])[0] != "body":
         return f"{'.'.join(map(str, loc)) or 'request'}: {message}"
-    walk = _walk(loc)
-    shown = walk.path or "spec"
-    if item.get("type") == "extra_forbidden" and walk.parent_fields:
-        name = str(loc[-1])
-        return f"{shown}: unknown field{_did_you_mean(name, walk.parent_fields)}"
-    sent = _sent_value(spec, walk.fields)
-    hint = _did_you_mean(sent, walk.choices) if isinstance(sent, str) else ""
+    shown = walk_spec(loc).path or "spec"
+    if item.get("type") == "extra_forbidden":  # "Extra inputs are not permitted; did you ..."
+        message = "unknown field" + (message[message.index(";") :] if ";" in message else "")
+    # The server's message carries its did-you-mean already (app/spec/suggestions.py); one
+    # from an older server is added here.
+    if "did you mean" not in message:
+        message += spec_hint(item, spec)
     if message.startswith(f"{shown}="):  # a limit message names the field and value itself
-        return f"{message}{hint}"
-    return f"{shown}: {message}{hint}"
-
-
-@dataclass
-class _Walk:
-    path: str  # the field's dotted path as a person writes it (training.lr, model.channels[1])
-    fields: list[str | int]  # the keys to reach the value in the sent spec
-    parent_fields: list[str]  # the field names allowed beside the last one
-    choices: list[str]  # the values the field allows, when it is a closed set
-
-
-def _walk(loc: list[Any]) -> _Walk:
-    """Follow an error's location through the spec models. Union members the location names by
-    their tag (`cnn`), class (`AccelerationSpec`) or label (`literal['off','auto']`) are steps
-    that are not shown."""
-    annotation: Any = JobSpec
-    walk = _Walk("", [], [], [])
-    for part in loc:
-        models = _models(annotation)
-        member = _named_member(models, part)
-        if isinstance(part, int):
-            walk.path += f"[{part}]"
-            walk.fields.append(part)
-            annotation = _item_type(annotation)
-        elif member is not None:
-            annotation = member
-        elif "[" in str(part):  # a union's label for one of its kinds of value
-            continue
-        else:
-            owner = next((model for model in models if part in model.model_fields), None)
-            walk.parent_fields = [name for model in models for name in model.model_fields]
-            walk.path += f".{part}" if walk.path else str(part)
-            walk.fields.append(str(part))
-            annotation = owner.model_fields[str(part)].annotation if owner else None
-    walk.choices = _choices(annotation) or (
-        list(BUILTIN_DATASETS) if walk.path == "dataset" else []
-    )
-    return walk
-
-
-def _members(annotation: Any) -> list[Any]:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        return [member for arg in typing.get_args(annotation) for member in _members(arg)]
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _members(typing.get_args(annotation)[0])
-    return [annotation]
-
-
-def _models(annotation: Any) -> list[type[BaseModel]]:
-    return [
-        member
-        for member in _members(annotation)
-        if isinstance(member, type) and issubclass(member, BaseModel)
-    ]
-
-
-def _named_member(models: list[type[BaseModel]], part: Any) -> type[BaseModel] | None:
-    """The member of a union of models that ``part`` names by its tag or class name."""
-    if len(models) < 2 and not (models and part == models[0].__name__):
-        return None
-    for model in models:
-        tag = model.model_fields.get("arch")
-        if part == model.__name__ or (tag is not None and part == tag.default):
-            return model
-    return None
-
-
-def _item_type(annotation: Any) -> Any:
-    for member in _members(annotation):
-        args = typing.get_args(member)
-        if typing.get_origin(member) in (list, tuple) and args:
-            return args[0]
-    return None
-
-
-def _choices(annotation: Any) -> list[str]:
-    """The allowed values of a closed-set field (Literal), or the tags of a tagged union."""
-    values: list[str] = []
-    for member in _members(annotation):
-        if typing.get_origin(member) is Literal:
-            values += [str(value) for value in typing.get_args(member)]
-        elif isinstance(member, type) and issubclass(member, BaseModel):
-            tag = member.model_fields.get("arch")
-            values += [str(tag.default)] if tag is not None else []
-    return values
-
-
-def _sent_value(spec: dict[str, Any], fields: list[str | int]) -> Any:
-    value: Any = spec
-    for key in fields:
-        try:
-            value = value[key]
-        except (KeyError, IndexError, TypeError):
-            return None
-    if isinstance(value, dict):
-        return value.get("arch")  # a model given by its tag
-    return value
-
-
-def _did_you_mean(given: str, known: list[str]) -> str:
-    if given in known:
-        return ""
-    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
-    return f"; did you mean `{close[0]}`?" if close else ""
+        return message
+    return f"{shown}: {message}"

@@ -17,6 +17,7 @@ from taas.app.spec.networks import (
     parameter_count,
     resnet_feature_size,
 )
+from taas.app.spec.suggestions import did_you_mean
 
 
 class Limits(StrictModel):
@@ -126,7 +127,7 @@ def _dataset_errors(
         message = (
             f"unknown dataset: neither a built-in ({', '.join(BUILTIN_DATASETS)}) "
             "nor the id of one of your datasets"
-        )
+        ) + did_you_mean(spec.dataset, list(BUILTIN_DATASETS))
         return [_violation(("dataset",), message, spec.dataset)]
     if spec.dataset_options is not None and spec.dataset != "synthetic":
         message = "options are only accepted for the 'synthetic' dataset"

@@ -18,6 +18,7 @@ from taas.app.core.errors import Conflict, InvalidInput, NotFound
 from taas.app.jobs.models import TERMINAL_STATUSES, Job
 from taas.app.jobs.service import cancel_job, delete_job
 from taas.app.spec import JobSpec, default_model
+from taas.app.spec.suggestions import spec_hint
 from taas.app.sweeps.controller import trials_of
 from taas.app.sweeps.models import Sweep
 from taas.app.sweeps.objectives import measured, meets_constraint, objective_values
@@ -84,7 +85,9 @@ def _base_spec(spec: dict[str, Any], auto_device: Literal["cpu", "cuda"]) -> dic
         JobSpec.model_validate(base)
     except ValidationError as error:
         first = error.errors()[0]
-        raise InvalidInput(["body", "spec", *first["loc"]], first["msg"]) from None
+        item = {"loc": ["body", *first["loc"]], "type": first["type"]}
+        message = first["msg"] + spec_hint(item, base)
+        raise InvalidInput(["body", "spec", *first["loc"]], message) from None
     training = base.setdefault("training", {})
     training.setdefault("validate_on", "holdout")
     device = base.get("device", "auto")

@@ -23,7 +23,13 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from taas.errors import ApiError, ArtifactIntegrityError, TaasError, WaitTimeout
+from taas.errors import (
+    ApiError,
+    ArtifactIntegrityError,
+    ServiceUnreachable,
+    TaasError,
+    WaitTimeout,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -59,6 +65,7 @@ class Client:
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {key}"},
             timeout=timeout,
+            transport=_ExplainedTransport(),
         )
 
     def __enter__(self) -> Client:
@@ -348,6 +355,22 @@ class Client:
         if response.status_code >= 400:
             raise ApiError.from_response(response)
         return response.json() if response.content else None
+
+
+class _ExplainedTransport(httpx.HTTPTransport):
+    """A refused connection says where the client tried and what to check, as ServiceUnreachable
+    (still an httpx.ConnectError for code that catches those)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.ConnectError as error:
+            where = f"{request.url.scheme}://{request.url.netloc.decode()}"
+            raise ServiceUnreachable(
+                f"cannot reach {where} ({error}): is the taas server running there? "
+                "(Client(url=...) or TAAS_API_URL says where it is)",
+                request=request,
+            ) from error
 
 
 def describe_file(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ class ApiError(TaasError):
     """The service answered with an error status."""
 
     def __init__(self, status_code: int, detail: Any, request_id: str | None = None) -> None:
-        super().__init__(f"HTTP {status_code}: {detail}")
+        super().__init__(f"HTTP {status_code}: {readable(detail)}")
         self.status_code = status_code
         self.detail = detail
         self.request_id = request_id
@@ -34,6 +34,22 @@ class ApiError(TaasError):
         if error_class is None:
             error_class = ServerError if response.status_code >= 500 else ApiError
         return error_class(response.status_code, detail, response.headers.get("X-Request-ID"))
+
+
+def readable(detail: Any) -> str:
+    """A 422's list of problems as a person reads it: ``training.lr: Input should be ...``,
+    one after the other; any other detail as it is."""
+    if not isinstance(detail, list) or not all(isinstance(item, dict) for item in detail):
+        return str(detail)
+    lines = []
+    for item in detail:
+        where = ".".join(str(part) for part in item.get("loc", []) if part != "body")
+        lines.append(f"{where}: {item.get('msg', '')}" if where else str(item.get("msg", "")))
+    return "; ".join(lines)
+
+
+class ServiceUnreachable(TaasError, httpx.ConnectError):
+    """The service did not answer at all: it is not running there, or the address is wrong."""
 
 
 class BadRequestError(ApiError):

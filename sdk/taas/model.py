@@ -19,11 +19,21 @@ if TYPE_CHECKING:
     from taas.worker.trainer.data import Preprocess
 
 
-@dataclass
+@dataclass(repr=False)
 class Model:
     network: nn.Module  # on CPU, in eval mode; with test_time_flip, averaged with mirror images
     preprocess: Preprocess
     metadata: dict[str, Any]  # model.json: spec, input shape, classes, metrics, versions
+
+    def __repr__(self) -> str:
+        """One line a notebook can show: what the model is, not all of model.json."""
+        accuracy = self.metadata.get("metrics", {}).get("test_accuracy")
+        shown = "" if accuracy is None else f", test_accuracy={accuracy:.4f}"
+        dataset = self.metadata.get("dataset", {}).get("name", "?")
+        return (
+            f"Model({self.metadata.get('arch', '?')} on {dataset}, input {self.input_shape}, "
+            f"{self.num_classes} classes{shown})"
+        )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -39,7 +49,10 @@ class Model:
         (N, H, W) or (N, C, H, W), uint8 pixels or float32 values, as numpy or torch."""
         import torch
 
-        batch = torch.as_tensor(inputs)
+        if not getattr(inputs, "flags", None) or inputs.flags.writeable:  # type: ignore[union-attr]
+            batch = torch.as_tensor(inputs)
+        else:  # a read-only array (np.load with mmap, a view): torch would warn, so copy it
+            batch = torch.tensor(inputs)
         channels, height, width = self.input_shape
         if batch.dim() == 3 and channels == 1:
             batch = batch.unsqueeze(1)

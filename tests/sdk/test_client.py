@@ -76,6 +76,10 @@ def test_each_refusal_raises_its_own_error_with_status_and_detail(
     assert invalid.value.status_code == 422
     assert any("epochs" in str(problem["loc"]) for problem in invalid.value.detail)
     assert invalid.value.request_id  # to quote to the service's operators
+    # Printed, it reads as a sentence per field, not a list of dicts.
+    assert str(invalid.value).startswith("HTTP 422: training.epochs: Input should be")
+    with pytest.raises(taas.ValidationError, match="did you mean `fashion_mnist`"):
+        client.submit({"dataset": "fashion-mnist"})  # the suggestion comes from the API
 
     job = client.submit(TINY_SYNTHETIC)
     with taas.Client(url, make_key("globex")) as stranger, pytest.raises(taas.NotFoundError):
@@ -96,6 +100,18 @@ def test_each_refusal_raises_its_own_error_with_status_and_detail(
     # Every one of them is an ApiError, and that a TaasError.
     assert issubclass(taas.ConflictError, taas.ApiError)
     assert issubclass(taas.ApiError, taas.TaasError)
+
+
+def test_a_server_that_is_not_there_is_said_plainly() -> None:
+    from tests.private_servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with taas.Client(url, "taas_00000000_key") as nowhere, pytest.raises(taas.TaasError) as error:
+        nowhere.jobs()
+    assert isinstance(error.value, taas.ServiceUnreachable)
+    assert isinstance(error.value, httpx.ConnectError)  # what httpx users already catch
+    assert str(error.value).startswith(f"cannot reach {url} (")
+    assert "is the taas server running there?" in str(error.value)
 
 
 def test_download_checks_each_file_against_its_listed_sha256(

@@ -422,3 +422,24 @@ def test_load_refuses_an_unknown_format_version(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="format_version=2"):
         load_model(tmp_path)
+
+
+def test_the_sdk_model_reads_in_one_line_and_takes_read_only_arrays(tmp_path: Path) -> None:
+    import warnings
+
+    import taas
+
+    result, dataset, spec = trained({"arch": "mlp", "hidden_sizes": [16]})
+    write_model_files(result, spec, dataset, tmp_path)
+    model = taas.load_model(tmp_path)
+    shown = repr(model)
+    assert shown.startswith("Model(mlp on synthetic, input (1, 12, 12), 4 classes")
+    assert "test_accuracy=" in shown
+    assert "\n" not in shown
+    assert len(shown) < 120
+    pixels = dataset.test_x.numpy().copy()
+    pixels.setflags(write=False)  # as np.load(..., mmap_mode="r") gives them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch's non-writable warning would fail here
+        predicted = model.predict(pixels)
+    assert predicted.shape == (len(pixels),)
