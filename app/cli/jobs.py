@@ -51,7 +51,12 @@ def _watch_job(client: Any, job_id: str, view: Any = None) -> None:
 
 def submit(
     spec_file: Annotated[
-        Path, typer.Argument(help="job spec JSON file", exists=True, dir_okay=False)
+        str,
+        typer.Argument(
+            help="the job spec: a JSON file, - to read it from standard input, or inline "
+            """'{"dataset": "fashion_mnist"}'""",
+            metavar="SPEC",
+        ),
     ],
     wait: Annotated[
         bool, typer.Option("--wait", help="then watch it to the end, as `taas watch` does")

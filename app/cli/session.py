@@ -4,6 +4,7 @@ saved key, a request whose failure becomes one sentence, reading a JSON file, th
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,31 @@ def exit_code_for(status: str) -> int:
     return {"succeeded": EXIT_SUCCEEDED, "cancelled": EXIT_CANCELLED}.get(status, EXIT_FAILED)
 
 
-def read_json(file: Path) -> Any:
+def read_json(source: str) -> Any:
+    """A JSON document given as a file's path, ``-`` (standard input) or inline (``{...}``)."""
+    text, where = _json_text(source)
     try:
-        return json.loads(file.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        typer.echo(f"{file} is not valid JSON: {error}", err=True)
+        return json.loads(text)
+    except ValueError as error:
+        typer.echo(f"{where} is not valid JSON: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from error
+
+
+def _json_text(source: str) -> tuple[str, str]:
+    if source == "-":
+        return sys.stdin.read(), "standard input"
+    if source.lstrip().startswith("{"):
+        return source, "the JSON given"
+    path = Path(source)
+    try:
+        return path.read_text(), source
+    except FileNotFoundError:
+        message = f"{source}: no such file (give a JSON file, - for standard input, or {{...}})"
+    except IsADirectoryError:
+        message = f"{source} is a folder, not a JSON file"
+    except UnicodeDecodeError:
+        message = f"{source} is not a text file"
+    except OSError as error:
+        message = f"cannot read {source}: {error.strerror}"
+    typer.echo(message, err=True)
+    raise typer.Exit(EXIT_USAGE)

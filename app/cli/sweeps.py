@@ -33,7 +33,12 @@ SWEEP_POLL_SECONDS = 2.0
 @sweep_cli.command("submit", epilog=SWEEP_EXIT_CODES_HELP)
 def sweep_submit(
     sweep_file: Annotated[
-        Path, typer.Argument(help="sweep JSON file (see examples/sweep_*.json)", exists=True)
+        str,
+        typer.Argument(
+            help="the sweep: a JSON file (see examples/sweep_*.json), - for standard input, "
+            "or inline JSON",
+            metavar="SWEEP",
+        ),
     ],
     wait: Annotated[
         bool, typer.Option("--wait", help="then print its progress until it ends")
