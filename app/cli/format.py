@@ -32,6 +32,17 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def current_epoch(data: dict[str, Any]) -> int:
+    """The epoch a running job is in (1-based): one past those completed, at most the last."""
+    done, epochs = int(data.get("epoch") or 0), data.get("epochs")
+    return min(done + 1, int(epochs)) if epochs else done + 1
+
+
+def training_done(data: dict[str, Any]) -> bool:
+    """Every batch ran: what is left is the final evaluation on the test split (and exports)."""
+    return float(data.get("fraction") or 0) >= 1.0
+
+
 def size(num_bytes: int) -> str:
     return byte_size(num_bytes)  # binary units, as the dashboard shows them
 

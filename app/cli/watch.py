@@ -11,8 +11,16 @@ from typing import Any, Protocol, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from taas.app.cli.format import duration, event_line, number, outcome_lines
+from taas.app.cli.format import (
+    current_epoch,
+    duration,
+    event_line,
+    number,
+    outcome_lines,
+    training_done,
+)
 from taas.app.cli.job_feed import JobEvent
+from taas.app.core.wording import counted
 
 PROGRESS_LINE_SECONDS = 5.0  # plain output: at most one progress line this often within an epoch
 
@@ -122,18 +130,23 @@ class PlainView:
                 self._print(line)
 
     def _progress_due(self, data: dict[str, Any]) -> bool:
-        """A new epoch always; within one, every PROGRESS_LINE_SECONDS at most."""
-        epoch, now = int(data.get("epoch", 0)), self.clock()
+        """A new epoch always; within one, every PROGRESS_LINE_SECONDS at most; once training
+        is done, once (the final evaluation reports no progress of its own)."""
+        epoch, now = current_epoch(data) + (1 if training_done(data) else 0), self.clock()
         if self.last_progress is not None:
             last_epoch, printed_at = self.last_progress
-            if epoch == last_epoch and now - printed_at < PROGRESS_LINE_SECONDS:
+            same_epoch = epoch == last_epoch
+            if same_epoch and (training_done(data) or now - printed_at < PROGRESS_LINE_SECONDS):
                 return False
         self.last_progress = (epoch, now)
         return True
 
     def _progress(self, data: dict[str, Any]) -> str:
+        if training_done(data):
+            trained = counted(int(data.get("epochs") or 0), "epoch")
+            return f"{trained} trained; final evaluation on the test split  {self.scores.text()}"
         parts = [
-            f"epoch {data.get('epoch', 0)}/{data.get('epochs', '?')}",
+            f"epoch {current_epoch(data)}/{data.get('epochs', '?')}",
             f"{float(data.get('fraction') or 0):.0%}",
             speed_text(data),
             eta_text(data),
@@ -201,13 +214,15 @@ class LiveView:
         elif event.type == "log":
             self.note(f"log: {data.get('message', '')}")
         elif event.type == "progress":
+            done = training_done(data)
             self.progress.update(
                 self.task,
+                description="final evaluation" if done else "running",
                 completed=float(data.get("fraction") or 0),
-                epoch=data.get("epoch", 0),
+                epoch=current_epoch(data),
                 epochs=data.get("epochs", "?"),
-                speed=speed_text(data),
-                eta=eta_text(data),
+                speed=speed_text(data),  # the last epoch's throughput stays on show
+                eta="" if done else eta_text(data),
             )
         elif event.type == "metric":
             line = metric_line(data, self.scores.epochs)

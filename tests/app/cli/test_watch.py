@@ -83,15 +83,20 @@ def test_plain_output_says_each_status_log_epoch_and_the_outcome() -> None:
 
 
 def test_plain_progress_lines_come_once_per_epoch_and_every_few_seconds_within_one() -> None:
-    quick = [line[9:] for line in plain_output(A_JOB) if " 0/2 " in line or "%" in line]
+    quick = [line[9:] for line in plain_output(A_JOB) if "%" in line or "trained;" in line]
     # Three progress events in epoch 0 within a second: one line; epochs 1 and 2: one each.
     assert quick == [
-        "epoch 0/2  10%  1,200 samples/s  eta 42.0s",
-        "epoch 1/2  50%  1,200 samples/s  eta 42.0s  loss 1.5000  val_acc 0.7000",
-        "epoch 2/2  100%  1,200 samples/s  eta 42.0s  loss 0.9000  val_acc 0.8000",
+        "epoch 1/2  10%  1,200 samples/s  eta 42.0s",  # the epoch it is in, not those done
+        "epoch 2/2  50%  1,200 samples/s  eta 42.0s  loss 1.5000  val_acc 0.7000",
+        # Every batch ran: no "100% eta 0s" while the test split is evaluated.
+        "2 epochs trained; final evaluation on the test split  loss 0.9000  val_acc 0.8000",
     ]
     slow = plain_output(A_JOB, seconds_between=PROGRESS_LINE_SECONDS)
-    assert sum("epoch 0/2 " in line for line in slow) == 3  # each one, when they are far apart
+    assert sum("epoch 1/2  " in line for line in slow) == 3  # each one, when they are far apart
+    # The final evaluation is said once, however long it takes.
+    finishing = [*A_JOB[:-1], progress(2, 1.0), progress(2, 1.0), A_JOB[-1]]
+    slow = plain_output(finishing, seconds_between=PROGRESS_LINE_SECONDS)
+    assert sum("final evaluation" in line for line in slow) == 1
 
 
 def test_live_view_draws_a_bar_and_prints_the_outcome() -> None:
@@ -104,7 +109,8 @@ def test_live_view_draws_a_bar_and_prints_the_outcome() -> None:
     assert "━" in text  # the bar
     assert "epoch 2/2" in text
     assert "1,200 samples/s" in text
-    assert "eta 42.0s" in text
+    assert "final evaluation" in text  # every batch ran: no eta left to show
+    assert "eta" not in text.rsplit("final evaluation", 1)[1]
     assert "running (attempt 1): on cpu" in text
     assert f"{JOB} failed" in text
     assert "error (user_error): out of memory" in text
