@@ -38,6 +38,10 @@ def test_sign_in_keeps_the_key_for_the_tab_and_sign_out_forgets_it(
 ) -> None:
     page.goto(server.api_url + "/")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    # The hint names the key file, with commands set as code (no literal backticks).
+    hint = page.get_by_label("API key")
+    expect(hint).to_have_accessible_description(re.compile(r"saves it in \.taas/api_key"))
+    expect(hint).not_to_have_accessible_description(re.compile("`"))
     page.get_by_label("API key").fill("taas_not-a-key")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_have_text("That API key is not valid.")
@@ -82,7 +86,10 @@ def test_submit_form_shows_each_error_beside_its_field_then_submits(
     expect(page.get_by_label("Dataset")).to_have_value("fashion_mnist")
     page.get_by_label("Name").fill("from-the-form")
     page.get_by_label("Dataset").select_option("synthetic")
+    # The placeholders are the server's defaults for the architecture chosen.
+    expect(page.get_by_label("Batch size")).to_have_attribute("placeholder", "128")
     page.get_by_label("Architecture").select_option("mlp")
+    expect(page.get_by_label("Batch size")).to_have_attribute("placeholder", "256")
     page.get_by_label("Hidden layer sizes").fill("32")  # the label follows the architecture
     page.get_by_label("Epochs").fill("0")
     page.get_by_label("Learning rate").fill("0")
@@ -129,9 +136,18 @@ def test_job_page_draws_the_loss_curve_live_and_shows_the_final_accuracy(
     expect(status).to_have_text("running", timeout=JOB_SECONDS * 1000)
 
     counts = []  # points on the chart, sampled while the job runs
+    epochs_said = set()  # the epoch the progress line names while it runs
     while status.inner_text() == "running":
         counts.append(training_points(page))
+        said = re.search(
+            r"Epoch (\d+) of", page.get_by_role("region", name="Progress").inner_text()
+        )
+        if said:
+            epochs_said.add(int(said.group(1)))
         page.wait_for_timeout(150)
+    # The epoch running (1-based), never "Epoch 0": the first epoch is epoch 1.
+    assert epochs_said, "the progress line never named an epoch"
+    assert 0 not in epochs_said, epochs_said
     running_counts = sorted(set(counts) - {0})
     assert len(running_counts) >= 2, f"the curve never grew while the job ran: {counts}"
     assert counts == sorted(counts)  # points are only ever added
@@ -139,15 +155,18 @@ def test_job_page_draws_the_loss_curve_live_and_shows_the_final_accuracy(
     expect(status).to_have_text("succeeded", timeout=JOB_SECONDS * 1000)
     progress = page.get_by_role("region", name="Progress")
     expect(progress).to_contain_text(re.compile(r"Test accuracy: \d+\.\d\d%"))
+    epochs = WATCHED_SPEC["training"]["epochs"]
+    expect(progress).to_contain_text(f"{epochs} of {epochs} epochs completed")
     accuracy = tenant.api.get(f"/v1/jobs/{job['id']}").json()["metrics"]["test_accuracy"]
     expect(progress).to_contain_text(f"{accuracy * 100:.2f}%")
     assert accuracy > 0.7
     steps = tenant.api.get(f"/v1/jobs/{job['id']}/metrics?granularity=step").json()["items"]
     evaluations = sum(point["kind"] == "eval" for point in steps)
     assert evaluations >= 4
-    expect(page.get_by_role("figure", name="Validation accuracy")).to_contain_text(
-        f"Validation accuracy: {evaluations} points"
-    )
+    accuracy_chart = page.get_by_role("figure", name="Accuracy")
+    expect(accuracy_chart).to_contain_text(f"Validation accuracy: {evaluations} points")
+    epochs_run = WATCHED_SPEC["training"]["epochs"]
+    expect(accuracy_chart).to_contain_text(f"Training accuracy: {epochs_run} points")
     trained = sum(point["kind"] == "train" for point in steps)
     assert training_points(page) == trained  # the replay and the live events did not double up
     expect(page.get_by_role("figure", name="Learning rate")).to_contain_text("points, last")

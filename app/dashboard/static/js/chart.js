@@ -34,7 +34,13 @@ export function seriesColor(index) {
  * room beside the first and last x; `xIntegers` puts x ticks on whole numbers only.
  * Returns {figure, append(x, values), setColumns(xs, columns), destroy()}.
  */
-export function lineChart({ title, xLabel, series, yRange, xPadding = 0, xIntegers = false }) {
+// The legend shows a series' value under the cursor; with no cursor on the chart, its name only
+// (not "epoch: —").
+function legendValue(_, value) {
+  return value === null || value === undefined ? "" : number(value, 4);
+}
+
+export function lineChart({ title, xLabel, yLabel, series, yRange, xPadding = 0, xIntegers = false }) {
   const canvas = h("div", { class: "chart-canvas", "aria-hidden": "true" });
   const summary = h("p", { class: "chart-summary" });
   const figure = h("figure", { class: "chart panel" }, h("figcaption", { text: title }), summary, canvas);
@@ -47,7 +53,7 @@ export function lineChart({ title, xLabel, series, yRange, xPadding = 0, xIntege
       height: HEIGHT,
       scales: { x: xPadding ? { time: false, range: padded(xPadding) } : { time: false }, y: yRange ? { range: yRange } : {} },
       series: [
-        { label: xLabel, value: (_, value) => number(value, 4) },
+        { label: xLabel, value: legendValue },
         ...series.map((item, index) => ({
           label: item.label,
           stroke: item.color || seriesColor(index),
@@ -55,12 +61,12 @@ export function lineChart({ title, xLabel, series, yRange, xPadding = 0, xIntege
           spanGaps: true,
           points: pointsOf(item, index),
           ...(item.line === false ? { paths: () => null } : {}),
-          value: (_, value) => number(value, 4),
+          value: legendValue,
         })),
       ],
       axes: [
         { ...axis, label: xLabel, ...(xIntegers ? { incrs: INTEGER_STEPS } : {}) },
-        { ...axis, values: (_, ticks) => ticks.map((t) => number(t, 3)) },
+        { ...axis, label: yLabel || title.toLowerCase(), values: (_, ticks) => ticks.map((t) => number(t, 3)) },
       ],
     };
   }

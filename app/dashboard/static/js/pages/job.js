@@ -287,6 +287,14 @@ function section(title, content) {
   return h("section", { class: "panel", "aria-labelledby": id }, h("h2", { id, text: title }), content);
 }
 
+/** Which epoch: the one running (1-based) while the job runs, else how many were completed. */
+export function epochText(status, progress) {
+  if (status === "running") {
+    return `Epoch ${Math.min(progress.epoch + 1, progress.epochs)} of ${progress.epochs}`;
+  }
+  return `${progress.epoch} of ${progress.epochs} epochs completed`;
+}
+
 /** The progress bar and the line under it: epoch, share done, speed, time left. */
 class ProgressView {
   constructor() {
@@ -298,7 +306,12 @@ class ProgressView {
   show(status, progress) {
     const fraction = status === "succeeded" ? 1 : progress.fraction || 0;
     this.bar.value = fraction;
-    const parts = [`Epoch ${progress.epoch} of ${progress.epochs}`, `${percent(fraction, 0)} done`];
+    const parts = [epochText(status, progress), `${percent(fraction, 0)} done`];
+    if (status === "running" && fraction >= 1) {
+      // Every batch ran: the test split is evaluated and the model saved; no time left to show.
+      this.text.textContent = [...parts, "final evaluation on the test split"].join(" · ");
+      return;
+    }
     // Batches, speed and time left describe a run in progress, not one that ended.
     if (status === "running") {
       if (progress.batches_per_epoch) {
@@ -321,8 +334,9 @@ class Curves {
   constructor() {
     this.loss = lineChart({ title: "Loss", xLabel: "epoch",
       series: [{ label: "Training loss" }, { label: "Validation loss", points: true }] });
-    this.accuracy = lineChart({ title: "Validation accuracy", xLabel: "epoch",
-      series: [{ label: "Validation accuracy", points: true }], yRange: [0, 1] });
+    // Its own range, not 0-1: a rise from 0.89 to 0.91 must be visible.
+    this.accuracy = lineChart({ title: "Accuracy", xLabel: "epoch",
+      series: [{ label: "Validation accuracy", points: true }, { label: "Training accuracy" }] });
     this.lr = lineChart({ title: "Learning rate", xLabel: "epoch", series: [{ label: "Learning rate" }] });
     this.element = h("div", { class: "charts" }, this.loss.figure, this.accuracy.figure, this.lr.figure);
     this.reset();
@@ -332,7 +346,7 @@ class Curves {
     this.lastStep = { train: 0, eval: 0 };
     this.lastEpoch = 0;
     for (const chart of [this.loss, this.accuracy, this.lr]) {
-      chart.setColumns([], chart === this.loss ? [[], []] : [[]]);
+      chart.setColumns([], chart === this.lr ? [[]] : [[], []]);
     }
   }
 
@@ -356,18 +370,28 @@ class Curves {
     if (kind === "train") {
       this.loss.append(point.epoch, [point.train_loss, null]);
       if (point.lr !== null && point.lr !== undefined) this.lr.append(point.epoch, [point.lr]);
+      if (point.train_accuracy !== null && point.train_accuracy !== undefined) {
+        this.accuracy.append(point.epoch, [null, point.train_accuracy]);
+      }
     } else {
       this.loss.append(point.epoch, [null, point.val_loss]);
-      this.accuracy.append(point.epoch, [point.val_accuracy]);
+      this.accuracy.append(point.epoch, [point.val_accuracy, null]);
     }
   }
 
-  // Epoch points are drawn only while no step point has arrived (step points are finer).
+  // Epoch points are drawn only while no step point has arrived (step points are finer), but
+  // for the training accuracy.
   addEpoch(point) {
-    if (this.lastStep.train || this.lastStep.eval || point.epoch <= this.lastEpoch) return;
+    if (point.epoch <= this.lastEpoch) return;
     this.lastEpoch = point.epoch;
+    if (this.lastStep.train || this.lastStep.eval) {
+      // Step points draw the rest; training accuracy is measured once an epoch only.
+      const trainAccuracy = point.train_accuracy ?? null;
+      if (trainAccuracy !== null) this.accuracy.append(point.epoch, [null, trainAccuracy]);
+      return;
+    }
     this.loss.append(point.epoch, [point.train_loss, point.val_loss]);
-    this.accuracy.append(point.epoch, [point.val_accuracy]);
+    this.accuracy.append(point.epoch, [point.val_accuracy, point.train_accuracy ?? null]);
     this.lr.append(point.epoch, [point.lr]);
   }
 

@@ -14,9 +14,11 @@ export function render(main, { query }) {
     h("div", { class: "field" },
       h("label", { for: "api-key", text: "API key" }),
       keyInput,
-      h("p", { id: "api-key-hint", class: "field-hint",
-        text: "`taas serve` prints one on first start; `taas keys create --tenant NAME` makes more. " +
-          "It is kept in this tab only, until you sign out or close the tab." })),
+      h("p", { id: "api-key-hint", class: "field-hint" },
+        h("code", { text: "taas serve" }), " prints one on first start and saves it in ",
+        h("code", { text: ".taas/api_key" }), " (under its TAAS_HOME); ",
+        h("code", { text: "taas keys create --tenant NAME" }), " makes more. ",
+        "It is kept in this tab only, until you sign out or close the tab.")),
     error,
     h("div", { class: "form-actions" }, h("button", { type: "submit", text: "Sign in" })));
 

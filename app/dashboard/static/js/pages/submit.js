@@ -12,6 +12,13 @@ const ARCHES = ["mlp", "cnn", "resnet"];
 const WIDTH_FIELD = { mlp: "hidden_sizes", cnn: "channels", resnet: "widths" };
 const WIDTH_LABEL = { mlp: "Hidden layer sizes", cnn: "Conv channels", resnet: "Stage widths" };
 const DEFAULT_ARCH = "cnn";
+// What the server fills in for each architecture's recipe (tests/app/dashboard/test_recipe_defaults.py checks these
+// against app/spec), shown as the placeholders of the fields left empty.
+const RECIPE_DEFAULTS = {
+  mlp: { epochs: "3", lr: "0.01", "batch-size": "256" },
+  cnn: { epochs: "3", lr: "0.01", "batch-size": "128" },
+  resnet: { epochs: "15", lr: "0.003", "batch-size": "256" },
+};
 const ACTIVATIONS = ["relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu"];
 const OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop"];
 
@@ -22,10 +29,10 @@ const FIELDS = [
   { id: "arch", label: "Architecture", path: ["model", "arch"], kind: "select", options: ARCHES, empty: `default (${DEFAULT_ARCH})` },
   { id: "widths", label: WIDTH_LABEL[DEFAULT_ARCH], path: ["model", "widths"], kind: "list", hint: "Comma-separated, e.g. 32, 64. Empty: the default." },
   { id: "activation", label: "Activation", path: ["model", "activation"], kind: "select", options: ACTIVATIONS, empty: "default (relu)" },
-  { id: "epochs", label: "Epochs", path: ["training", "epochs"], kind: "number", placeholder: "3" },
+  { id: "epochs", label: "Epochs", path: ["training", "epochs"], kind: "number", placeholder: RECIPE_DEFAULTS[DEFAULT_ARCH].epochs },
   { id: "optimizer", label: "Optimizer", path: ["training", "optimizer"], kind: "select", options: OPTIMIZERS, empty: "default (adamw)" },
-  { id: "lr", label: "Learning rate", path: ["training", "lr"], kind: "number", placeholder: "0.01" },
-  { id: "batch-size", label: "Batch size", path: ["training", "batch_size"], kind: "number", placeholder: "256" },
+  { id: "lr", label: "Learning rate", path: ["training", "lr"], kind: "number", placeholder: RECIPE_DEFAULTS[DEFAULT_ARCH].lr },
+  { id: "batch-size", label: "Batch size", path: ["training", "batch_size"], kind: "number", placeholder: RECIPE_DEFAULTS[DEFAULT_ARCH]["batch-size"] },
   { id: "acceleration", label: "Acceleration", path: ["acceleration"], kind: "select", options: ["auto", "off"], empty: null,
     hint: "off: the plain fp32 loop, the honest baseline." },
 ];
@@ -73,6 +80,7 @@ class SubmitForm {
   relabelWidths() {
     const arch = this.inputs.get("arch").value || DEFAULT_ARCH;
     document.getElementById("widths-label").textContent = WIDTH_LABEL[arch];
+    for (const [id, value] of Object.entries(RECIPE_DEFAULTS[arch])) this.inputs.get(id).placeholder = value;
   }
 
   async loadDatasets() {
