@@ -12,9 +12,9 @@ import secrets
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from taas.app.core.errors import NotFound
 
@@ -73,8 +73,26 @@ def dashboard() -> FileResponse:
 
 @router.get("/docs")
 def swagger_ui() -> FileResponse:
-    """Swagger UI for /openapi.json, from the vendored bundle (FastAPI's default uses a CDN)."""
+    """Swagger UI for the public API, from the vendored bundle (FastAPI's default uses a CDN)."""
     return static_file("docs.html")
+
+
+@router.get("/openapi-public.json", include_in_schema=False)
+def public_openapi(request: Request) -> JSONResponse:
+    """The OpenAPI document without the workers' internal routes: what /docs and /redoc show
+    to the people who use the API. /openapi.json stays whole, for tools and workers."""
+    document = request.app.openapi()
+    paths = {
+        path: item for path, item in document["paths"].items() if not path.startswith("/internal/")
+    }
+    components = dict(document.get("components", {}))
+    schemes = {
+        name: scheme
+        for name, scheme in components.get("securitySchemes", {}).items()
+        if name != "WorkerToken"
+    }
+    public = {**document, "paths": paths, "components": {**components, "securitySchemes": schemes}}
+    return JSONResponse(public, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/redoc")

@@ -127,3 +127,14 @@ def test_vendored_libraries_name_their_version_and_license() -> None:
         assert (folder / "LICENSE").is_file(), folder.name
         version = (folder / "VERSION").read_text()
         assert re.search(r"npm package \S+@\d+\.\d+\.\d+", version), folder.name
+
+
+def test_the_api_docs_show_the_public_routes_only(api: TestClient) -> None:
+    public = api.get("/openapi-public.json").json()
+    assert "/v1/jobs" in public["paths"]
+    assert not [path for path in public["paths"] if path.startswith("/internal/")]
+    assert "WorkerToken" not in public["components"]["securitySchemes"]
+    whole = api.get("/openapi.json").json()  # for tools and workers: everything
+    assert any(path.startswith("/internal/") for path in whole["paths"])
+    for page in ("swagger-init.js", "redoc-init.js"):
+        assert '"/openapi-public.json"' in (STATIC_DIR / "docs" / page).read_text(), page
