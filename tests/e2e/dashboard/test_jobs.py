@@ -179,6 +179,9 @@ def test_job_page_draws_the_loss_curve_live_and_shows_the_final_accuracy(
     page.screenshot(path=screenshots / "job-375.png")
     page.get_by_role("link", name="Jobs", exact=True).click()
     expect(page.get_by_role("link", name="watched-job")).to_be_visible()
+    # Every column fits a phone's width: nothing cut off at the right ("Progre").
+    overflow = page.locator(".table-wrap").evaluate("(wrap) => wrap.scrollWidth - wrap.clientWidth")
+    assert overflow <= 0, f"the jobs table is {overflow}px wider than the screen"
     page.screenshot(path=screenshots / "jobs-375.png", full_page=True)
     page.set_viewport_size(DESKTOP)
     page.screenshot(path=screenshots / "jobs-1280x800.png")

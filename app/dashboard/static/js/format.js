@@ -47,6 +47,14 @@ export function bytes(size) {
 }
 
 /** An ISO timestamp in the reader's locale, to the second. */
+/** When, briefly (a row's second line): "Dec 7, 03:53 PM". */
+export function shortDateTime(iso) {
+  if (!iso) return "—";
+  return new Date(iso).toLocaleString(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+  });
+}
+
 export function dateTime(iso) {
   if (!iso) return "—";
   return new Date(iso).toLocaleString(undefined, {

@@ -56,7 +56,7 @@ async function showCharts(container, results, ids, message) {
   const missing = ids.length - jobs.length;
   message.textContent = missing ? `${missing} of the chosen jobs could not be loaded.` : "";
   if (!jobs.length) return [];
-  const series = jobs.map((job) => ({ label: job.name }));
+  const series = jobs.map((job) => ({ label: distinctLabel(job, jobs) }));
   const accuracy = lineChart({ title: "Validation accuracy", xLabel: "epoch", series: series.map(withPoints),
     yRange: [0, 1] });
   const loss = lineChart({ title: "Training loss", xLabel: "epoch", series });
@@ -108,4 +108,10 @@ function resultsTable(jobs) {
       h("td", { text: job.spec.training.optimizer }),
       h("td", { class: "number", text: String(job.spec.training.lr) }),
       h("td", { class: "number", text: percent(job.metrics.test_accuracy, 2) }))))));
+}
+
+/** A job's name, and its id's tail where another compared job has the same name. */
+export function distinctLabel(job, jobs) {
+  const twins = jobs.filter((other) => other.name === job.name).length;
+  return twins > 1 ? `${job.name} (${job.id.slice(-6)})` : job.name;
 }

@@ -3,7 +3,7 @@
 import { getJson, query } from "../api.js";
 import { focusHeading, navigate } from "../app.js";
 import { announce, h, replaceChildren } from "../dom.js";
-import { STATUSES, duration, jobSeconds, percent } from "../format.js";
+import { STATUSES, duration, jobSeconds, percent, shortDateTime } from "../format.js";
 import { followStream } from "../sse.js";
 
 const PAGE_SIZE = 20;
@@ -152,7 +152,10 @@ class JobRow {
     this.bar = h("progress", { max: 1, "aria-label": `Progress of ${job.name}` });
     this.element = h("tr", {},
       h("td", { class: "wide-only" }, checkbox),
-      h("td", { class: "job-name" }, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, text: job.name })),
+      // Two jobs may share a name: the creation time (and the id, on hover) tells them apart.
+      h("td", { class: "job-name" },
+        h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, text: job.name, title: job.id }),
+        h("span", { class: "job-created", text: shortDateTime(job.created_at) })),
       h("td", {}, this.status),
       h("td", { class: "wide-only", text: job.spec.dataset }),
       h("td", { class: "wide-only", text: job.spec.model.arch }),
