@@ -78,6 +78,7 @@ def test_sweep_page_ranks_trials_and_charts_them_as_they_end(
     )
     chart = page.get_by_role("figure", name="val_accuracy by trial")
     expect(chart).to_contain_text("best so far: 3 points")
+    expect(chart).not_to_contain_text("outside constraint")  # this sweep sets no constraint
     board = page.get_by_role("table", name=re.compile("Best first"))
     rows = board.get_by_role("row")
     expect(rows).to_have_count(4)  # a header and three trials

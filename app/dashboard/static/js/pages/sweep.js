@@ -102,7 +102,8 @@ class SweepPage {
 
   showChart() {
     const { sweep } = this;
-    const plot = sweep.objective.length === 2 ? paretoColumns(sweep) : progressColumns(sweep);
+    const plot = withoutConstraintSeries(
+      sweep, sweep.objective.length === 2 ? paretoColumns(sweep) : progressColumns(sweep));
     if (!this.chart) {
       this.chart = lineChart({ title: plot.title, xLabel: plot.xLabel, series: plot.series,
         xPadding: 0.05, xIntegers: plot.xIntegers });
@@ -199,6 +200,14 @@ class SweepPage {
 // A trial that ended outside the constraint reads as set aside (grey), not as a success.
 function statusColor(trial) {
   return trial.status === "succeeded" && trial.within_constraint === false ? "queued" : trial.status;
+}
+
+/** A sweep without a constraint has no trials outside one: no such series, nor its "no points
+ * yet" in the caption. (The series is the second of both plots.) */
+function withoutConstraintSeries(sweep, plot) {
+  if (Object.keys(sweep.constraint || {}).length) return plot;
+  const keep = (_, index) => index !== 1;
+  return { ...plot, series: plot.series.filter(keep), columns: plot.columns.filter(keep) };
 }
 
 /** One objective: value per trial number, split by whether the trial counts, and the best so
