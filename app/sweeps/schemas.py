@@ -46,7 +46,9 @@ class SweepIn(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     spec: dict[str, Any] = Field(
         description="the base job spec (defaults as for jobs); trials validate on a holdout of "
-        "the training split unless it sets training.validate_on"
+        "the training split unless it sets training.validate_on",
+        # A job spec needs its dataset; the document says so, as the server enforces it.
+        json_schema_extra={"required": ["dataset"], "properties": {"dataset": {"type": "string"}}},
     )
     parameters: dict[str, dict[str, Any]] = Field(
         description='dotted spec path -> {"values": [...]} or {"min", "max", "scale": '

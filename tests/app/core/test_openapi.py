@@ -170,3 +170,8 @@ def test_an_undeclared_method_is_405_with_every_method_of_the_path(
     response = api.request("PATCH", "/v1/jobs/job_x", headers=auth)
     assert response.status_code == 405
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+
+
+def test_a_sweeps_spec_is_documented_to_need_its_dataset(api: TestClient) -> None:
+    spec = schema(api)["components"]["schemas"]["SweepIn"]["properties"]["spec"]
+    assert spec["required"] == ["dataset"]
