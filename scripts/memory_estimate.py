@@ -79,6 +79,9 @@ class _Quiet:
     def report_step(self, point: object) -> None:
         pass
 
+    def report_start(self, device: str, acceleration: dict[str, object]) -> None:
+        pass
+
     def should_prune(self) -> bool:
         return False
 

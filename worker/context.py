@@ -68,6 +68,10 @@ class JobContext:
     def report_step(self, point: StepPoint) -> None:
         self.progress.add_point(point)
 
+    def report_start(self, device: str, acceleration: dict[str, object]) -> None:
+        self.progress.started(device, acceleration)
+        self.beat()  # the job's page shows them now, not at the next heartbeat
+
     def log(self, message: str) -> None:
         try:
             self.call_api(self.reporter.post_event, message)

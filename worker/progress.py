@@ -30,6 +30,9 @@ class LiveProgress:
         self.last_reading: tuple[float, int, int] | None = None
         self.samples_per_second: float | None = None
         self.batches_per_second: float | None = None
+        # Where training runs and how (device, acceleration plan), sent with every report once
+        # known, so a reader sees them while the job runs.
+        self.start: dict[str, Any] | None = None
 
     def epoch_completed(self, epoch: int) -> None:
         with self.lock:
@@ -57,12 +60,18 @@ class LiveProgress:
         with self.lock:
             self.points[:0] = points
 
+    def started(self, device: str, acceleration: dict[str, object]) -> None:
+        with self.lock:
+            self.start = {"device": device, "acceleration": acceleration}
+
     def report(self) -> dict[str, Any]:
         """The heartbeat's body: progress, rates, ETA and the points gathered since the last."""
         with self.lock:
             self._update_rates(time.monotonic())
             points, self.points = self.points[:POINTS_PER_REPORT], self.points[POINTS_PER_REPORT:]
             body: dict[str, Any] = {"epoch": self.epochs_done, "fraction": self._fraction()}
+            if self.start is not None:
+                body |= self.start
             if self.batches_per_epoch is not None:
                 body |= {
                     "batches_done": self.batches_done,

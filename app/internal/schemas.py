@@ -52,6 +52,10 @@ class HeartbeatRequest(WorkerMessage):
     samples_per_second: float | None = Field(default=None, ge=0.0)
     eta_seconds: float | None = Field(default=None, ge=0.0)
     points: list[StepPointIn] = Field(default_factory=list, max_length=1000)
+    # Once training has started: where it runs and the acceleration plan (the finish replaces
+    # them with the final report).
+    device: str | None = Field(default=None, max_length=40)
+    acceleration: dict[str, Any] | None = None
 
 
 class HeartbeatResponse(BaseModel):

@@ -100,6 +100,10 @@ def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatReques
     of one job written at once would each keep their own, the later commit winning."""
     job, row = current_attempt(session, job_id, attempt, lock=True)
     row.heartbeat_at = utcnow()
+    if beat.device is not None and job.device is None:
+        job.device = beat.device
+    if beat.acceleration is not None and job.acceleration is None:
+        job.acceleration = beat.acceleration
     job.progress_epoch = max(job.progress_epoch, beat.epoch)
     job.progress_fraction = max(job.progress_fraction, beat.fraction)
     if beat.batches_per_epoch is not None:

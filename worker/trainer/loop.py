@@ -100,6 +100,7 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
             f"training a {count}-parameter {spec.model.arch} on {device}; "
             f"acceleration {plan.mode}: {', '.join(applied) or 'none'}"
         )
+        context.report_start(str(device), plan.report())
         epochs_completed, stop_reason, last_point = _train_epochs(run, first_epoch)
         result = _finish(run, dataset, epochs_completed, stop_reason)
         if last_point is not None:

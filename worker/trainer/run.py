@@ -48,6 +48,10 @@ class TrainContext(Protocol):
     def report_step(self, point: StepPoint) -> None:
         """A point of the step series: a training loss every few steps, or an evaluation."""
 
+    def report_start(self, device: str, acceleration: dict[str, object]) -> None:
+        """Training starts on ``device`` with this acceleration plan (the report at the end
+        adds what compiling did): readers see them while the job runs."""
+
     def log(self, message: str) -> None:
         """A line for the job's event log."""
 

@@ -46,3 +46,21 @@ def test_a_succeeded_job_ends_with_what_it_achieved_not_its_status_again(
         "succeeded",
         "test accuracy 0.9123, test loss 0.2500; the target accuracy was reached",
     )
+
+
+def test_a_running_job_says_its_device_and_acceleration_before_it_ends(
+    api: TestClient, auth: dict[str, str], worker_auth: dict[str, str]
+) -> None:
+    from tests.app.internal.test_router import write
+
+    job_id = submit(api, auth)
+    assert claim(api, worker_auth, job_id).status_code == 200
+    plan = {"mode": "auto", "data_on_device": True}
+    beat = write(api, worker_auth, job_id, "heartbeat", {"device": "cpu", "acceleration": plan})
+    assert beat.status_code == 200, beat.text
+    running = api.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert (running["status"], running["device"], running["acceleration"]) == (
+        "running",
+        "cpu",
+        plan,
+    )

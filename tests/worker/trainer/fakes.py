@@ -59,6 +59,7 @@ class RecordingContext:
         self.messages: list[str] = []
         self.checkpoints: list[dict[str, Any]] = []
         self.resume_from: dict[str, Any] | None = None
+        self.started: tuple[str, dict[str, object]] | None = None
 
     def report_metrics(self, point: MetricPoint) -> None:
         self.points.append(point)
@@ -68,6 +69,9 @@ class RecordingContext:
 
     def report_step(self, point: StepPoint) -> None:
         self.steps.append(point)
+
+    def report_start(self, device: str, acceleration: dict[str, object]) -> None:
+        self.started = (device, acceleration)
 
     def should_stop(self) -> bool:
         self.stop_checks += 1

@@ -309,3 +309,13 @@ def test_a_pruned_run_stops_within_a_batch_and_keeps_its_model() -> None:
     assert context.stop_checks == 5
     assert 0.0 <= result.test_accuracy <= 1.0  # evaluated and exportable, unlike a cancel
     assert any("stopped (pruned)" in message for message in context.messages)
+
+
+def test_the_device_and_acceleration_plan_are_said_when_training_starts() -> None:
+    result, context = run({"arch": "mlp", "hidden_sizes": [8]}, epochs=1)
+    assert context.started is not None
+    device, plan = context.started
+    assert device == "cpu"
+    assert plan["mode"] == "auto"
+    # The final report adds to the plan (what compiling did, where it ran), never contradicts it.
+    assert {key: result.acceleration[key] for key in plan} == plan

@@ -35,6 +35,9 @@ class BenchContext:
     def report_step(self, point: StepPoint) -> None:
         pass
 
+    def report_start(self, device: str, acceleration: dict[str, object]) -> None:
+        pass
+
     def report_metrics(self, point: MetricPoint) -> None:
         self.points.append(point)
         # What the run really used: the trainer may pick its own count (and sets it back after).
