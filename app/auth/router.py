@@ -17,7 +17,17 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such key 
 KeyId = Annotated[str, Path(max_length=100, description="the key's public id, `key_...`")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CreatedKey)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CreatedKey,
+    responses={
+        422: {
+            "description": "a field is wrong, or expires_at is not in the future (a fact of "
+            "the moment the request arrives, which no schema can say)"
+        }
+    },
+)
 def create_key(request: KeyIn, session: SessionDep, tenant: AdminTenant) -> CreatedKey:
     issued = service.issue_key(session, tenant, request.name, request.scope, request.expires_at)
     session.commit()

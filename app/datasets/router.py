@@ -80,7 +80,8 @@ class UploadForm:
         **error_responses(
             {
                 413: "the upload (or what it unpacks to) is too large",
-                415: "not multipart/form-data, or a file format that is not supported",
+                415: "not multipart/form-data, or a file that is none of .npz, CSV or .zip "
+                "(an image on its own, say: zip a folder of them per class)",
                 422: "the file is not a valid dataset, or a field is wrong; the message says why",
                 503: "object storage is down, or this API host has too little memory free to "
                 "validate the upload now (Retry-After)",

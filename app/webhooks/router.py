@@ -38,7 +38,13 @@ OwnedEndpoint = Annotated[WebhookEndpoint, Depends(valid_owned_endpoint)]
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookCreated,
-    responses={429: {"description": "the tenant has the most webhooks allowed"}},
+    responses={
+        422: {
+            "description": "a field is wrong, or the URL's host does not resolve to a public "
+            "address (checked when the webhook is created)"
+        },
+        429: {"description": "the tenant has the most webhooks allowed"},
+    },
 )
 def create_webhook(
     request: WebhookIn, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
