@@ -100,9 +100,11 @@ def heartbeat(session: Session, job_id: str, attempt: int, beat: HeartbeatReques
     of one job written at once would each keep their own, the later commit winning."""
     job, row = current_attempt(session, job_id, attempt, lock=True)
     row.heartbeat_at = utcnow()
-    if beat.device is not None and job.device is None:
+    # The live attempt's device and plan (a new attempt may run elsewhere); its finish replaces
+    # them with the final report.
+    if beat.device is not None:
         job.device = beat.device
-    if beat.acceleration is not None and job.acceleration is None:
+    if beat.acceleration is not None:
         job.acceleration = beat.acceleration
     job.progress_epoch = max(job.progress_epoch, beat.epoch)
     job.progress_fraction = max(job.progress_fraction, beat.fraction)
