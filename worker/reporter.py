@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from taas.app.storage.objects import PART_BYTES, part_count
+from taas.client import describe_file  # size, sha256 and part checksums, as the SDK sends
 
 logger = logging.getLogger(__name__)
 UPLOAD_CHUNK_BYTES = 1024 * 1024
@@ -83,7 +83,7 @@ class ApiReporter:
             headers={"Authorization": f"Bearer {worker_token}"},
             timeout=timeout,
         )
-        # For presigned object-storage URLs: no token, and time for a part of PART_BYTES.
+        # For presigned object-storage URLs: no token, and time for a 64 MiB part.
         self.store_client = httpx.Client(timeout=httpx.Timeout(timeout, write=300.0))
         self.attempts = attempts
         self.storage_wait_seconds = storage_wait_seconds
@@ -344,19 +344,6 @@ def _detail(response: httpx.Response) -> object:
         return response.json().get("detail")
     except ValueError:
         return response.text[:500]
-
-
-def describe_file(path: Path) -> dict[str, Any]:
-    """Size, sha256, and the sha256 of each part of PART_BYTES (one read of the file)."""
-    size = path.stat().st_size
-    whole, parts = hashlib.sha256(), []
-    for index in range(part_count(size)):
-        part = hashlib.sha256()
-        for chunk in _chunks(path, index * PART_BYTES, PART_BYTES):
-            part.update(chunk)
-            whole.update(chunk)
-        parts.append(part.hexdigest())
-    return {"size_bytes": size, "sha256": whole.hexdigest(), "part_sha256": parts}
 
 
 def sha256_of(path: Path) -> str:

@@ -171,3 +171,12 @@ def test_an_unreachable_store_or_a_missing_bucket_is_unavailable(
         unreachable.check()
     with pytest.raises(StorageUnavailable):
         unreachable.stat(KEY)
+
+
+def test_clients_split_files_into_the_parts_the_server_presigns(tmp_path: Path) -> None:
+    from taas.client import PART_BYTES as CLIENT_PART_BYTES
+    from taas.client import describe_file
+
+    assert CLIENT_PART_BYTES == PART_BYTES  # the SDK and the worker declare parts of this size
+    described = describe_file(a_file(tmp_path))
+    assert described == {"size_bytes": len(DATA), "sha256": DIGEST, "part_sha256": [DIGEST]}
