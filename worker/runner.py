@@ -9,6 +9,7 @@ context.py; loading the data, training, uploading the model and the outcome in t
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -139,7 +140,6 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
         # broker message.
         logger.error("ignoring a message with a malformed job id %r", job_id[:100])
         return
-    scratch = settings.worker_scratch_dir / job_id
     # Compiled kernels outlive the job: the next one of this architecture loads them.
     use_disk_cache(settings.home)
     reporter = ApiReporter(
@@ -155,12 +155,38 @@ def run_job_by_id(job_id: str, settings: Settings | None = None) -> None:
             claim = _claim(reporter, job_id)
             if claim is not None:
                 bind_log_context(attempt=claim.attempt)
-                _run_claimed(claim, reporter, scratch, settings)
+                _run_in_scratch(claim, reporter, settings)
     finally:
         reporter.close()
-        # However the job ended (even when its result could not be reported), this worker's
-        # copies are of no more use: the API keeps the checkpoints.
-        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_in_scratch(claim: Claim, reporter: ApiReporter, settings: Settings) -> None:
+    """Run the claimed attempt in a folder of its own. Only the attempt's holder touches it:
+    workers on one host share the scratch root, and a duplicate message for the same job (after
+    a broker restart, say) reaches another worker here while this one writes a checkpoint."""
+    job_scratch = settings.worker_scratch_dir / claim.job_id
+    scratch = job_scratch / f"attempt-{claim.attempt}"
+    try:
+        _run_claimed(claim, reporter, scratch, settings)
+    finally:
+        # However the attempt ended (even when its result could not be reported), its copies
+        # are of no more use: the API keeps the checkpoints. Earlier attempts' folders on this
+        # host are left over from killed workers: the API no longer accepts their writes.
+        for folder in _attempt_folders(job_scratch, up_to=claim.attempt):
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # a later attempt may already be here
+            job_scratch.rmdir()
+
+
+def _attempt_folders(job_scratch: Path, up_to: int) -> list[Path]:
+    if not job_scratch.is_dir():
+        return []
+    folders = []
+    for folder in job_scratch.iterdir():
+        number = folder.name.removeprefix("attempt-")
+        if number.isdigit() and int(number) <= up_to:
+            folders.append(folder)
+    return folders
 
 
 def _scratch_is_low(settings: Settings, job_id: str) -> bool:

@@ -187,15 +187,37 @@ def test_the_scratch_folder_is_removed_even_when_the_finish_cannot_be_reported(
         worker_token="t" * 30, api_url="http://api", home=tmp_path, min_free_bytes=0
     )
     job_id = "job_" + "b" * 24
-    scratch = settings.worker_scratch_dir / job_id
+    job_scratch = settings.worker_scratch_dir / job_id
+    left_by_a_killed_worker = job_scratch / "attempt-1"
+    left_by_a_killed_worker.mkdir(parents=True)
+    (left_by_a_killed_worker / "checkpoint-epoch3.pt").write_bytes(b"x" * 1000)
 
-    def claim_then_fill_scratch(*_args: Any, **_kwargs: Any) -> None:
+    def fill_scratch_then_fail(_claim: Any, _reporter: Any, scratch: Path, _settings: Any) -> None:
         scratch.mkdir(parents=True)
         (scratch / "checkpoint-epoch1.pt").write_bytes(b"x" * 1000)
         raise StorageFull(507, "storage full: the database or its disk is full")
 
-    monkeypatch.setattr(runner, "_run_claimed", claim_then_fill_scratch)
-    monkeypatch.setattr(runner, "_claim", lambda *_args: SimpleNamespace(attempt=1))
+    monkeypatch.setattr(runner, "_run_claimed", fill_scratch_then_fail)
+    monkeypatch.setattr(runner, "_claim", lambda *_args: SimpleNamespace(job_id=job_id, attempt=2))
     with pytest.raises(StorageFull):
         run_job_by_id(job_id, settings)
-    assert not scratch.exists()
+    assert not job_scratch.exists()
+
+
+def test_a_duplicate_message_leaves_the_running_attempts_checkpoint_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers on one host share the scratch root; a second message for a job another worker
+    runs (a broker restarted empty, the reconciler sent it again) is refused at the claim and
+    must not delete the checkpoint the running attempt is about to upload."""
+    settings = Settings(
+        worker_token="t" * 30, api_url="http://api", home=tmp_path, min_free_bytes=0
+    )
+    job_id = "job_" + "c" * 24
+    running = settings.worker_scratch_dir / job_id / "attempt-2"
+    running.mkdir(parents=True)
+    (running / "checkpoint-epoch1.pt").write_bytes(b"x" * 1000)
+
+    monkeypatch.setattr(runner, "_claim", lambda *_args: None)  # the job is not queued any more
+    run_job_by_id(job_id, settings)
+    assert (running / "checkpoint-epoch1.pt").exists()
