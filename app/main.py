@@ -39,6 +39,7 @@ from taas.app.observability.request_id import REQUEST_ID_HEADER, RequestId, bind
 from taas.app.scheduling.reconciler import Reconciler
 from taas.app.scheduling.router import router as presence_router
 from taas.app.spec import LimitViolation
+from taas.app.spec.limits import maxima_beside
 from taas.app.spec.suggestions import spec_hint
 from taas.app.stream.hub import StreamHub
 from taas.app.stream.router import router as stream_router
@@ -76,6 +77,7 @@ def _validation_error(request: Request, error: Exception) -> JSONResponse:
     ]
     for item in detail:
         item["msg"] += _spec_hint(request, error.body, item)
+    detail.extend(_maxima_beside(request, error.body, detail))
     content_type = request.headers.get("content-type", "")
     if not _is_json(content_type) and any(_is_raw_body_error(item) for item in detail):
         message = f"Content-Type {content_type[:100]!r} is not supported: send application/json"
@@ -94,6 +96,19 @@ def _spec_hint(request: Request, body: Any, item: dict[str, Any]) -> str:
     if request.url.path == "/v1/sweeps" and loc[:2] == ["body", "spec"] and isinstance(body, dict):
         return spec_hint({**item, "loc": ["body", *loc[2:]]}, body.get("spec"))
     return ""
+
+
+def _maxima_beside(request: Request, body: Any, detail: list[dict[str, Any]]) -> list[Any]:
+    """The configured maxima a spec that failed validation also exceeds: the server checks them
+    once a spec parses, and a person fixing a form should hear of every bad field at once."""
+    if request.method != "POST" or not isinstance(body, dict):
+        return []
+    limits = get_settings().limits
+    if request.url.path == "/v1/jobs":
+        return maxima_beside(body, limits, ["body"], detail)
+    if request.url.path == "/v1/sweeps" and isinstance(body.get("spec"), dict):
+        return maxima_beside(body["spec"], limits, ["body", "spec"], detail)
+    return []
 
 
 def _is_json(content_type: str) -> bool:

@@ -39,6 +39,20 @@ class InvalidInput(DomainError):
         return [{"loc": self.loc, "msg": self.message, "type": "value_error"}]
 
 
+class InvalidInputs(DomainError):
+    """Several problems at once, each an item of FastAPI's validation-error shape."""
+
+    status_code = 422
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(str(item["msg"]) for item in items))
+        self.items = items
+
+    @property
+    def detail(self) -> Any:
+        return self.items
+
+
 class MalformedHeader(DomainError):
     """A request header that does not parse (400, with the header named in the message)."""
 

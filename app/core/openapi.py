@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from taas.app.auth.dependencies import api_key_scheme
+from taas.app.core.config import get_settings
+from taas.app.spec.limits import add_maxima_to_schema
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -99,7 +101,8 @@ def error_responses(descriptions: Mapping[int, str]) -> Responses:
 
 
 def complete_openapi(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document with the shared error statuses and links added (cached)."""
+    """The app's OpenAPI document with the shared error statuses, links and this server's
+    configured limits added (cached)."""
     if app.openapi_schema is None:
         document = get_openapi(
             title=app.title,
@@ -109,6 +112,7 @@ def complete_openapi(app: FastAPI) -> dict[str, Any]:
         )
         add_error_statuses(document)
         add_links(document)
+        add_maxima_to_schema(document, get_settings().limits)
         app.openapi_schema = document
     return app.openapi_schema
 

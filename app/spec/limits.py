@@ -3,6 +3,8 @@ parsed: static bounds live on the fields, these depend on the deployment."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from taas.app.spec.base import StrictModel
@@ -11,7 +13,6 @@ from taas.app.spec.job import JobSpec
 from taas.app.spec.networks import (
     CnnSpec,
     NetworkDoesNotFit,
-    NetworkSpec,
     ResnetSpec,
     cnn_feature_shape,
     parameter_count,
@@ -40,6 +41,89 @@ class LimitViolation(ValueError):
         self.errors = errors
 
 
+@dataclass(frozen=True)
+class ConfiguredMaximum:
+    """A number of the spec bounded by a configured limit. The same table checks a spec and
+    writes the bounds into the OpenAPI document, so the schema says what the server enforces."""
+
+    schema: str  # the OpenAPI component that has the field
+    part: str  # where that component sits in a spec
+    arch: str | None  # for a network's field: the architecture that has it
+    field: str
+    limit: str  # the ``Limits`` attribute
+
+    def maximum(self, limits: Limits) -> int | float:
+        value: int | float = getattr(limits, self.limit)
+        return value
+
+
+CONFIGURED_MAXIMA = (
+    ConfiguredMaximum("TrainingSpec", "training", None, "epochs", "max_epochs"),
+    ConfiguredMaximum("TrainingSpec", "training", None, "batch_size", "max_batch_size"),
+    ConfiguredMaximum("TrainingSpec", "training", None, "max_seconds", "max_seconds"),
+    ConfiguredMaximum("MlpSpec", "model", "mlp", "hidden_sizes", "max_width"),
+    ConfiguredMaximum("CnnSpec", "model", "cnn", "channels", "max_width"),
+    ConfiguredMaximum("CnnSpec", "model", "cnn", "hidden_size", "max_width"),
+    ConfiguredMaximum("ResnetSpec", "model", "resnet", "widths", "max_width"),
+)
+
+
+def maximum_errors(spec: Mapping[str, Any], limits: Limits) -> list[dict[str, Any]]:
+    """Every configured maximum the spec's numbers exceed. ``spec`` may be a parsed spec's dump
+    or the body as sent, which may not parse as a whole: a form with two bad fields hears of
+    both, whichever of them the schema itself refuses."""
+    errors = []
+    for bound in CONFIGURED_MAXIMA:
+        section = spec.get(bound.part)
+        if not isinstance(section, Mapping) or bound.field not in section:
+            continue
+        if bound.arch is not None and section.get("arch") != bound.arch:
+            continue
+        maximum = bound.maximum(limits)
+        value = section[bound.field]
+        numbered = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, number in numbered:
+            if _is_number(number) and number > maximum:
+                loc = (bound.part, bound.field) + (() if index is None else (index,))
+                errors.append(_violation(loc, f"at most {_plain(maximum)}", number))
+    return errors
+
+
+def maxima_beside(
+    spec: Mapping[str, Any], limits: Limits, prefix: list[str], flagged: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``maximum_errors`` of a spec that failed validation (``flagged``: its errors), located
+    under ``prefix`` (where the spec sits in the request), for the fields not flagged already."""
+    flagged_locs = {tuple(item["loc"]) for item in flagged}
+    errors = []
+    for error in maximum_errors(spec, limits):
+        error["loc"] = [*prefix, *error["loc"][1:]]
+        if tuple(error["loc"]) not in flagged_locs:
+            errors.append(error)
+    return errors
+
+
+def add_maxima_to_schema(document: dict[str, Any], limits: Limits) -> None:
+    """Write the configured maxima into an OpenAPI document's spec components."""
+    schemas = document.get("components", {}).get("schemas", {})
+    for bound in CONFIGURED_MAXIMA:
+        field = schemas.get(bound.schema, {}).get("properties", {}).get(bound.field)
+        if field is None:
+            continue
+        numeric = field.get("items", field)
+        for member in numeric.get("anyOf", [numeric]):
+            if member.get("type") in ("integer", "number"):
+                member["maximum"] = bound.maximum(limits)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _plain(number: int | float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
 def _violation(loc: tuple[str | int, ...], message: str, value: object) -> dict[str, Any]:
     field = ".".join(str(part) for part in loc)
     return {"loc": ["body", *loc], "msg": f"{field}={value!r}: {message}", "type": "limit"}
@@ -52,19 +136,8 @@ def limit_errors(
     each naming its field and value. ``info`` describes an uploaded dataset the spec names by id;
     built-ins describe themselves."""
     errors: list[dict[str, Any]] = []
-    training = spec.training
-    if training.epochs > limits.max_epochs:
-        errors.append(
-            _violation(("training", "epochs"), f"at most {limits.max_epochs}", training.epochs)
-        )
-    if training.batch_size > limits.max_batch_size:
-        message = f"at most {limits.max_batch_size}"
-        errors.append(_violation(("training", "batch_size"), message, training.batch_size))
-    if training.max_seconds is not None and training.max_seconds > limits.max_seconds:
-        message = f"at most {limits.max_seconds:g}"
-        errors.append(_violation(("training", "max_seconds"), message, training.max_seconds))
+    errors.extend(maximum_errors(spec.model_dump(), limits))
     errors.extend(_recipe_errors(spec))
-    errors.extend(_width_errors(spec.model, limits))
     errors.extend(_dataset_errors(spec, limits, info))
     if not errors:
         errors.extend(_network_errors(spec, limits, info or dataset_info(spec)))
@@ -104,20 +177,6 @@ def _network_errors(spec: JobSpec, limits: Limits, info: DatasetInfo) -> list[di
         message = f"the network would have {count} parameters, at most {limits.max_parameters}"
         return [_violation(("model",), message, model.arch)]
     return []
-
-
-def _width_errors(model: NetworkSpec, limits: Limits) -> list[dict[str, Any]]:
-    field = {"mlp": "hidden_sizes", "cnn": "channels", "resnet": "widths"}[model.arch]
-    widths: list[int] = getattr(model, field)
-    errors = [
-        _violation(("model", field, index), f"at most {limits.max_width}", width)
-        for index, width in enumerate(widths)
-        if width > limits.max_width
-    ]
-    if isinstance(model, CnnSpec) and model.hidden_size > limits.max_width:
-        message = f"at most {limits.max_width}"
-        errors.append(_violation(("model", "hidden_size"), message, model.hidden_size))
-    return errors
 
 
 def _dataset_errors(

@@ -43,7 +43,7 @@ OwnedSweep = Annotated[Sweep, Depends(valid_owned_sweep)]
 def submit_sweep(
     request: SweepIn, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep
 ) -> SweepOut:
-    sweep = service.create_sweep(session, tenant, request, settings.auto_device)
+    sweep = service.create_sweep(session, tenant, request, settings.auto_device, settings.limits)
     session.commit()
     advance_sweep(session, sweep.id, settings)
     session.commit()

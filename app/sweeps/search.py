@@ -29,7 +29,8 @@ from optuna.distributions import (
 from pydantic import ValidationError
 
 from taas.app.core.errors import InvalidInput
-from taas.app.spec import JobSpec
+from taas.app.spec import JobSpec, Limits
+from taas.app.spec.limits import maximum_errors
 
 METHODS = ("grid", "random", "tpe")
 MAX_PARAMETERS = 20
@@ -164,9 +165,14 @@ def grid_size(parameters: list[Parameter]) -> int:
 
 
 def check_space(
-    base_spec: dict[str, Any], parameters: list[Parameter], method: str, max_trials: int
+    base_spec: dict[str, Any],
+    parameters: list[Parameter],
+    method: str,
+    max_trials: int,
+    limits: Limits | None = None,
 ) -> None:
-    """Raise InvalidInput unless every trial the sweep may run makes a valid JobSpec.
+    """Raise InvalidInput unless every trial the sweep may run makes a valid JobSpec, within
+    ``limits`` (the configured maxima) when given.
 
     Each listed value and both ends of each range are tried alone on ``base_spec`` first (so
     the message names one value), then the combinations: all of them for a grid, and for the
@@ -181,12 +187,12 @@ def check_space(
         _check_grid(parameters, max_trials)
     for parameter in parameters:
         for value in _corners(parameter):
-            _check_combination(base_spec, parameters, {parameter.path: value})
+            _check_combination(base_spec, parameters, {parameter.path: value}, limits)
     corners = [_corners(parameter) for parameter in parameters]
     if method == "grid" or math.prod(len(values) for values in corners) <= MAX_CHECKED_COMBINATIONS:
         for combination in itertools.product(*corners):
             params = {p.path: value for p, value in zip(parameters, combination, strict=True)}
-            _check_combination(base_spec, parameters, params)
+            _check_combination(base_spec, parameters, params, limits)
 
 
 def _check_grid(parameters: list[Parameter], max_trials: int) -> None:
@@ -214,23 +220,31 @@ def _corners(parameter: Parameter) -> tuple[Any, ...]:
 
 
 def _check_combination(
-    base_spec: dict[str, Any], parameters: list[Parameter], params: dict[str, Any]
+    base_spec: dict[str, Any],
+    parameters: list[Parameter],
+    params: dict[str, Any],
+    limits: Limits | None,
 ) -> None:
     spec = apply_params(base_spec, params)
     try:
         JobSpec.model_validate(spec)
     except ValidationError as error:
-        raise _explain(spec, parameters, params, error) from None
+        raise _explain(spec, parameters, params, error.errors()) from None
+    over = maximum_errors(spec, limits) if limits is not None else []
+    if over:
+        details = [{**item, "loc": tuple(item["loc"][1:])} for item in over]
+        raise _explain(spec, parameters, params, details)
 
 
 def _explain(
     spec: dict[str, Any],
     parameters: list[Parameter],
     params: dict[str, Any],
-    error: ValidationError,
+    details: list[Any],
 ) -> InvalidInput:
-    """The InvalidInput naming the parameter most likely at fault, with pydantic's reason."""
-    errors = [(_field_path(spec, detail), detail) for detail in error.errors()]
+    """The InvalidInput naming the parameter most likely at fault, with pydantic's reason (or
+    the configured limit's)."""
+    errors = [(_field_path(spec, detail), detail) for detail in details]
     paths = [p.path for p in parameters if p.path in params]
     path = max(paths, key=lambda path: max(_shared(path, field) for field, _ in errors))
     field, detail = max(errors, key=lambda item: _shared(path, item[0]))

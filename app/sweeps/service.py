@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
 from taas.app.core.db import utcnow
-from taas.app.core.errors import Conflict, InvalidInput, NotFound
+from taas.app.core.errors import Conflict, InvalidInput, InvalidInputs, NotFound
 from taas.app.jobs.models import TERMINAL_STATUSES, Job
 from taas.app.jobs.service import cancel_job, delete_job
-from taas.app.spec import JobSpec, default_model
+from taas.app.spec import JobSpec, Limits, default_model
+from taas.app.spec.limits import maxima_beside
 from taas.app.spec.suggestions import spec_hint
 from taas.app.sweeps.controller import trials_of
 from taas.app.sweeps.models import Sweep
@@ -31,14 +32,18 @@ SWEEP_ID_PREFIX = "swp_"
 
 
 def create_sweep(
-    session: Session, tenant: Tenant, request: SweepIn, auto_device: Literal["cpu", "cuda"]
+    session: Session,
+    tenant: Tenant,
+    request: SweepIn,
+    auto_device: Literal["cpu", "cuda"],
+    limits: Limits,
 ) -> Sweep:
     """Check the whole search space against the spec (a 422 naming the parameter, before any
     trial exists) and store the sweep as running. ``auto_device``: where ``device: auto`` jobs
     run, which picks the default model of a spec that names none."""
-    base = _base_spec(request.spec, auto_device)
+    base = _base_spec(request.spec, auto_device, limits)
     parameters = parse_parameters(request.parameters)
-    check_space(base, parameters, request.method, request.max_trials)
+    check_space(base, parameters, request.method, request.max_trials, limits)
     objectives = [objective.model_dump() for objective in request.objectives()]
     sweep = Sweep(
         id=f"{SWEEP_ID_PREFIX}{secrets.token_hex(12)}",
@@ -75,25 +80,40 @@ def _early_stopping(request: SweepIn) -> dict[str, Any] | None:
     return request.early_stopping.model_dump()
 
 
-def _base_spec(spec: dict[str, Any], auto_device: Literal["cpu", "cuda"]) -> dict[str, Any]:
+def _base_spec(
+    spec: dict[str, Any], auto_device: Literal["cpu", "cuda"], limits: Limits
+) -> dict[str, Any]:
     """The base spec the trials' params apply to, checked on its own first (a 422 under
     ``spec``). Trials are selected on a holdout of the training split, never on the test split,
     unless the spec asks otherwise; a spec without a model names the default one's ``arch``, so
     that ``model.activation`` and the like can be swept on it."""
     base = copy.deepcopy(spec)
-    try:
-        JobSpec.model_validate(base)
-    except ValidationError as error:
-        first = error.errors()[0]
-        item = {"loc": ["body", *first["loc"]], "type": first["type"]}
-        message = first["msg"] + spec_hint(item, base)
-        raise InvalidInput(["body", "spec", *first["loc"]], message) from None
+    errors = _spec_errors(base, limits)
+    if errors:
+        raise InvalidInputs(errors)
     training = base.setdefault("training", {})
     training.setdefault("validate_on", "holdout")
     device = base.get("device", "auto")
     runs_on = auto_device if device == "auto" else device
     base.setdefault("model", {"arch": default_model(runs_on).arch})
     return base
+
+
+def _spec_errors(spec: dict[str, Any], limits: Limits) -> list[dict[str, Any]]:
+    """Every problem of the base spec, located under ``spec``: what the schema refuses (with a
+    did-you-mean) and the configured maxima it exceeds."""
+    try:
+        JobSpec.model_validate(spec)
+        errors: list[dict[str, Any]] = []
+    except ValidationError as error:
+        errors = [_schema_error(spec, detail) for detail in error.errors()]
+    return errors + maxima_beside(spec, limits, ["body", "spec"], errors)
+
+
+def _schema_error(spec: dict[str, Any], detail: Any) -> dict[str, Any]:
+    hint = spec_hint({"loc": ["body", *detail["loc"]], "type": detail["type"]}, spec)
+    message = detail["msg"] + hint
+    return {"loc": ["body", "spec", *detail["loc"]], "msg": message, "type": detail["type"]}
 
 
 def get_owned_sweep(session: Session, tenant: Tenant, sweep_id: str) -> Sweep:

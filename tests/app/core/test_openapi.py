@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from taas.app.auth.dependencies import CurrentTenant
+from taas.app.core.config import get_settings
 from taas.app.main import create_app
 from tests.conftest import TINY_SYNTHETIC
 
@@ -175,3 +177,21 @@ def test_an_undeclared_method_is_405_with_every_method_of_the_path(
 def test_a_sweeps_spec_is_documented_to_need_its_dataset(api: TestClient) -> None:
     spec = schema(api)["components"]["schemas"]["SweepIn"]["properties"]["spec"]
     assert spec["required"] == ["dataset"]
+
+
+def test_the_schema_states_this_servers_configured_maxima(
+    taas_home: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAAS_MAX_EPOCHS", "50")
+    monkeypatch.setenv("TAAS_MAX_WIDTH", "1024")
+    get_settings.cache_clear()
+    with TestClient(create_app()) as client:
+        schemas = schema(client)["components"]["schemas"]
+    assert schemas["TrainingSpec"]["properties"]["epochs"]["maximum"] == 50
+    assert schemas["ResnetSpec"]["properties"]["widths"]["items"]["maximum"] == 1024
+    assert schemas["CnnSpec"]["properties"]["hidden_size"]["maximum"] == 1024
+    seconds = schemas["TrainingSpec"]["properties"]["max_seconds"]["anyOf"]
+    assert {"type": "null"} in seconds  # the bound is on the number, null stays allowed
+    assert [member.get("maximum") for member in seconds if member["type"] == "number"] == [
+        get_settings().max_job_seconds
+    ]

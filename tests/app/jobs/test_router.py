@@ -238,3 +238,41 @@ def test_a_tenant_at_its_active_job_cap_gets_429_until_one_ends(
     # An ended job frees its place.
     api.post(f"/v1/jobs/{first['id']}/cancel", headers=auth)
     assert api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).status_code == 201
+
+
+def test_a_spec_the_schema_refuses_also_names_the_configured_limits_it_breaks(
+    api: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Epochs 0 (the schema's minimum) and a batch over the configured maximum: both at once, so
+    a form flags both fields, not one per try."""
+    monkeypatch.setenv("TAAS_MAX_BATCH_SIZE", "2048")
+    get_settings.cache_clear()
+    spec = {**TINY_SYNTHETIC, "training": {"epochs": 0, "batch_size": 100_000}}
+    response = api.post("/v1/jobs", json=spec, headers=auth)
+    assert response.status_code == 422
+    by_field = {tuple(item["loc"]): item["msg"] for item in response.json()["detail"]}
+    assert set(by_field) == {("body", "training", "epochs"), ("body", "training", "batch_size")}
+    assert by_field["body", "training", "batch_size"] == "training.batch_size=100000: at most 2048"
+
+    sweep = {
+        "spec": spec,
+        "parameters": {"training.lr": {"values": [0.1, 0.01]}},
+        "objective": {"metric": "val_accuracy", "goal": "maximize"},
+    }
+    response = api.post("/v1/sweeps", json=sweep, headers=auth)
+    assert response.status_code == 422
+    locs = {tuple(item["loc"]) for item in response.json()["detail"]}
+    under_spec = {("body", "spec", "training", field) for field in ("epochs", "batch_size")}
+    assert locs == under_spec
+
+
+def test_every_width_over_the_limit_is_named_by_its_index(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    spec = {**TINY_SYNTHETIC, "model": {"arch": "cnn", "channels": [8, 5000, 9000]}}
+    response = api.post("/v1/jobs", json=spec, headers=auth)
+    assert response.status_code == 422
+    assert [item["msg"] for item in response.json()["detail"]] == [
+        "model.channels.1=5000: at most 4096",
+        "model.channels.2=9000: at most 4096",
+    ]

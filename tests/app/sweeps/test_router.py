@@ -330,3 +330,21 @@ def test_the_sweep_examples_are_accepted(
     response = api.post("/v1/sweeps", json=json.loads(example.read_text()), headers=auth)
     assert response.status_code == 201, response.text
     assert len(response.json()["trials"]) == 1  # max_parallel 1: one trial at a time
+
+
+def test_a_search_space_reaching_past_a_configured_limit_is_refused_naming_the_parameter(
+    api: TestClient, auth: dict[str, str]
+) -> None:
+    """Not accepted, then failed at its first trial: the space's ends are checked at submit."""
+    parameters = {"training.epochs": {"min": 1, "max": 500, "type": "int"}}
+    response = api.post(
+        "/v1/sweeps", json={**GRID, "method": "random", "parameters": parameters}, headers=auth
+    )
+    assert response.status_code == 422
+    [item] = response.json()["detail"]
+    assert item["loc"] == ["body", "parameters", "training.epochs"]
+    assert item["msg"] == (
+        "parameter 'training.epochs': value 500 makes an invalid spec: "
+        "training.epochs: training.epochs=500: at most 200"
+    )
+    assert api.get("/v1/sweeps", headers=auth).json()["items"] == []

@@ -93,30 +93,33 @@ def test_submit_form_shows_each_error_beside_its_field_then_submits(
     page.get_by_label("Hidden layer sizes").fill("32")  # the label follows the architecture
     page.get_by_label("Epochs").fill("0")
     page.get_by_label("Learning rate").fill("0")
-    extra = {
-        "dataset_options": {"train_size": 600},
-        "training": {"batch_size": 64, "warmup_epochs": -1},
-    }
+    # Over the server's configured maximum: said with the schema's errors, not after them.
+    page.get_by_label("Batch size").fill("100000")
+    extra = {"dataset_options": {"train_size": 600}, "training": {"warmup_epochs": -1}}
     page.get_by_label("More settings (JSON)").fill(json.dumps(extra))
     page.get_by_role("button", name="Submit job").click()
 
     epochs, lr = page.get_by_label("Epochs"), page.get_by_label("Learning rate")
+    batch_size = page.get_by_label("Batch size")
     expect(epochs).to_have_attribute("aria-invalid", "true")
     expect(epochs).to_have_accessible_description(re.compile("greater than or equal to 1"))
     expect(lr).to_have_attribute("aria-invalid", "true")
     expect(lr).to_have_accessible_description(re.compile("greater than 0"))
+    expect(batch_size).to_have_attribute("aria-invalid", "true")
+    expect(batch_size).to_have_accessible_description(re.compile("at most 4096"))
     # A field the form does not have: in the summary, named by its path.
     summary = page.get_by_role("alert")
-    expect(summary).to_contain_text("3 problems, shown next to the fields and here:")
+    expect(summary).to_contain_text("4 problems, shown next to the fields and here:")
     expect(summary.get_by_role("listitem")).to_have_text(
         re.compile(r"^training\.warmup_epochs: .*greater than or equal to 0")
     )
-    expect(page.get_by_label("Batch size")).not_to_have_attribute("aria-invalid", "true")
     assert tenant.api.get("/v1/jobs").json()["items"] == []
 
     epochs.fill("1")
     lr.fill("0.01")
-    page.get_by_label("More settings (JSON)").fill(json.dumps(extra).replace("-1", "0"))
+    batch_size.fill("")
+    extra = {"dataset_options": {"train_size": 600}, "training": {"batch_size": 64}}
+    page.get_by_label("More settings (JSON)").fill(json.dumps(extra))
     page.get_by_role("button", name="Submit job").click()
     expect(page.get_by_role("heading", name="from-the-form", level=1)).to_be_visible()
     (job,) = tenant.api.get("/v1/jobs").json()["items"]
