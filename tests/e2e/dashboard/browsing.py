@@ -48,11 +48,13 @@ QUICK_SPEC: dict[str, Any] = {
     "model": {"arch": "mlp", "hidden_sizes": [32]},
     "training": {"epochs": 2, "batch_size": 64},
 }
-# Long enough to watch: Fashion-MNIST, about 940 steps per epoch, evaluated 4 times an epoch.
+# Long enough to watch: Fashion-MNIST, about 1,900 steps per epoch, evaluated 4 times an epoch.
+# It must outlast several heartbeats (0.5 s) even on an idle machine, where the trainer does an
+# epoch of this in under a second: a test that samples the page while it runs must see it grow.
 WATCHED_SPEC: dict[str, Any] = {
     "dataset": "fashion_mnist",
     "model": {"arch": "mlp", "hidden_sizes": [64]},
-    "training": {"epochs": 2, "batch_size": 64, "evals_per_epoch": 4},
+    "training": {"epochs": 3, "batch_size": 32, "evals_per_epoch": 4},
 }
 # Runs far longer than any test waits: for cancelling.
 LONG_SPEC: dict[str, Any] = {
@@ -140,8 +142,34 @@ def open_job(page: Page, job: dict[str, Any]) -> None:
 def training_points(page: Page) -> int:
     """How many training-loss points the Loss chart says it draws (0 before the first)."""
     text = page.get_by_role("figure", name="Loss").inner_text()
-    match = re.search(r"Training loss: (\d+) points", text)
+    match = re.search(r"Training loss: (\d+) points?", text)
     return int(match.group(1)) if match else 0
+
+
+# Counts the pixels of a chart's canvas drawn in a theme colour (`--series-2`), give or take
+# anti-aliasing: whether a series is on the canvas at all, which its caption cannot say.
+PAINTED_PIXELS_JS = """([figure, variable]) => {
+  const probe = document.createElement("canvas").getContext("2d");
+  probe.fillStyle = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
+  const hex = probe.fillStyle.slice(1);
+  const want = [0, 2, 4].map((at) => parseInt(hex.slice(at, at + 2), 16));
+  const canvas = figure.querySelector("canvas");
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let count = 0;
+  for (let at = 0; at < pixels.length; at += 4) {
+    const near = want.every((value, channel) => Math.abs(pixels[at + channel] - value) < 40);
+    if (near && pixels[at + 3] > 200) count += 1;
+  }
+  return count;
+}"""
+
+
+def painted_pixels(figure: Locator, css_variable: str) -> int:
+    figure.locator("canvas").wait_for()
+    count: int = figure.evaluate(
+        "(figure, variable) => (" + PAINTED_PIXELS_JS + ")([figure, variable])", css_variable
+    )
+    return count
 
 
 def press_tab_until_focused(page: Page, target: Locator, most: int = 60) -> None:

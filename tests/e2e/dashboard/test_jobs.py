@@ -26,6 +26,7 @@ from tests.e2e.dashboard.browsing import (
     WATCHED_SPEC,
     Tenant,
     open_job,
+    painted_pixels,
     sign_in,
     training_points,
 )
@@ -204,10 +205,14 @@ def test_download_an_artifact_with_the_key(page: Page, server: Deployment, tenan
     assert json.loads(saved)["spec"]["name"] == "downloaded-job"
 
 
-def test_compare_two_jobs_on_one_chart(page: Page, server: Deployment, tenant: Tenant) -> None:
+def test_compare_two_jobs_on_one_chart(
+    page: Page, server: Deployment, tenant: Tenant, screenshots: Path
+) -> None:
     first = tenant.submit(QUICK_SPEC, "compared-a")
+    # One epoch: a single evaluation, which is a point on the charts and "1 point" in words.
     second = tenant.submit(
-        {**QUICK_SPEC, "training": {**QUICK_SPEC["training"], "lr": 0.001}}, "compared-b"
+        {**QUICK_SPEC, "training": {**QUICK_SPEC["training"], "lr": 0.001, "epochs": 1}},
+        "compared-b",
     )
     tenant.wait_for(first["id"], "succeeded")
     tenant.wait_for(second["id"], "succeeded")
@@ -218,11 +223,28 @@ def test_compare_two_jobs_on_one_chart(page: Page, server: Deployment, tenant: T
     page.get_by_role("checkbox", name="Select compared-b").check()
     compare.click()
     chart = page.get_by_role("figure", name="Validation accuracy")
-    expect(chart).to_contain_text(re.compile(r"compared-a: \d+ points"))
-    expect(chart).to_contain_text(re.compile(r"compared-b: \d+ points"))
+    for job in (first, second):
+        evaluations = [
+            point["val_accuracy"]
+            for point in tenant.api.get(f"/v1/jobs/{job['id']}/metrics?granularity=step").json()[
+                "items"
+            ]
+            if point["kind"] == "eval"
+        ]
+        count = "1 point" if len(evaluations) == 1 else f"{len(evaluations)} points"
+        last = f"{evaluations[-1]:.4g}"  # as the page writes it: 4 significant digits
+        expect(chart).to_contain_text(f"{job['name']}: {count}, last {last}")
+    assert painted_pixels(chart, "--series-2") > 0  # compared-b's one evaluation is drawn
     results = page.get_by_role("table", name="Final results")
     expect(results.get_by_role("row")).to_have_count(3)
     expect(results).to_contain_text("0.001")
+    page.screenshot(path=screenshots / "compare-1280.png", full_page=True)
+
+    # On the job's own page, its one training-accuracy point is drawn too (a line series).
+    open_job(page, second)
+    accuracy = page.get_by_role("figure", name="Accuracy")
+    expect(accuracy).to_contain_text("Training accuracy: 1 point")
+    assert painted_pixels(accuracy, "--series-2") > 0
 
 
 def test_cancel_a_running_job_then_delete_it(

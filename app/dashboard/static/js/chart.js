@@ -28,18 +28,32 @@ export function seriesColor(index) {
   return cssColor(`--series-${(index % 6) + 1}`);
 }
 
+// The legend shows a series' value under the cursor; with no cursor on the chart, its name only
+// (not "epoch: —").
+function legendValue(_, value) {
+  return isValue(value) ? number(value, 4) : "";
+}
+
+// Aligned columns mark an x where a series has no point with null or (uPlot.join) undefined.
+function isValue(value) {
+  return value !== null && value !== undefined;
+}
+
+/** A line needs two points: a series with one is drawn as its point, not left invisible. */
+function hasOnePoint(plot, seriesIndex) {
+  let seen = 0;
+  for (const value of plot.data[seriesIndex]) {
+    if (isValue(value) && ++seen > 1) return false;
+  }
+  return seen === 1;
+}
+
 /**
  * A figure holding one chart. `series`: [{label, color?, points?, line?, pointSize?}] drawn
  * against a shared x (`xLabel`); `line: false` draws a series as dots only. `xPadding` leaves
  * room beside the first and last x; `xIntegers` puts x ticks on whole numbers only.
  * Returns {figure, append(x, values), setColumns(xs, columns), destroy()}.
  */
-// The legend shows a series' value under the cursor; with no cursor on the chart, its name only
-// (not "epoch: —").
-function legendValue(_, value) {
-  return value === null || value === undefined ? "" : number(value, 4);
-}
-
 export function lineChart({ title, xLabel, yLabel, series, yRange, xPadding = 0, xIntegers = false }) {
   const canvas = h("div", { class: "chart-canvas", "aria-hidden": "true" });
   const summary = h("p", { class: "chart-summary" });
@@ -74,7 +88,7 @@ export function lineChart({ title, xLabel, yLabel, series, yRange, xPadding = 0,
   // A series drawn as dots only (`line: false`, a scatter), or one given a `pointSize`, gets
   // larger, filled points.
   function pointsOf(item, index) {
-    if (item.line !== false && !item.pointSize) return { show: Boolean(item.points), size: 5 };
+    if (item.line !== false && !item.pointSize) return { show: item.points ? true : hasOnePoint, size: 5 };
     const color = item.color || seriesColor(index);
     return { show: true, size: item.pointSize || 8, fill: color, stroke: color };
   }
@@ -91,9 +105,10 @@ export function lineChart({ title, xLabel, yLabel, series, yRange, xPadding = 0,
 
   function describe() {
     const parts = series.map((item, index) => {
-      const values = state.columns[index].filter((value) => value !== null);
+      const values = state.columns[index].filter(isValue);
       if (!values.length) return `${item.label}: no points yet`;
-      return `${item.label}: ${values.length} points, last ${number(values[values.length - 1], 4)}`;
+      const count = values.length === 1 ? "1 point" : `${values.length} points`;
+      return `${item.label}: ${count}, last ${number(values[values.length - 1], 4)}`;
     });
     return parts.join("; ");
   }

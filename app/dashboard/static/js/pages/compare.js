@@ -57,8 +57,9 @@ async function showCharts(container, results, ids, message) {
   message.textContent = missing ? `${missing} of the chosen jobs could not be loaded.` : "";
   if (!jobs.length) return [];
   const series = jobs.map((job) => ({ label: distinctLabel(job, jobs) }));
+  // Its own range, not 0-1, as on a job's page: jobs at 0.89 and 0.91 must look apart.
   const accuracy = lineChart({ title: "Validation accuracy", xLabel: "epoch", series: series.map(withPoints),
-    yRange: [0, 1] });
+    xPadding: 0.03 });
   const loss = lineChart({ title: "Training loss", xLabel: "epoch", series });
   const [accuracyX, ...accuracyColumns] = alignSeries(jobs.map((job) => job.accuracy));
   accuracy.setColumns(accuracyX, accuracyColumns);

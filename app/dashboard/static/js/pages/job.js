@@ -11,7 +11,7 @@ import { announce, h, replaceChildren } from "../dom.js";
 import {
   TERMINAL_STATUSES, bytes, dateTime, duration, integer, jobSeconds, number, percent, time,
 } from "../format.js";
-import { loadPoints } from "../points.js";
+import { loadPointsWithEpochs } from "../points.js";
 import { followStream } from "../sse.js";
 
 const POLL_SECONDS = 2; // only when the server has no event stream
@@ -77,7 +77,7 @@ class JobPage {
   async loadSnapshot() {
     const id = this.job.id;
     const [points, events, artifacts] = await Promise.allSettled([
-      loadPoints(this.job),
+      loadPointsWithEpochs(this.job),
       getJson(jobPath(id, "/events")),
       getJson(jobPath(id, "/artifacts")),
     ]);
@@ -131,7 +131,7 @@ class JobPage {
   poll() {
     this.pollTimer = setInterval(async () => {
       await this.refresh();
-      const points = await loadPoints(this.job).catch(() => null);
+      const points = await loadPointsWithEpochs(this.job).catch(() => null);
       if (points) this.curves.load(points);
       const events = await getJson(jobPath(this.job.id, "/events")).catch(() => null);
       if (events) events.items.forEach((event) => this.addEvent(event));
