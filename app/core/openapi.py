@@ -22,7 +22,8 @@ from taas.app.spec.limits import add_maxima_to_schema
 Responses = dict[int | str, dict[str, Any]]
 
 API_KEY = api_key_scheme.scheme_name  # the security scheme of the public routes
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
+SCHEMA_REF_PREFIX = "#/components/schemas/"
+ERROR_REF = {"$ref": SCHEMA_REF_PREFIX + "Error"}
 ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
         "title": "Error",
@@ -115,6 +116,47 @@ def complete_openapi(app: FastAPI) -> dict[str, Any]:
         add_maxima_to_schema(document, get_settings().limits)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def public_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The document without the workers' internal routes, their security scheme, and the
+    schemas only those routes use."""
+    paths = {
+        path: item for path, item in document["paths"].items() if not path.startswith("/internal/")
+    }
+    components = document.get("components", {})
+    schemes = {
+        name: scheme
+        for name, scheme in components.get("securitySchemes", {}).items()
+        if name != "WorkerToken"
+    }
+    schemas = components.get("schemas", {})
+    used = _referenced_schemas(paths, schemas)
+    public_components = {
+        **components,
+        "securitySchemes": schemes,
+        "schemas": {name: schema for name, schema in schemas.items() if name in used},
+    }
+    return {**document, "paths": paths, "components": public_components}
+
+
+def _referenced_schemas(start: object, schemas: Mapping[str, Any]) -> set[str]:
+    """The names of the schemas ``start`` refers to, directly or through other schemas."""
+    found: set[str] = set()
+    pending = [start]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith(SCHEMA_REF_PREFIX):
+                name = reference.removeprefix(SCHEMA_REF_PREFIX)
+                if name not in found and name in schemas:
+                    found.add(name)
+                    pending.append(schemas[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

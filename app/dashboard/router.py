@@ -17,6 +17,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from taas.app.core.errors import NotFound
+from taas.app.core.openapi import public_document
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -81,18 +82,8 @@ def swagger_ui() -> FileResponse:
 def public_openapi(request: Request) -> JSONResponse:
     """The OpenAPI document without the workers' internal routes: what /docs and /redoc show
     to the people who use the API. /openapi.json stays whole, for tools and workers."""
-    document = request.app.openapi()
-    paths = {
-        path: item for path, item in document["paths"].items() if not path.startswith("/internal/")
-    }
-    components = dict(document.get("components", {}))
-    schemes = {
-        name: scheme
-        for name, scheme in components.get("securitySchemes", {}).items()
-        if name != "WorkerToken"
-    }
-    public = {**document, "paths": paths, "components": {**components, "securitySchemes": schemes}}
-    return JSONResponse(public, headers={"Cache-Control": "no-cache"})
+    document = public_document(request.app.openapi())
+    return JSONResponse(document, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/redoc")

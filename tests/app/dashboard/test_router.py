@@ -134,7 +134,11 @@ def test_the_api_docs_show_the_public_routes_only(api: TestClient) -> None:
     assert "/v1/jobs" in public["paths"]
     assert not [path for path in public["paths"] if path.startswith("/internal/")]
     assert "WorkerToken" not in public["components"]["securitySchemes"]
+    schemas = public["components"]["schemas"]
+    assert {"JobSpec", "TrainingSpec"} <= set(schemas)  # reached through JobOut
+    assert not {"ClaimRequest", "HeartbeatRequest"} & set(schemas)  # the workers' only
     whole = api.get("/openapi.json").json()  # for tools and workers: everything
     assert any(path.startswith("/internal/") for path in whole["paths"])
+    assert "ClaimRequest" in whole["components"]["schemas"]
     for page in ("swagger-init.js", "redoc-init.js"):
         assert '"/openapi-public.json"' in (STATIC_DIR / "docs" / page).read_text(), page
