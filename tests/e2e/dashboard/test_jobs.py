@@ -141,8 +141,11 @@ def test_job_page_draws_the_loss_curve_live_and_shows_the_final_accuracy(
 
     counts = []  # points on the chart, sampled while the job runs
     epochs_said = set()  # the epoch the progress line names while it runs
+    device_said = False  # the page was opened before the job started: it learns the device live
     while status.inner_text() == "running":
         counts.append(training_points(page))
+        details = page.get_by_role("region", name="Details").inner_text()
+        device_said = device_said or re.search(r"Device\s+cpu", details) is not None
         said = re.search(
             r"Epoch (\d+) of", page.get_by_role("region", name="Progress").inner_text()
         )
@@ -152,6 +155,7 @@ def test_job_page_draws_the_loss_curve_live_and_shows_the_final_accuracy(
     # The epoch running (1-based), never "Epoch 0": the first epoch is epoch 1.
     assert epochs_said, "the progress line never named an epoch"
     assert 0 not in epochs_said, epochs_said
+    assert device_said, "the Details never named the device while the job ran"
     running_counts = sorted(set(counts) - {0})
     assert len(running_counts) >= 2, f"the curve never grew while the job ran: {counts}"
     assert counts == sorted(counts)  # points are only ever added

@@ -4,7 +4,7 @@
 
 import uPlot from "../vendor/uplot/uPlot.esm.js";
 import { h } from "./dom.js";
-import { number } from "./format.js";
+import { counted, number } from "./format.js";
 
 const HEIGHT = 220;
 const INTEGER_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
@@ -48,6 +48,13 @@ function hasOnePoint(plot, seriesIndex) {
   return seen === 1;
 }
 
+/** Room for the y axis: its longest tick label ("0.0005") beside its rotated title, so the
+ * two never overlap. */
+function yAxisWidth(_, values) {
+  const longest = Math.max(0, ...(values || []).map((value) => String(value).length));
+  return Math.max(50, 7 * longest + 32);
+}
+
 /**
  * A figure holding one chart. `series`: [{label, color?, points?, line?, pointSize?}] drawn
  * against a shared x (`xLabel`); `line: false` draws a series as dots only. `xPadding` leaves
@@ -80,7 +87,8 @@ export function lineChart({ title, xLabel, yLabel, series, yRange, xPadding = 0,
       ],
       axes: [
         { ...axis, label: xLabel, ...(xIntegers ? { incrs: INTEGER_STEPS } : {}) },
-        { ...axis, label: yLabel || title.toLowerCase(), values: (_, ticks) => ticks.map((t) => number(t, 3)) },
+        { ...axis, label: yLabel || title.toLowerCase(), values: (_, ticks) => ticks.map((t) => number(t, 3)),
+          size: yAxisWidth },
       ],
     };
   }
@@ -107,8 +115,7 @@ export function lineChart({ title, xLabel, yLabel, series, yRange, xPadding = 0,
     const parts = series.map((item, index) => {
       const values = state.columns[index].filter(isValue);
       if (!values.length) return `${item.label}: no points yet`;
-      const count = values.length === 1 ? "1 point" : `${values.length} points`;
-      return `${item.label}: ${count}, last ${number(values[values.length - 1], 4)}`;
+      return `${item.label}: ${counted(values.length, "point")}, last ${number(values[values.length - 1], 4)}`;
     });
     return parts.join("; ");
   }

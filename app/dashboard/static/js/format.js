@@ -70,3 +70,8 @@ export function time(iso) {
 
 export const TERMINAL_STATUSES = new Set(["succeeded", "failed", "cancelled"]);
 export const STATUSES = ["queued", "running", "cancelling", "succeeded", "failed", "cancelled"];
+
+/** (1, "point") -> "1 point"; (3, "point") -> "3 points"; `plural` for irregular words. */
+export function counted(count, singular, plural = `${singular}s`) {
+  return `${integer(count)} ${count === 1 ? singular : plural}`;
+}

@@ -5,7 +5,7 @@ import { getJson, jobPath } from "../api.js";
 import { focusHeading, navigate } from "../app.js";
 import { alignSeries, lineChart } from "../chart.js";
 import { h, replaceChildren } from "../dom.js";
-import { percent } from "../format.js";
+import { counted, percent } from "../format.js";
 import { loadPoints } from "../points.js";
 
 const PICKER_SIZE = 50;
@@ -19,22 +19,30 @@ export async function render(main, { query }) {
   main.append(h("h1", { text: "Compare jobs" }), message, charts, results,
     h("h2", { text: "Choose jobs" }), picker);
   focusHeading();
-  await showPicker(picker, ids);
+  const choices = await showPicker(picker, ids);
   if (ids.length < 2) {
-    message.textContent = "Choose two or more jobs below, then Compare.";
+    message.textContent = choices < 2
+      ? "Two jobs are needed to compare: submit a job (or two), then come back."
+      : "Choose two or more jobs below, then Compare.";
     return null;
   }
   const drawn = await showCharts(charts, results, ids, message);
   return () => drawn.forEach((chart) => chart.destroy());
 }
 
+/** Shows the newest jobs to choose from; returns how many there are. */
 async function showPicker(container, chosen) {
   let jobs;
   try {
     jobs = (await getJson(`/v1/jobs?limit=${PICKER_SIZE}`)).items;
   } catch (error) {
     container.append(h("p", { class: "alert", role: "alert", text: error.message }));
-    return;
+    return 0;
+  }
+  if (!jobs.length) {
+    replaceChildren(container, h("p", { class: "notice" }, "No jobs yet. ",
+      h("a", { href: "#/submit", text: "Submit one" }), "."));
+    return 0;
   }
   const boxes = jobs.map((job) => h("li", {},
     h("input", { type: "checkbox", id: `pick-${job.id}`, value: job.id, checked: chosen.includes(job.id) }),
@@ -45,9 +53,10 @@ async function showPicker(container, chosen) {
     const ids = [...form.querySelectorAll("input:checked")].map((box) => box.value);
     navigate(`#/compare?ids=${ids.join(",")}`);
   } },
-  h("fieldset", {}, h("legend", { text: `The ${jobs.length} newest jobs` }), h("ul", { class: "pick-list" }, boxes)),
+  h("fieldset", {}, h("legend", { text: jobs.length === PICKER_SIZE ? `The ${PICKER_SIZE} newest jobs` : `Your ${counted(jobs.length, "job")}` }), h("ul", { class: "pick-list" }, boxes)),
   h("div", { class: "form-actions" }, h("button", { type: "submit", text: "Compare" })));
   replaceChildren(container, form);
+  return jobs.length;
 }
 
 async function showCharts(container, results, ids, message) {

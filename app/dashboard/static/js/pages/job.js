@@ -81,7 +81,13 @@ class JobPage {
       getJson(jobPath(id, "/events")),
       getJson(jobPath(id, "/artifacts")),
     ]);
-    if (points.status === "fulfilled") this.curves.load(points.value);
+    if (points.status === "fulfilled") {
+      this.curves.load(points.value);
+      if (!points.value.length && TERMINAL_STATUSES.has(this.job.status)) {
+        replaceChildren(this.curves.element,
+          h("p", { class: "notice", text: "No curves: the job ended before it reported a training step." }));
+      }
+    }
     if (events.status === "fulfilled") events.value.items.forEach((event) => this.addEvent(event));
     if (artifacts.status === "fulfilled") this.showArtifacts(artifacts.value.items);
   }
@@ -98,7 +104,14 @@ class JobPage {
 
   onEvent(type, data) {
     if (type === "metric") this.curves.add(data);
-    else if (type === "progress") this.progress.show(this.job.status, data);
+    else if (type === "progress") {
+      this.progress.show(this.job.status, data);
+      // The device and acceleration plan are known once training starts, which the first
+      // progress report follows: fetch the job then, once (the page may have loaded before).
+      if (!this.job.device && !this.refreshing) {
+        this.refreshing = this.refresh().finally(() => { this.refreshing = null; });
+      }
+    }
     else if (type === "log") this.addEvent(data);
     else if (type === "status") {
       this.addEvent(data);
@@ -166,9 +179,14 @@ class JobPage {
     } else if (status === "succeeded") {
       parts.push(h("p", { class: "notice", text: "No test accuracy was recorded." }));
     }
-    if (error) parts.push(h("p", { class: "alert", text: `${error.type}: ${error.message}` }));
-    if (stopReason && TERMINAL_STATUSES.has(status)) {
-      parts.push(h("p", { class: "notice", text: `Stopped: ${stopReason.replaceAll("_", " ")}` }));
+    if (error?.type === "cancelled") {
+      parts.push(h("p", { class: "notice", text: sentence(error.message) })); // the user's choice, no alarm
+    } else if (error) {
+      parts.push(h("p", { class: "alert", text: `${error.type}: ${error.message}` }));
+    }
+    // Said only when it is news: progress says "N of N epochs completed", a cancel says itself.
+    if (TERMINAL_STATUSES.has(status) && EARLY_STOPS[stopReason]) {
+      parts.push(h("p", { class: "notice", text: `Stopped early: ${EARLY_STOPS[stopReason]}.` }));
     }
     replaceChildren(this.result, parts);
   }
@@ -330,6 +348,17 @@ class ProgressView {
  * The job's three charts against the epoch (fractional for step points, so train and eval
  * points share one axis). Step points when the server has them, else one point per epoch.
  */
+// Why a job ended before its last epoch, in words (the trainer's stop reasons).
+const EARLY_STOPS = {
+  target_reached: "it reached its target",
+  max_seconds: "its time budget (max_seconds) ran out; it kept its best model",
+  pruned: "its sweep pruned it (early stopping)",
+};
+
+function sentence(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".") : "";
+}
+
 class Curves {
   constructor() {
     this.loss = lineChart({ title: "Loss", xLabel: "epoch",

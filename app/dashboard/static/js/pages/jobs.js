@@ -3,7 +3,7 @@
 import { getJson, query } from "../api.js";
 import { focusHeading, navigate } from "../app.js";
 import { announce, h, replaceChildren } from "../dom.js";
-import { STATUSES, duration, jobSeconds, percent, shortDateTime } from "../format.js";
+import { STATUSES, counted, duration, jobSeconds, percent, shortDateTime } from "../format.js";
 import { followStream } from "../sse.js";
 
 const PAGE_SIZE = 20;
@@ -80,7 +80,7 @@ class JobsPage {
       this.body.append(h("tr", {}, h("td", { colspan: 8, text: empty })));
     }
     const number = this.cursors.length;
-    this.caption.textContent = `Page ${number}, ${jobs.length} job${jobs.length === 1 ? "" : "s"}, newest first`;
+    this.caption.textContent = `Page ${number}, ${counted(jobs.length, "job")}, newest first`;
     this.previous.disabled = number === 1;
     this.next.disabled = !this.nextCursor;
   }

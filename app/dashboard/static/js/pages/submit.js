@@ -6,6 +6,7 @@
 import { ApiError, getJson, sendJson } from "../api.js";
 import { focusHeading, navigate } from "../app.js";
 import { announce, h, replaceChildren } from "../dom.js";
+import { counted } from "../format.js";
 
 const ARCHES = ["mlp", "cnn", "resnet"];
 // The list of layer sizes is named differently per architecture (app/spec.py).
@@ -172,7 +173,7 @@ class SubmitForm {
     const where = placed === errors.length ? ", shown next to the fields."
       : placed ? ", shown next to the fields and here:" : ":";
     replaceChildren(this.summary,
-      h("p", { text: `The job was not submitted: ${errors.length} problem${errors.length === 1 ? "" : "s"}${where}` }),
+      h("p", { text: `The job was not submitted: ${counted(errors.length, "problem")}${where}` }),
       unplaced.length ? h("ul", {}, unplaced.map((message) => h("li", { text: message }))) : null);
     const firstInvalid = this.element.querySelector('[aria-invalid="true"]');
     (firstInvalid || this.summary).focus();

@@ -3,7 +3,7 @@
 import { getJson } from "../api.js";
 import { focusHeading } from "../app.js";
 import { h, replaceChildren } from "../dom.js";
-import { dateTime } from "../format.js";
+import { dateTime, shortDateTime } from "../format.js";
 import { bestText, objectiveText } from "../sweeps.js";
 
 const REFRESH_SECONDS = 3;
@@ -18,8 +18,9 @@ export function render(main) {
     error,
     h("div", { class: "table-wrap" }, h("table", {},
       h("caption", { text: "Newest first" }),
-      h("thead", {}, h("tr", {}, ["Name", "Status", "Trials", "Objective", "Best", "Created"]
-        .map((text) => h("th", { scope: "col", text })))),
+      // On a phone the objective and the date give way (the date shows under the name).
+      h("thead", {}, h("tr", {}, [["Name"], ["Status"], ["Trials"], ["Objective", "wide-only"], ["Best"],
+        ["Created", "wide-only"]].map(([text, className]) => h("th", { scope: "col", class: className, text })))),
       body)));
   focusHeading();
   let timer = 0;
@@ -42,10 +43,11 @@ export function render(main) {
 function sweepRow(sweep) {
   const started = Object.values(sweep.counts).reduce((sum, count) => sum + count, 0);
   return h("tr", {},
-    h("td", { class: "job-name" }, h("a", { href: `#/sweeps/${encodeURIComponent(sweep.id)}`, text: sweep.name })),
+    h("td", { class: "job-name" }, h("a", { href: `#/sweeps/${encodeURIComponent(sweep.id)}`, text: sweep.name }),
+      h("span", { class: "job-created narrow-only", text: shortDateTime(sweep.created_at) })),
     h("td", {}, h("span", { class: `status status-${sweep.status}`, text: sweep.status })),
     h("td", { class: "number", text: `${started} / ${sweep.max_trials}` }),
-    h("td", { text: objectiveText(sweep) }),
+    h("td", { class: "wide-only", text: objectiveText(sweep) }),
     h("td", { text: bestText(sweep) }),
-    h("td", { text: dateTime(sweep.created_at) }));
+    h("td", { class: "wide-only", text: dateTime(sweep.created_at) }));
 }
