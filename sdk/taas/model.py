@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from torch import nn
 
@@ -44,30 +43,77 @@ class Model:
     def num_classes(self) -> int:
         return int(self.metadata["num_classes"])
 
-    def predict_proba(self, inputs: np.ndarray[Any, Any] | torch.Tensor) -> torch.Tensor:
-        """Class probabilities, (N, num_classes), for N raw inputs shaped like the dataset's
-        (N, H, W) or (N, C, H, W), uint8 pixels or float32 values, as numpy or torch."""
+    def predict_proba(self, inputs: ArrayLike) -> Any:
+        """Class probabilities, (N, num_classes), for raw inputs as the dataset held them: one
+        sample or a batch, shaped (C, H, W), (H, W, C), (H, W) for one channel, or a flat row
+        of features; uint8 pixels or float values, as a list, numpy or torch. Numpy (or a list)
+        in, numpy out; torch in, torch out."""
         import torch
 
-        if not getattr(inputs, "flags", None) or inputs.flags.writeable:  # type: ignore[union-attr]
-            batch = torch.as_tensor(inputs)
-        else:  # a read-only array (np.load with mmap, a view): torch would warn, so copy it
-            batch = torch.tensor(inputs)
-        channels, height, width = self.input_shape
-        if batch.dim() == 3 and channels == 1:
-            batch = batch.unsqueeze(1)
-        if tuple(batch.shape[1:]) != (channels, height, width):
-            raise ValueError(
-                f"inputs of shape {tuple(batch.shape)}: the model takes (N, {channels}, {height}, "
-                f"{width})" + (f" or (N, {height}, {width})" if channels == 1 else "")
-            )
+        batch = self._batch(inputs)
         with torch.inference_mode():
             logits = self.network(self.preprocess.apply(batch))
-        return torch.softmax(logits.float(), dim=1)
+        probabilities = torch.softmax(logits.float(), dim=1)
+        return probabilities if isinstance(inputs, torch.Tensor) else probabilities.numpy()
 
-    def predict(self, inputs: np.ndarray[Any, Any] | torch.Tensor) -> torch.Tensor:
-        """The predicted class index of each input (see predict_proba for the shapes)."""
-        return self.predict_proba(inputs).argmax(dim=1)
+    def predict(self, inputs: ArrayLike) -> Any:
+        """The predicted class index of each input (see predict_proba for what it takes)."""
+        return self.predict_proba(inputs).argmax(1)  # numpy's axis, torch's dim
+
+    def _batch(self, inputs: ArrayLike) -> torch.Tensor:
+        """(N, C, H, W) from what the caller passed, refused with what the model takes."""
+        import torch
+
+        if getattr(inputs, "flags", None) is not None and not inputs.flags.writeable:
+            batch = torch.tensor(inputs)  # read-only (np.load with mmap, a view): torch would warn
+        else:
+            batch = torch.as_tensor(inputs)
+        if batch.dtype == torch.bool or batch.is_complex():
+            raise ValueError(f"inputs are {batch.dtype}: pass pixel or feature values")
+        for candidate in (batch, batch.unsqueeze(0)):  # a batch, else one sample
+            converted = _to_channels_first(candidate, self.input_shape)
+            if converted is not None:
+                self._refuse_rescaled(converted)
+                return converted
+        channels, height, width = self.input_shape
+        one_channel = f", ({height}, {width})" if channels == 1 else ""
+        raise ValueError(
+            f"inputs of shape {tuple(batch.shape)}: the model takes samples shaped "
+            f"({channels}, {height}, {width}), ({height}, {width}, {channels}){one_channel} or "
+            f"{channels * height * width} values in a row, one sample or a batch of them"
+        )
+
+    def _refuse_rescaled(self, batch: torch.Tensor) -> None:
+        """A model of uint8 pixels takes them as they were (0-255); floats scaled to 0-1 would
+        look almost black to it and be predicted wrong without a word."""
+        if self.preprocess.scale == 1.0 or not batch.is_floating_point() or batch.numel() == 0:
+            return
+        if float(batch.min()) >= 0.0 and 0.0 < float(batch.max()) <= 1.0:
+            raise ValueError(
+                "inputs are floats between 0 and 1, but the model was trained on 0-255 pixel "
+                "values and scales them itself: pass the pixels as they are (multiply by 255)"
+            )
+
+
+ArrayLike = Any  # numpy arrays, torch tensors, nested lists: anything torch.as_tensor reads
+
+
+def _to_channels_first(
+    batch: torch.Tensor, sample_shape: tuple[int, int, int]
+) -> torch.Tensor | None:
+    """``batch`` as (N, C, H, W) when its samples are in one of the layouts an upload may hold
+    them in (the same the dataset ingest accepts), else None."""
+    channels, height, width = sample_shape
+    held = tuple(batch.shape[1:])
+    if held == (channels, height, width):
+        return batch
+    if held == (height, width, channels):
+        return batch.permute(0, 3, 1, 2).contiguous()
+    if held == (height, width) and channels == 1:
+        return batch.unsqueeze(1)
+    if held == (channels * height * width,):
+        return batch.reshape(len(batch), channels, height, width)
+    return None
 
 
 def load_model(folder: str | Path) -> Model:

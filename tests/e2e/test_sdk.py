@@ -37,7 +37,7 @@ def test_a_notebook_submits_waits_downloads_and_predicts(
     assert statuses[-1] == "succeeded", statuses
     assert len(statuses) >= 2, statuses  # the callback saw it before it ended too
     model = taas.load_model(tmp_path / "model")
-    predicted = model.predict(data["x_test"]).numpy()  # raw uint8 (N, H, W), as uploaded
+    predicted = model.predict(data["x_test"])  # raw uint8 (N, H, W), as uploaded; numpy back
     accuracy = float((predicted == data["y_test"]).mean())
     # The same network on the same test split: what the service measured, to rounding.
     assert abs(accuracy - final["metrics"]["test_accuracy"]) < 1e-6, (accuracy, final)

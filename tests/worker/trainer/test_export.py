@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -443,3 +444,56 @@ def test_the_sdk_model_reads_in_one_line_and_takes_read_only_arrays(tmp_path: Pa
         warnings.simplefilter("error")  # PyTorch's non-writable warning would fail here
         predicted = model.predict(pixels)
     assert predicted.shape == (len(pixels),)
+
+
+def test_the_sdk_model_takes_samples_in_every_layout_an_upload_may_hold_them(
+    tmp_path: Path,
+) -> None:
+    """One sample or a batch; channels first, channels last, no channel axis, or flat rows; a
+    numpy array (numpy back), a list (numpy back) or a tensor (a tensor back)."""
+    import taas
+
+    result, dataset, spec = trained({"arch": "mlp", "hidden_sizes": [16]})
+    write_model_files(result, spec, dataset, tmp_path)
+    model = taas.load_model(tmp_path)
+    pixels = dataset.test_x.numpy()  # (N, 1, 12, 12) uint8
+    expected = model.predict(pixels)
+    assert isinstance(expected, np.ndarray)
+    assert expected.shape == (len(pixels),)
+    layouts = {
+        "channels last": pixels.transpose(0, 2, 3, 1),
+        "no channel axis": pixels[:, 0],
+        "flat rows": pixels.reshape(len(pixels), -1),
+        "floats 0-255": pixels.astype(np.float32),
+    }
+    for name, batch in layouts.items():
+        assert (model.predict(batch) == expected).all(), name
+    for sample in (pixels[3], pixels[3, 0], pixels[3].reshape(-1), pixels[3].transpose(1, 2, 0)):
+        assert model.predict(sample).tolist() == [expected[3]]
+    assert model.predict(pixels[:2].tolist()).tolist() == expected[:2].tolist()
+    as_tensor = model.predict_proba(torch.as_tensor(pixels[:2]))
+    assert isinstance(as_tensor, torch.Tensor)
+    assert tuple(as_tensor.shape) == (2, 4)
+
+
+def test_the_sdk_model_refuses_inputs_it_would_predict_wrong_naming_what_it_takes(
+    tmp_path: Path,
+) -> None:
+    import taas
+
+    result, dataset, spec = trained({"arch": "mlp", "hidden_sizes": [16]})
+    write_model_files(result, spec, dataset, tmp_path)
+    model = taas.load_model(tmp_path)
+    pixels = dataset.test_x.numpy()
+    with pytest.raises(ValueError, match=r"floats between 0 and 1.*multiply by 255"):
+        model.predict(pixels.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match="inputs are torch.bool"):
+        model.predict(pixels > 100)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "inputs of shape (5, 10, 10): the model takes samples shaped (1, 12, 12), "
+            "(12, 12, 1), (12, 12) or 144 values in a row, one sample or a batch of them"
+        ),
+    ):
+        model.predict(np.zeros((5, 10, 10), dtype=np.uint8))
