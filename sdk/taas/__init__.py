@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         PermissionDeniedError,
         RateLimitError,
         ServerError,
+        ServiceTimeout,
         ServiceUnreachable,
         TaasError,
         ValidationError,
@@ -49,6 +50,7 @@ _HOMES = {
             "PermissionDeniedError",
             "RateLimitError",
             "ServerError",
+            "ServiceTimeout",
             "ServiceUnreachable",
             "TaasError",
             "ValidationError",
@@ -71,17 +73,28 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
+    "ServiceTimeout",
     "ServiceUnreachable",
     "TaasError",
     "ValidationError",
     "WaitTimeout",
+    "__version__",
     "load_model",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("taas")
     if name not in _HOMES:
         raise AttributeError(f"module 'taas' has no attribute {name!r}")
     value = getattr(import_module(_HOMES[name]), name)
     globals()[name] = value  # the next lookup finds it without this function
     return value
+
+
+def __dir__() -> list[str]:
+    """The public names too, though they are imported on first use: tab completion shows them."""
+    return sorted({*globals(), *__all__})

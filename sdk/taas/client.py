@@ -1,7 +1,7 @@
 """The Python client of the taas API: jobs, datasets, sweeps, keys, webhooks and artifacts.
 
     client = taas.Client()  # TAAS_API_URL and TAAS_API_KEY, or the key `taas serve` wrote
-    job = client.submit({"dataset": "fashion-mnist"})
+    job = client.submit({"dataset": "fashion_mnist"})
     job = client.wait(job["id"], on_update=lambda job: print(job["status"]))
     client.download(job["id"], "model")
 
@@ -12,6 +12,7 @@ limit is waited out and retried a few times first.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import connect_sse
@@ -26,6 +28,7 @@ from httpx_sse import connect_sse
 from taas.errors import (
     ApiError,
     ArtifactIntegrityError,
+    ServiceTimeout,
     ServiceUnreachable,
     TaasError,
     WaitTimeout,
@@ -59,14 +62,17 @@ class Client:
         """``url`` defaults to $TAAS_API_URL (else http://127.0.0.1:8000), ``api_key`` to
         $TAAS_API_KEY, else the key file `taas serve` writes ($TAAS_HOME/api_key, .taas by
         default)."""
-        url = url or os.environ.get("TAAS_API_URL") or DEFAULT_URL
+        self.url = _checked_url(url or os.environ.get("TAAS_API_URL") or DEFAULT_URL)
         key = api_key or _key_from_environment()
         self.http = httpx.Client(
-            base_url=url.rstrip("/"),
+            base_url=self.url,
             headers={"Authorization": f"Bearer {key}"},
             timeout=timeout,
             transport=_ExplainedTransport(),
         )
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
 
     def __enter__(self) -> Client:
         return self
@@ -86,7 +92,7 @@ class Client:
         return self._object("POST", "/v1/jobs", json=spec, headers=headers)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/jobs/{job_id}")
+        return self._object("GET", f"/v1/jobs/{_id(job_id)}")
 
     def jobs(
         self,
@@ -101,18 +107,18 @@ class Client:
         return self._object("GET", "/v1/jobs", params={**present, "limit": limit})
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._object("POST", f"/v1/jobs/{job_id}/cancel")
+        return self._object("POST", f"/v1/jobs/{_id(job_id)}/cancel")
 
     def delete(self, job_id: str) -> None:
         """Delete an ended job with its files."""
-        self._json("DELETE", f"/v1/jobs/{job_id}")
+        self._json("DELETE", f"/v1/jobs/{_id(job_id)}")
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         """One point per epoch (train and validation loss, accuracy, lr, samples/s)."""
-        return self._items(f"/v1/jobs/{job_id}/metrics")
+        return self._items(f"/v1/jobs/{_id(job_id)}/metrics")
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        return self._items(f"/v1/jobs/{job_id}/events")
+        return self._items(f"/v1/jobs/{_id(job_id)}/events")
 
     def wait(
         self,
@@ -125,7 +131,7 @@ class Client:
         ``progress`` has the epoch, the fraction done and an ETA). Raises WaitTimeout after
         ``timeout`` seconds; the job goes on."""
         return self._wait(
-            lambda: self.job(job_id), f"job {job_id}", timeout, poll_seconds, on_update
+            lambda: self.job(job_id), f"job {_id(job_id)}", timeout, poll_seconds, on_update
         )
 
     def stream(
@@ -135,8 +141,8 @@ class Client:
         after ``last_event_id``) until its ``end``, or, without ``job_id``, every job of the
         tenant from now on. Raises ApiError for an error answer, httpx_sse.SSEError for an
         answer that is not an event stream, httpx.TransportError when the connection fails."""
-        path = f"/v1/jobs/{job_id}/stream" if job_id else "/v1/stream"
-        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        path = f"/v1/jobs/{_id(job_id)}/stream" if job_id is not None else "/v1/stream"
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
         timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT)
         with connect_sse(self.http, "GET", path, headers=headers, timeout=timeout) as source:
             if source.response.status_code >= 400:
@@ -150,15 +156,16 @@ class Client:
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         """The job's files: name, kind, size and sha256 of each."""
-        return self._items(f"/v1/jobs/{job_id}/artifacts")
+        return self._items(f"/v1/jobs/{_id(job_id)}/artifacts")
 
     def download(self, job_id: str, out_dir: str | Path) -> list[Path]:
         """Fetch every artifact into ``out_dir`` (created if needed), each checked against the
         sha256 the service lists for it; returns the paths. A file that does not match is
         removed and raises ArtifactIntegrityError."""
-        folder = Path(out_dir)
+        folder = Path(out_dir).expanduser()
+        listed = self.artifacts(job_id)  # first: a job that is not there leaves no empty folder
         folder.mkdir(parents=True, exist_ok=True)
-        return [self._download_one(job_id, item, folder) for item in self.artifacts(job_id)]
+        return [self._download_one(job_id, item, folder) for item in listed]
 
     def _download_one(self, job_id: str, item: dict[str, Any], out_dir: Path) -> Path:
         name = Path(item["name"]).name  # never let a server-supplied name leave out_dir
@@ -166,7 +173,7 @@ class Client:
         digest = hashlib.sha256()
         # A server on object storage may answer with a redirect to a presigned URL of the store
         # (another origin: httpx does not send the API key there); the bytes are checked the same.
-        path = f"/v1/jobs/{job_id}/artifacts/{name}"
+        path = f"/v1/jobs/{_id(job_id)}/artifacts/{quote(name, safe='')}"
         with self.http.stream("GET", path, follow_redirects=True) as response:
             if response.status_code >= 400:
                 response.read()
@@ -250,10 +257,10 @@ class Client:
         return self._items("/v1/datasets")
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/datasets/{dataset_id}")
+        return self._object("GET", f"/v1/datasets/{_id(dataset_id)}")
 
     def delete_dataset(self, dataset_id: str) -> None:
-        self._json("DELETE", f"/v1/datasets/{dataset_id}")
+        self._json("DELETE", f"/v1/datasets/{_id(dataset_id)}")
 
     # Sweeps
 
@@ -264,16 +271,16 @@ class Client:
 
     def sweep(self, sweep_id: str) -> dict[str, Any]:
         """The sweep with its trials, ``best`` (one objective) or ``pareto`` (two)."""
-        return self._object("GET", f"/v1/sweeps/{sweep_id}")
+        return self._object("GET", f"/v1/sweeps/{_id(sweep_id)}")
 
     def sweeps(self, limit: int = 20) -> list[dict[str, Any]]:
         return self._items("/v1/sweeps", params={"limit": limit})
 
     def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
-        return self._object("POST", f"/v1/sweeps/{sweep_id}/cancel")
+        return self._object("POST", f"/v1/sweeps/{_id(sweep_id)}/cancel")
 
     def delete_sweep(self, sweep_id: str) -> None:
-        self._json("DELETE", f"/v1/sweeps/{sweep_id}")
+        self._json("DELETE", f"/v1/sweeps/{_id(sweep_id)}")
 
     def wait_sweep(
         self,
@@ -284,7 +291,7 @@ class Client:
     ) -> dict[str, Any]:
         """Poll until the sweep ends and return it; ``on_update`` sees every polled state."""
         return self._wait(
-            lambda: self.sweep(sweep_id), f"sweep {sweep_id}", timeout, poll_seconds, on_update
+            lambda: self.sweep(sweep_id), f"sweep {_id(sweep_id)}", timeout, poll_seconds, on_update
         )
 
     # Keys and webhooks
@@ -298,7 +305,7 @@ class Client:
         return self._items("/v1/keys")
 
     def revoke_key(self, key_id: str) -> None:
-        self._json("DELETE", f"/v1/keys/{key_id}")
+        self._json("DELETE", f"/v1/keys/{_id(key_id)}")
 
     def create_webhook(self, url: str, events: list[str]) -> dict[str, Any]:
         """An endpoint that gets signed deliveries of ``events`` (e.g. "job.succeeded"); its
@@ -309,10 +316,10 @@ class Client:
         return self._items("/v1/webhooks")
 
     def delete_webhook(self, webhook_id: str) -> None:
-        self._json("DELETE", f"/v1/webhooks/{webhook_id}")
+        self._json("DELETE", f"/v1/webhooks/{_id(webhook_id)}")
 
     def webhook_deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
-        return self._items(f"/v1/webhooks/{webhook_id}/deliveries")
+        return self._items(f"/v1/webhooks/{_id(webhook_id)}/deliveries")
 
     # Plumbing
 
@@ -332,7 +339,7 @@ class Client:
             if state["status"] in TERMINAL:
                 return state
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"{what} still {state['status']} after {timeout:.0f}s")
+                raise WaitTimeout(f"{what} still {state['status']} after {timeout:g} s")
             time.sleep(poll_seconds)
 
     def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -346,15 +353,55 @@ class Client:
         return items
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self.http.is_closed:
+            raise TaasError("this Client is closed (its `with` block ended): make a new one")
+        if "json" in kwargs:  # numpy numbers and datetimes, as specs built in a notebook hold
+            body = json.dumps(kwargs.pop("json"), default=_json_value).encode()
+            kwargs["content"] = body
+            kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         response = self.http.request(method, path, **kwargs)
         for _ in range(RATE_LIMIT_RETRIES):
             if response.status_code != 429 or "Retry-After" not in response.headers:
                 break
             time.sleep(_retry_after(response))
             response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
+        if not response.is_success:  # a redirect too: the API answers none to a right path
             raise ApiError.from_response(response)
         return response.json() if response.content else None
+
+
+def _id(value: Any) -> str:
+    """An id as one URL path segment. A job, dataset or sweep dict stands for its ``id`` (the
+    common slip of passing what ``submit`` returned); an empty id is refused here, where it
+    would otherwise name the collection."""
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        value = value["id"]
+    if not isinstance(value, str) or not value:
+        raise ValueError(
+            f"expected an id such as 'job_...' (a non-empty string), got {value!r:.100}"
+        )
+    return quote(value, safe="")
+
+
+def _json_value(value: Any) -> Any:
+    """What json.dumps does not know: numpy numbers and arrays, dates and times."""
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # numpy, without importing it
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON: pass numbers, strings, lists and dicts")
+
+
+def _checked_url(url: str) -> str:
+    """The service's root URL, refused early when it cannot be one."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise TaasError(f"url {url!r} is not an http(s) address such as http://127.0.0.1:8000")
+    if parsed.path.rstrip("/").endswith("/v1"):
+        raise TaasError(
+            f"url {url!r} ends in /v1: give the service's root (the client adds /v1 itself)"
+        )
+    return url.rstrip("/")
 
 
 class _ExplainedTransport(httpx.HTTPTransport):
@@ -364,6 +411,13 @@ class _ExplainedTransport(httpx.HTTPTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
             return super().handle_request(request)
+        except httpx.TimeoutException as error:
+            where = f"{request.url.scheme}://{request.url.netloc.decode()}"
+            raise ServiceTimeout(
+                f"{where} did not answer {request.method} {request.url.path} in time ({error}); "
+                "Client(timeout=...) waits longer",
+                request=request,
+            ) from error
         except httpx.ConnectError as error:
             where = f"{request.url.scheme}://{request.url.netloc.decode()}"
             raise ServiceUnreachable(

@@ -22,6 +22,10 @@ class ApiError(TaasError):
         self.detail = detail
         self.request_id = request_id
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its arguments, not its message: process pools and joblib send it back.
+        return type(self), (self.status_code, self.detail, self.request_id)
+
     @classmethod
     def from_response(cls, response: httpx.Response) -> ApiError:
         """The error class for the response's status, with its detail."""
@@ -44,12 +48,24 @@ def readable(detail: Any) -> str:
     lines = []
     for item in detail:
         where = ".".join(str(part) for part in item.get("loc", []) if part != "body")
-        lines.append(f"{where}: {item.get('msg', '')}" if where else str(item.get("msg", "")))
+        message = str(item.get("msg", ""))
+        lines.append(f"{where}: {message}" if where and not _names(message, where) else message)
     return "; ".join(lines)
+
+
+def _names(message: str, where: str) -> bool:
+    """Whether the server's message already starts with the field it is about
+    (``training.epochs=500: at most 200``, ``parameter 'training.lr': ...``)."""
+    parameter = where.removeprefix("parameters.")
+    return message.startswith((where, f"parameter {parameter!r}"))
 
 
 class ServiceUnreachable(TaasError, httpx.ConnectError):
     """The service did not answer at all: it is not running there, or the address is wrong."""
+
+
+class ServiceTimeout(TaasError, httpx.TimeoutException):
+    """The service took longer than the client's timeout to answer."""
 
 
 class BadRequestError(ApiError):

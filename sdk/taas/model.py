@@ -119,7 +119,17 @@ def _to_channels_first(
 def load_model(folder: str | Path) -> Model:
     """The model in ``folder`` (what ``Client.download`` wrote: model.json and
     model.safetensors)."""
+    from taas.worker.trainer.export import METADATA_FILE, WEIGHTS_FILE
     from taas.worker.trainer.export import load_model as load_files
 
-    network, preprocess, metadata = load_files(Path(folder))
+    path = Path(folder).expanduser()
+    if path.name == METADATA_FILE and path.is_file():  # the file named instead of its folder
+        path = path.parent
+    missing = [name for name in (METADATA_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no {' or '.join(missing)} in {str(path)!r}: a succeeded job's download holds them "
+            "(client.download(job_id, folder)); a failed or cancelled job has no model"
+        )
+    network, preprocess, metadata = load_files(path)
     return Model(network, preprocess, metadata)

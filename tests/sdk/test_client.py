@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -192,3 +193,63 @@ def test_installing_taas_adds_one_top_level_name_and_import_taas_stays_light(
     if not any("__editable__" in str(path) for path in installed):  # a real install, as in CI
         top_level = {path.parts[0] for path in installed if path.parts[0] != ".."}
         assert top_level == {"taas", f"taas-{importlib.metadata.version('taas')}.dist-info"}
+
+
+def test_ids_are_one_path_segment_and_a_returned_dict_stands_for_its_id(
+    client: taas.Client, tmp_path: Path
+) -> None:
+    job = client.submit(TINY_SYNTHETIC)
+    assert client.job(job)["id"] == job["id"]  # what submit returned, passed as it is
+    with pytest.raises(ValueError, match=r"expected an id such as 'job_\.\.\.'"):
+        client.delete("")  # would name the collection, and its redirect looked like success
+    with pytest.raises(taas.NotFoundError):
+        client.job("../datasets")  # not a way to another route
+    with pytest.raises(taas.NotFoundError):
+        client.download("job_" + "0" * 24, tmp_path / "model")
+    assert not (tmp_path / "model").exists()  # a job that is not there leaves no empty folder
+
+
+def test_a_spec_built_from_numpy_values_is_sent_as_json(client: taas.Client) -> None:
+    import numpy as np
+
+    spec = {**TINY_SYNTHETIC, "training": {"epochs": np.int64(1), "lr": np.float32(0.01)}}
+    assert client.submit(spec)["spec"]["training"]["epochs"] == 1
+
+
+def test_messages_name_each_field_once_and_errors_survive_pickling(client: taas.Client) -> None:
+    import pickle
+
+    with pytest.raises(taas.ValidationError) as refused:
+        client.submit({**TINY_SYNTHETIC, "training": {"epochs": 100_000}})
+    assert str(refused.value) == "HTTP 422: training.epochs=100000: at most 200"
+    copy = pickle.loads(pickle.dumps(refused.value))  # noqa: S301 (our own object, as a pool does)
+    assert type(copy) is taas.ValidationError
+    assert (copy.status_code, copy.detail) == (422, refused.value.detail)
+    assert str(copy) == str(refused.value)
+
+
+def test_a_client_is_checked_where_it_is_made_and_used(
+    url: str, make_key: Callable[[str], str]
+) -> None:
+    key = make_key("acme")
+    with pytest.raises(taas.TaasError, match="is not an http"):
+        taas.Client(url.removeprefix("http://"), key)
+    with pytest.raises(taas.TaasError, match="ends in /v1"):
+        taas.Client(url + "/v1", key)
+    client = taas.Client(url, key)
+    assert repr(client) == f"Client(url={url!r})"
+    with client:
+        client.jobs()
+    with pytest.raises(taas.TaasError, match="this Client is closed"):
+        client.jobs()
+
+    # A server that takes the connection and never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with (
+            taas.Client(address, key, timeout=0.3) as impatient,
+            pytest.raises(taas.ServiceTimeout, match="did not answer GET /v1/jobs in time"),
+        ):
+            impatient.jobs()

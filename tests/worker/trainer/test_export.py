@@ -487,7 +487,7 @@ def test_the_sdk_model_refuses_inputs_it_would_predict_wrong_naming_what_it_take
     pixels = dataset.test_x.numpy()
     with pytest.raises(ValueError, match=r"floats between 0 and 1.*multiply by 255"):
         model.predict(pixels.astype(np.float32) / 255)
-    with pytest.raises(ValueError, match="inputs are torch.bool"):
+    with pytest.raises(ValueError, match=r"inputs are torch\.bool"):
         model.predict(pixels > 100)
     with pytest.raises(
         ValueError,
@@ -497,3 +497,16 @@ def test_the_sdk_model_refuses_inputs_it_would_predict_wrong_naming_what_it_take
         ),
     ):
         model.predict(np.zeros((5, 10, 10), dtype=np.uint8))
+
+
+def test_the_sdk_loads_a_model_from_its_folder_or_its_model_json_and_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    import taas
+
+    result, dataset, spec = trained({"arch": "mlp", "hidden_sizes": [16]})
+    write_model_files(result, spec, dataset, tmp_path / "model")
+    assert taas.load_model(tmp_path / "model" / "model.json").num_classes == 4
+    (tmp_path / "cancelled").mkdir()  # what downloading a job without a model leaves
+    with pytest.raises(FileNotFoundError, match="a failed or cancelled job has no model"):
+        taas.load_model(tmp_path / "cancelled")
