@@ -36,6 +36,11 @@ class ApiRefused(Exception):
     def __init__(self, status_code: int, detail: object) -> None:
         super().__init__(f"API refused ({status_code}): {detail}")
         self.status_code = status_code
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Celery pickles a task's error for its result: with its arguments, it arrives whole.
+        return type(self), (self.status_code, self.detail)
 
 
 class StaleAttempt(ApiRefused):
@@ -105,6 +110,10 @@ class ApiReporter:
             )
         except StaleAttempt:
             return None
+        except ApiRefused as error:
+            if error.status_code != 404:
+                raise
+            return None  # deleted while it waited in the queue: nothing to run
         dataset = body.get("dataset")
         return Claim(
             body["job_id"],

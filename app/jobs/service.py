@@ -243,7 +243,7 @@ def cancel_job(session: Session, job: Job) -> Job:
     elif transition(session, job, ["running"], "cancelling"):
         record_event(session, job, "cancel requested; stopping", status="cancelling")
     elif job.is_terminal:
-        raise Conflict(f"job {job.id} is already {job.status}")
+        raise Conflict(f"job {job.id} has already ended ({job.status})")
     session.flush()
     return job
 

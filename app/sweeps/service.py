@@ -136,7 +136,7 @@ def list_sweeps(session: Session, tenant: Tenant, limit: int) -> list[Sweep]:
 def cancel_sweep(session: Session, sweep: Sweep) -> None:
     """No more trials; the unfinished ones are cancelled."""
     if sweep.status != "running":
-        raise Conflict(f"sweep {sweep.id} is already {sweep.status}")
+        raise Conflict(f"sweep {sweep.id} has already ended ({sweep.status})")
     for trial in trials_of(session, sweep):
         if trial.status in ("queued", "running"):
             cancel_job(session, trial)

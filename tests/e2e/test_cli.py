@@ -92,7 +92,7 @@ def test_submit_wait_list_status_download_cancel(embedded: Deployment, tmp_path:
     refused = taas(embedded, "cancel", job_id, cwd=tmp_path)
     assert refused.returncode == 1
     assert "409" in refused.stderr
-    assert "already succeeded" in refused.stderr
+    assert "has already ended (succeeded)" in refused.stderr
 
 
 SMOKE_SWEEP = {

@@ -97,3 +97,20 @@ def test_checkpoints_must_be_named_by_their_epoch(
 
     assert response.status_code == 422
     assert "checkpoint-epoch" in response.text
+
+
+def test_a_job_deleted_while_queued_is_nothing_to_run_for_the_worker_that_gets_its_message(
+    api: TestClient, auth: dict[str, str], reporter: ApiReporter
+) -> None:
+    """No traceback in the worker's log: the job is simply gone (404 at the claim)."""
+    import pickle
+
+    from taas.worker.reporter import ApiRefused
+
+    job_id = str(api.post("/v1/jobs", json=TINY_SYNTHETIC, headers=auth).json()["id"])
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=auth).status_code == 202
+    assert api.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 204
+    assert reporter.claim(job_id, "test-worker") is None
+    # Any other refusal still raises, and reaches Celery's result whole.
+    refused = pickle.loads(pickle.dumps(ApiRefused(400, "bad request")))  # noqa: S301
+    assert (refused.status_code, str(refused)) == (400, "API refused (400): bad request")

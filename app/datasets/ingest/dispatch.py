@@ -63,6 +63,13 @@ def _detect_format(path: Path, filename: str) -> Literal["zip", "csv"]:
         raise InvalidDataset(422, f"{filename!r} is UTF-16 text; save the CSV as UTF-8")
     if not _looks_like_text(sample):
         raise InvalidDataset(415, _unknown_format_message(sample, filename))
+    if Path(filename).suffix.lower() in (".npz", ".zip"):
+        # Text under an archive's name: read as a CSV, it would be refused for its columns.
+        raise InvalidDataset(
+            415,
+            f"{filename!r} is text, not the zip archive its name says (an .npz is one: "
+            "numpy.savez writes it)",
+        )
     _require_utf8(sample, complete, filename)
     return "csv"
 

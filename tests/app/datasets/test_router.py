@@ -186,7 +186,7 @@ def test_built_ins_cannot_be_deleted(api: TestClient, auth: dict[str, str]) -> N
     [
         (b"\x00\x01binary garbage\xff" * 10, {}, 415, "format"),
         (npz_bytes(classes=1), {}, 422, "class"),
-        (b"a,b,label\n1,2,0\n3,4,x\n", {}, 422, "label"),
+        (b"a,b,label\n1,2,0\n3,4,x\n", {"filename": "data.csv"}, 422, "label"),
         (npz_bytes(), {"colour": "red"}, 422, "colour"),
         (npz_bytes(), {"image_size": "big"}, 422, "image_size"),
         (npz_bytes(), {"name": "n" * 101}, 422, "name"),

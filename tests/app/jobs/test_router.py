@@ -160,7 +160,7 @@ def test_cancel_queued_job_is_immediate_and_final(api: TestClient, auth: dict[st
     }
     again = api.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
     assert again.status_code == 409
-    assert "already cancelled" in again.json()["detail"]
+    assert again.json()["detail"] == f"job {job['id']} has already ended (cancelled)"
 
 
 def test_delete_only_terminal_jobs(api: TestClient, auth: dict[str, str]) -> None:

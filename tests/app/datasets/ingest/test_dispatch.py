@@ -31,6 +31,17 @@ def test_unknown_binary_formats_are_unsupported(
     assert phrase in error.message
 
 
+def test_text_named_as_an_archive_is_not_read_as_a_csv(tmp_path: Path) -> None:
+    path = tmp_path / "notnpz.npz"
+    path.write_bytes(b"hello not a zip")
+    error = refused(path)
+    assert (error.status_code, error.message) == (
+        415,
+        "'notnpz.npz' is text, not the zip archive its name says (an .npz is one: numpy.savez "
+        "writes it)",
+    )
+
+
 def test_an_empty_upload_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_bytes(b"")
