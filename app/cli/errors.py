@@ -31,15 +31,16 @@ def explain(error: Exception, target: Target) -> str:
         return explain_answer(error, target)
     if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
         return (
-            f"cannot reach the taas API at {target.api_url} ({_reason(error)}): is `taas serve` "
-            "running? set TAAS_API_URL to point elsewhere"
+            f"cannot reach the taas API at {target.api_url} ({short_reason(error)}): is "
+            "`taas serve` running? set TAAS_API_URL to point elsewhere"
         )
     if isinstance(error, httpx.TimeoutException):
-        return f"the taas API at {target.api_url} did not answer in time ({_reason(error)})"
-    return f"the connection to the taas API at {target.api_url} failed: {_reason(error)}"
+        return f"the taas API at {target.api_url} did not answer in time ({short_reason(error)})"
+    return f"the connection to the taas API at {target.api_url} failed: {short_reason(error)}"
 
 
-def _reason(error: BaseException) -> str:
+def short_reason(error: BaseException) -> str:
+    """What went wrong in a few words: `connection refused`."""
     if isinstance(error, ServiceUnreachable) and error.__cause__ is not None:
         error = error.__cause__  # the client's own sentence is for Python users; say the cause
     # "[Errno 111] Connection refused" -> "connection refused"

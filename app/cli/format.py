@@ -32,6 +32,9 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+RUNNING = ("running", "cancelling")
+
+
 def current_epoch(data: dict[str, Any]) -> int:
     """The epoch a running job is in (1-based): one past those completed, at most the last."""
     done, epochs = int(data.get("epoch") or 0), data.get("epochs")
@@ -76,13 +79,18 @@ def table(headers: Row, rows: Sequence[Row], right: frozenset[int] = frozenset()
     return [line(headers), *(line(row) for row in rows)]
 
 
-def progress_text(progress: dict[str, Any]) -> str:
-    return f"epoch {progress['epoch']}/{progress['epochs']} ({progress['fraction']:.0%})"
+def progress_text(progress: dict[str, Any], running: bool = False) -> str:
+    """A running job says the epoch it is in (1-based, as `taas watch` and the dashboard do);
+    any other says how many epochs it completed."""
+    share = f"({progress['fraction']:.0%})"
+    if running and not training_done(progress):
+        return f"epoch {current_epoch(progress)}/{progress['epochs']} {share}"
+    return f"{progress['epoch']}/{progress['epochs']} epochs done {share}"
 
 
 def live_progress_text(progress: dict[str, Any]) -> str:
     """The progress with what a running job reports besides: its batch, speed and ETA."""
-    parts = [progress_text(progress)]
+    parts = [progress_text(progress, running=True)]
     if progress.get("batches_done") is not None and progress.get("batches_per_epoch"):
         parts.append(f"batch {progress['batches_done']}/{progress['batches_per_epoch']}")
     if progress.get("samples_per_second"):
@@ -114,7 +122,7 @@ def job_table(jobs: Sequence[dict[str, Any]], now: datetime | None = None) -> li
                 job["id"],
                 job["status"],
                 job["name"][:40],
-                progress_text(job["progress"]),
+                progress_text(job["progress"], running=job["status"] in RUNNING),
                 duration(queued),
                 duration(ran),
                 accuracy_of(job),
@@ -178,7 +186,9 @@ def job_summary(
     if metrics["test_accuracy"] is not None:
         test = f"accuracy {metrics['test_accuracy']:.4f}, loss {number(metrics['test_loss'])}"
         fields.append(("test", test))
-    if job["error"]:
+    if job["error"] and job["error"]["type"] == "cancelled":  # the user's choice, no error
+        fields.append(("cancelled", job["error"]["message"]))
+    elif job["error"]:
         fields.append(("error", f"{job['error']['type']}: {job['error']['message']}"))
     lines = [f"{label:<10}{value}" for label, value in fields]
     if points:
@@ -190,7 +200,7 @@ def job_summary(
 
 
 def _progress_of(job: dict[str, Any]) -> str:
-    running = job["status"] in ("running", "cancelling")
+    running = job["status"] in RUNNING
     return live_progress_text(job["progress"]) if running else progress_text(job["progress"])
 
 
@@ -230,6 +240,8 @@ def outcome_lines(end: dict[str, Any]) -> list[str]:
         lines[0] += f" test_loss={number(end.get('test_loss'))}"
     if end.get("stop_reason") not in (None, "completed", end["status"]):
         lines[0] += f"  stopped: {end['stop_reason']}"
-    if end.get("error"):
+    if end.get("error") and end["error"]["type"] == "cancelled":
+        lines.append(end["error"]["message"])  # "cancelled by the user ...": no error
+    elif end.get("error"):
         lines.append(f"error ({end['error']['type']}): {end['error']['message']}")
     return lines

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError
 
+from taas.app.cli.errors import short_reason
 from taas.client import TERMINAL, Client
 from taas.errors import ApiError
 
@@ -63,7 +64,7 @@ def job_events(
             error = failed
         if last_id is None and _no_stream(error):  # polling says plainly what is wrong, if any
             if isinstance(error, httpx.TransportError):
-                say(f"no event stream ({_reason(error)}); polling instead")
+                say(f"no event stream ({short_reason(error)}); polling instead")
             yield from _polled(client, job_id, poll_seconds, sleep)
             return
         if isinstance(error, ApiError | SSEError) or failures == len(RECONNECT_PAUSES):
@@ -72,7 +73,7 @@ def job_events(
         if ended is not None:  # it ended, and its end is not in what the stream gave
             yield ended
             return
-        say(f"stream lost ({_reason(error)}); reconnecting after event {last_id}")
+        say(f"stream lost ({short_reason(error)}); reconnecting after event {last_id}")
         sleep(RECONNECT_PAUSES[failures])
         failures += 1
 
@@ -92,10 +93,6 @@ def _ended(client: Client, job_id: str) -> JobEvent | None:
     except httpx.TransportError:
         return None
     return JobEvent("end", end_data(job)) if job["status"] in TERMINAL else None
-
-
-def _reason(error: Exception) -> str:
-    return str(error) or type(error).__name__
 
 
 def _polled(

@@ -83,18 +83,22 @@ def watch(job_id: str) -> None:
 
 def jobs(
     status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
-    limit: Annotated[int, typer.Option(help="how many")] = 20,
+    limit: Annotated[int, typer.Option(help="how many (a page)", min=1, max=100)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="the next page, as the last one said")] = None,
 ) -> None:
     """List your jobs, newest first: how long each waited and ran, and its accuracy."""
     from taas.app.cli.format import job_table
 
     with api_client() as client:
-        page = run_request(lambda: client.jobs(status=status, limit=limit))
+        page = run_request(lambda: client.jobs(status=status, limit=limit, cursor=cursor))
     if not page["items"]:
         typer.echo("no jobs" + (f" in status {status}" if status else ""))
         return
     for line in job_table(page["items"]):
         typer.echo(line)
+    if page.get("next_cursor"):  # said on stderr: the table stays a table for scripts
+        same_status = f" --status {status}" if status else ""
+        typer.echo(f"more jobs: taas jobs --cursor {page['next_cursor']}{same_status}", err=True)
 
 
 def status(
@@ -139,7 +143,7 @@ def logs(
 def cancel(job_id: str) -> None:
     """Cancel a job (a running one stops within one batch)."""
     with api_client() as client:
-        job = run_request(lambda: client.cancel(job_id))
+        job = run_request(lambda: client.cancel(job_id), job_id=job_id)
     typer.echo(f"{job['id']} {job['status']}")
 
 
@@ -148,7 +152,16 @@ def download(
     out: Annotated[Path | None, typer.Option("--out", help="folder (default: ./JOB_ID)")] = None,
 ) -> None:
     """Download every artifact of a job, each verified against its sha256."""
+    folder = out or Path(job_id)
     with api_client() as client:
-        paths = run_request(lambda: client.download(job_id, out or Path(job_id)))
+        try:
+            paths = run_request(lambda: client.download(job_id, folder), job_id=job_id)
+        except OSError as error:  # this machine's side: --out is a file, not writable, full
+            typer.echo(f"cannot write the files to {folder}: {error.strerror or error}", err=True)
+            raise typer.Exit(EXIT_REQUEST_FAILED) from None
+        if not paths:
+            job = run_request(lambda: client.job(job_id), job_id=job_id)
+            typer.echo(f"job {job_id} has no files to download (status: {job['status']})", err=True)
+            raise typer.Exit(EXIT_REQUEST_FAILED)
     for path in paths:
         typer.echo(str(path))

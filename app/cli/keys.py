@@ -174,6 +174,9 @@ def _expiry(expires_in: str | None) -> datetime | None:
         return datetime.now(UTC) + parse_duration(expires_in)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--expires-in") from None
+    except OverflowError:  # past year 9999
+        message = f"{expires_in} reaches past the year 9999; leave it out: a key never expires"
+        raise typer.BadParameter(message, param_hint="--expires-in") from None
 
 
 def offline(action: Any) -> Any:

@@ -7,6 +7,7 @@ only the URLs differ (SQLite and a filesystem broker under TAAS_HOME).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +33,7 @@ from taas.app.observability.logs import RedactSecrets, formatter
 WORKER_STOP_SECONDS = 20.0
 EMBEDDED_LEASE_SECONDS = 15.0
 WORKER_LOG = "logs/worker.log"  # under TAAS_HOME
+SERVE_LOCK = "serve.lock"  # under TAAS_HOME: held while a `taas serve` runs there
 API_LOG = "logs/api.log"
 # kombu says this at every start and stop of the embedded broker: nothing to act on.
 HARMLESS = ("No hostname was supplied",)
@@ -276,6 +279,34 @@ def connect_host(host: str) -> str:
 def serve(host: str, port: int) -> None:
     home = get_settings().home.resolve()
     home.mkdir(parents=True, exist_ok=True)
+    with _only_serve_of(home):
+        _serve(home, host, port)
+
+
+@contextlib.contextmanager
+def _only_serve_of(home: Path) -> Iterator[None]:
+    """One `taas serve` per TAAS_HOME: a second would start a second worker on the same
+    database, broker folder and log files. The lock goes with the process, however it ends."""
+    with (home / SERVE_LOCK).open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            print(
+                f"taas: another `taas serve` ({holder}) is running on {home}: stop it first, "
+                "or give this one its own TAAS_HOME",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
+
+
+def _serve(home: Path, host: str, port: int) -> None:
     # Everything below (this process and the worker it starts) reads these through Settings.
     os.environ["TAAS_HOME"] = str(home)
     os.environ.setdefault("TAAS_WORKER_TOKEN", ensure_worker_token(home))
@@ -296,7 +327,12 @@ def serve(host: str, port: int) -> None:
 
         # log_config=None: uvicorn's loggers go through the handlers above, not its own.
         config = uvicorn.Config(
-            create_app(), host=host, port=port, log_level="info", log_config=None
+            create_app(),
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=None,
+            timeout_graceful_shutdown=get_settings().shutdown_grace_seconds,
         )
         # uvicorn re-raises the Ctrl-C it handled once it has shut down; uvicorn.run() swallows
         # it, and so does this.

@@ -14,7 +14,7 @@ from taas.worker.resources.devices import MAX_JOBS_PER_GPU
 
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8000,
 ) -> None:
     """Run everything here: migrations, the API and a local worker (SQLite, no servers).
 
@@ -27,8 +27,8 @@ def serve(
 
 def api(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes", min=1)] = 1,
 ) -> None:
     """Run the API server only (production: run `taas migrate` first)."""
     import uvicorn
@@ -46,6 +46,7 @@ def api(
             port=port,
             workers=workers,
             log_config=uvicorn_log_config(settings),
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         )
 
 

@@ -47,7 +47,7 @@ def run_request(action: Any, spec: dict[str, Any] | None = None, job_id: str | N
 
     from taas.app.cli.errors import Target, explain
     from taas.app.cli.job_feed import StreamLost
-    from taas.errors import ApiError
+    from taas.errors import ApiError, TaasError
 
     try:
         return action()
@@ -56,6 +56,9 @@ def run_request(action: Any, spec: dict[str, Any] | None = None, job_id: str | N
         key_origin = "TAAS_API_KEY" if settings.api_key else str(key_file())
         target = Target(settings.api_url, key_origin, spec=spec, job_id=job_id)
         typer.echo(explain(error, target), err=True)
+        raise typer.Exit(EXIT_REQUEST_FAILED) from None
+    except TaasError as error:  # the client refused before asking (an empty id, ...)
+        typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_REQUEST_FAILED) from None
 
 

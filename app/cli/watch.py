@@ -17,6 +17,7 @@ from taas.app.cli.format import (
     event_line,
     number,
     outcome_lines,
+    parse_time,
     training_done,
 )
 from taas.app.cli.job_feed import JobEvent
@@ -105,8 +106,11 @@ class PlainView:
         self.scores = Scores()
         self.last_progress: tuple[int, float] | None = None  # (epoch, when it was printed)
 
-    def _print(self, text: str) -> None:
-        self.out.write(f"{datetime.now().strftime('%H:%M:%S')} {text}\n")
+    def _print(self, text: str, at: str | None = None) -> None:
+        """``at``: the event's own time (ISO), so a replayed history keeps its times."""
+        moment = parse_time(at)
+        when = moment.astimezone() if moment else datetime.now()
+        self.out.write(f"{when.strftime('%H:%M:%S')} {text}\n")
         self.out.flush()
 
     def note(self, message: str) -> None:
@@ -116,9 +120,9 @@ class PlainView:
         self.scores.update(event)
         data = event.data
         if event.type == "status":
-            self._print(status_line(data))
+            self._print(status_line(data), data.get("created_at"))
         elif event.type == "log":
-            self._print(f"log: {data.get('message', '')}")
+            self._print(f"log: {data.get('message', '')}", data.get("created_at"))
         elif event.type == "progress" and self._progress_due(data):
             self._print(self._progress(data))
         elif event.type == "metric":

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     api_key: str | None = None
     worker_token: str | None = None
+    # On SIGTERM or Ctrl-C the API waits this long for open requests; live streams never end on
+    # their own, so past it they are closed (their clients reconnect to another API or later).
+    shutdown_grace_seconds: int = Field(default=10, ge=0)
 
     # Which Celery queue a job goes to; `device: auto` jobs go to `default_queue`.
     default_queue: str = "cpu"

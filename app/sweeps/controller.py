@@ -13,7 +13,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from taas.app.auth.models import Tenant
@@ -39,7 +39,7 @@ def trials_of(session: Session, sweep: Sweep) -> list[Job]:
 def advance_sweep(session: Session, sweep_id: str, settings: Settings) -> list[Job]:
     """Start the trials there is room for, or end the sweep. Returns the new trials, to be sent
     to the broker after the commit."""
-    sweep = session.get(Sweep, sweep_id, with_for_update=True, populate_existing=True)
+    sweep = _locked_sweep(session, sweep_id)
     if sweep is None or sweep.status != "running":
         return []
     trials = trials_of(session, sweep)
@@ -56,6 +56,19 @@ def advance_sweep(session: Session, sweep_id: str, settings: Settings) -> list[J
         started.append(trial)
         active += 1
     return started
+
+
+def _locked_sweep(session: Session, sweep_id: str) -> Sweep | None:
+    """The sweep, locked until the commit: two passes over one sweep at once (its submit's, the
+    reconciler's, a trial's finish) must not both start trial N. PostgreSQL locks the row; SQLite
+    has no row locks, so a write that changes nothing takes its database write lock first, and
+    the other pass waits for this one's commit before it reads."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(Sweep).where(Sweep.id == sweep_id).values(status=Sweep.status),
+            execution_options={"synchronize_session": False},
+        )
+    return session.get(Sweep, sweep_id, with_for_update=True, populate_existing=True)
 
 
 def _end_reason(sweep: Sweep, trials: list[Job]) -> tuple[str, str] | None:

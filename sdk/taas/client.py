@@ -28,6 +28,7 @@ from httpx_sse import connect_sse
 from taas.errors import (
     ApiError,
     ArtifactIntegrityError,
+    InvalidId,
     ServiceTimeout,
     ServiceUnreachable,
     TaasError,
@@ -92,7 +93,7 @@ class Client:
         return self._object("POST", "/v1/jobs", json=spec, headers=headers)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/jobs/{_id(job_id)}")
+        return self._object("GET", f"/v1/jobs/{_id(job_id, 'job')}")
 
     def jobs(
         self,
@@ -107,18 +108,18 @@ class Client:
         return self._object("GET", "/v1/jobs", params={**present, "limit": limit})
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._object("POST", f"/v1/jobs/{_id(job_id)}/cancel")
+        return self._object("POST", f"/v1/jobs/{_id(job_id, 'job')}/cancel")
 
     def delete(self, job_id: str) -> None:
         """Delete an ended job with its files."""
-        self._json("DELETE", f"/v1/jobs/{_id(job_id)}")
+        self._json("DELETE", f"/v1/jobs/{_id(job_id, 'job')}")
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         """One point per epoch (train and validation loss, accuracy, lr, samples/s)."""
-        return self._items(f"/v1/jobs/{_id(job_id)}/metrics")
+        return self._items(f"/v1/jobs/{_id(job_id, 'job')}/metrics")
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        return self._items(f"/v1/jobs/{_id(job_id)}/events")
+        return self._items(f"/v1/jobs/{_id(job_id, 'job')}/events")
 
     def wait(
         self,
@@ -131,7 +132,7 @@ class Client:
         ``progress`` has the epoch, the fraction done and an ETA). Raises WaitTimeout after
         ``timeout`` seconds; the job goes on."""
         return self._wait(
-            lambda: self.job(job_id), f"job {_id(job_id)}", timeout, poll_seconds, on_update
+            lambda: self.job(job_id), f"job {_id(job_id, 'job')}", timeout, poll_seconds, on_update
         )
 
     def stream(
@@ -141,7 +142,7 @@ class Client:
         after ``last_event_id``) until its ``end``, or, without ``job_id``, every job of the
         tenant from now on. Raises ApiError for an error answer, httpx_sse.SSEError for an
         answer that is not an event stream, httpx.TransportError when the connection fails."""
-        path = f"/v1/jobs/{_id(job_id)}/stream" if job_id is not None else "/v1/stream"
+        path = f"/v1/jobs/{_id(job_id, 'job')}/stream" if job_id is not None else "/v1/stream"
         headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
         timeout = httpx.Timeout(self.http.timeout.connect, read=STREAM_READ_TIMEOUT)
         with connect_sse(self.http, "GET", path, headers=headers, timeout=timeout) as source:
@@ -156,7 +157,7 @@ class Client:
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
         """The job's files: name, kind, size and sha256 of each."""
-        return self._items(f"/v1/jobs/{_id(job_id)}/artifacts")
+        return self._items(f"/v1/jobs/{_id(job_id, 'job')}/artifacts")
 
     def download(self, job_id: str, out_dir: str | Path) -> list[Path]:
         """Fetch every artifact into ``out_dir`` (created if needed), each checked against the
@@ -164,7 +165,8 @@ class Client:
         removed and raises ArtifactIntegrityError."""
         folder = Path(out_dir).expanduser()
         listed = self.artifacts(job_id)  # first: a job that is not there leaves no empty folder
-        folder.mkdir(parents=True, exist_ok=True)
+        if listed:
+            folder.mkdir(parents=True, exist_ok=True)
         return [self._download_one(job_id, item, folder) for item in listed]
 
     def _download_one(self, job_id: str, item: dict[str, Any], out_dir: Path) -> Path:
@@ -173,7 +175,7 @@ class Client:
         digest = hashlib.sha256()
         # A server on object storage may answer with a redirect to a presigned URL of the store
         # (another origin: httpx does not send the API key there); the bytes are checked the same.
-        path = f"/v1/jobs/{_id(job_id)}/artifacts/{quote(name, safe='')}"
+        path = f"/v1/jobs/{_id(job_id, 'job')}/artifacts/{quote(name, safe='')}"
         with self.http.stream("GET", path, follow_redirects=True) as response:
             if response.status_code >= 400:
                 response.read()
@@ -257,10 +259,10 @@ class Client:
         return self._items("/v1/datasets")
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
-        return self._object("GET", f"/v1/datasets/{_id(dataset_id)}")
+        return self._object("GET", f"/v1/datasets/{_id(dataset_id, 'dataset')}")
 
     def delete_dataset(self, dataset_id: str) -> None:
-        self._json("DELETE", f"/v1/datasets/{_id(dataset_id)}")
+        self._json("DELETE", f"/v1/datasets/{_id(dataset_id, 'dataset')}")
 
     # Sweeps
 
@@ -271,16 +273,16 @@ class Client:
 
     def sweep(self, sweep_id: str) -> dict[str, Any]:
         """The sweep with its trials, ``best`` (one objective) or ``pareto`` (two)."""
-        return self._object("GET", f"/v1/sweeps/{_id(sweep_id)}")
+        return self._object("GET", f"/v1/sweeps/{_id(sweep_id, 'sweep')}")
 
     def sweeps(self, limit: int = 20) -> list[dict[str, Any]]:
         return self._items("/v1/sweeps", params={"limit": limit})
 
     def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
-        return self._object("POST", f"/v1/sweeps/{_id(sweep_id)}/cancel")
+        return self._object("POST", f"/v1/sweeps/{_id(sweep_id, 'sweep')}/cancel")
 
     def delete_sweep(self, sweep_id: str) -> None:
-        self._json("DELETE", f"/v1/sweeps/{_id(sweep_id)}")
+        self._json("DELETE", f"/v1/sweeps/{_id(sweep_id, 'sweep')}")
 
     def wait_sweep(
         self,
@@ -290,9 +292,8 @@ class Client:
         on_update: JobCallback | None = None,
     ) -> dict[str, Any]:
         """Poll until the sweep ends and return it; ``on_update`` sees every polled state."""
-        return self._wait(
-            lambda: self.sweep(sweep_id), f"sweep {_id(sweep_id)}", timeout, poll_seconds, on_update
-        )
+        label = f"sweep {_id(sweep_id, 'sweep')}"
+        return self._wait(lambda: self.sweep(sweep_id), label, timeout, poll_seconds, on_update)
 
     # Keys and webhooks
 
@@ -305,7 +306,7 @@ class Client:
         return self._items("/v1/keys")
 
     def revoke_key(self, key_id: str) -> None:
-        self._json("DELETE", f"/v1/keys/{_id(key_id)}")
+        self._json("DELETE", f"/v1/keys/{_id(key_id, 'key')}")
 
     def create_webhook(self, url: str, events: list[str]) -> dict[str, Any]:
         """An endpoint that gets signed deliveries of ``events`` (e.g. "job.succeeded"); its
@@ -316,10 +317,10 @@ class Client:
         return self._items("/v1/webhooks")
 
     def delete_webhook(self, webhook_id: str) -> None:
-        self._json("DELETE", f"/v1/webhooks/{_id(webhook_id)}")
+        self._json("DELETE", f"/v1/webhooks/{_id(webhook_id, 'webhook')}")
 
     def webhook_deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
-        return self._items(f"/v1/webhooks/{_id(webhook_id)}/deliveries")
+        return self._items(f"/v1/webhooks/{_id(webhook_id, 'webhook')}/deliveries")
 
     # Plumbing
 
@@ -370,16 +371,14 @@ class Client:
         return response.json() if response.content else None
 
 
-def _id(value: Any) -> str:
+def _id(value: Any, kind: str) -> str:
     """An id as one URL path segment. A job, dataset or sweep dict stands for its ``id`` (the
     common slip of passing what ``submit`` returned); an empty id is refused here, where it
     would otherwise name the collection."""
     if isinstance(value, dict) and isinstance(value.get("id"), str):
         value = value["id"]
     if not isinstance(value, str) or not value:
-        raise ValueError(
-            f"expected an id such as 'job_...' (a non-empty string), got {value!r:.100}"
-        )
+        raise InvalidId(f"expected a {kind} id (a non-empty string), got {value!r:.100}")
     return quote(value, safe="")
 
 

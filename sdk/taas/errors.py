@@ -104,6 +104,10 @@ class ServerError(ApiError):
     """5xx: the service could not do it now (e.g. its database or storage is away)."""
 
 
+class InvalidId(TaasError, ValueError):
+    """An id that cannot name anything (empty, or not a string): refused before any request."""
+
+
 class ArtifactIntegrityError(TaasError, ValueError):
     """A downloaded file does not match the sha256 the service listed for it."""
 

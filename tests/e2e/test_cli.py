@@ -270,7 +270,7 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
     summary = taas(embedded, "status", job_id, cwd=tmp_path).stdout.splitlines()
     assert summary[0] == f"job       {job_id}  smoke"
     assert summary[1] == "status    succeeded (attempt 1), stopped: completed"
-    assert summary[2] == "progress  epoch 2/2 (100%)"
+    assert summary[2] == "progress  2/2 epochs done (100%)"
     assert re.search(r"^ran +\d+\.\ds$", "\n".join(summary), re.MULTILINE)
     epochs = summary.index(next(line for line in summary if line.startswith("EPOCH")))
     assert [line.split()[0] for line in summary[epochs + 1 : epochs + 3]] == ["1", "2"]
@@ -288,7 +288,7 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
     table = taas(embedded, "jobs", cwd=tmp_path).stdout.splitlines()
     assert table[0].split() == ["ID", "STATUS", "NAME", "PROGRESS", "QUEUED", "RAN", "ACCURACY"]
     row = next(line for line in table if line.startswith(job_id)).split()
-    assert row[1:5] == ["succeeded", "smoke", "epoch", "2/2"]
+    assert row[1:6] == ["succeeded", "smoke", "2/2", "epochs", "done"]
     assert re.fullmatch(r"0\.\d{4}", row[-1])
 
     # A job that did not succeed: its outcome, and a non-zero exit status that says which.
@@ -301,7 +301,7 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
     assert watched.returncode == 4  # documented in `taas watch --help`
     outcome = [line[9:] for line in watched.stdout.splitlines()[-2:]]
     assert outcome[0].startswith(f"{job_id} cancelled")  # with test metrics if it had started
-    assert outcome[1].startswith("error (cancelled): cancelled by the user")
+    assert outcome[1].startswith("cancelled by the user")  # a choice, not an error
     help_text = " ".join(taas(embedded, "watch", "--help", cwd=tmp_path).stdout.split())
     assert "4 it was cancelled" in help_text
 
@@ -347,6 +347,38 @@ def test_serve_says_where_things_are_and_errors_read_as_sentences(
     assert "the key in TAAS_API_KEY" in result.stderr
     for output in (unknown.stderr, not_watched.stderr, rejected.stderr, result.stderr):
         assert "Traceback" not in output
+
+
+def test_the_cli_says_a_sentence_for_input_that_cannot_work(
+    embedded: Deployment, tmp_path: Path
+) -> None:
+    """Each of these printed a traceback (or waited forever) before."""
+    said = {}
+    for name, args in {
+        "empty id": ("status", ""),
+        "empty id watched": ("watch", ""),
+        "out is a file": ("download", "job_" + "0" * 24, "--out", str(tmp_path / "a-file")),
+        "expiry past 9999": ("keys", "create", "--expires-in", "999999999d"),
+        "port out of range": ("serve", "--port", "99999"),
+    }.items():
+        (tmp_path / "a-file").touch()
+        said[name] = taas(embedded, *args, cwd=tmp_path)
+        assert "Traceback" not in said[name].stderr, name
+    assert said["empty id"].returncode == 1
+    assert said["empty id"].stderr.strip() == "expected a job id (a non-empty string), got ''"
+    assert said["empty id watched"].stderr == said["empty id"].stderr
+    assert said["out is a file"].returncode == 1  # the job is unknown: said before any write
+    assert said["out is a file"].stderr.startswith(f"unknown job job_{'0' * 24}")
+    assert said["expiry past 9999"].returncode == 2
+    assert "reaches past the year 9999" in said["expiry past 9999"].stderr
+    assert said["port out of range"].returncode == 2
+    assert "Input should be less than or equal to 65535" in said["port out of range"].stderr
+
+    # A second `taas serve` on the same TAAS_HOME would run a second worker on its database.
+    second = taas(embedded, "serve", "--port", "1", cwd=tmp_path)
+    assert second.returncode == 1
+    assert second.stderr.startswith("taas: another `taas serve` (pid ")
+    assert f"is running on {embedded.home}" in second.stderr
 
 
 def test_cli_reports_bad_spec_and_missing_key(embedded: Deployment, tmp_path: Path) -> None:

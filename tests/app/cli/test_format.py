@@ -64,7 +64,7 @@ def test_status_summary_says_what_happened_to_the_job() -> None:
     for expected in (
         f"job       {'job_' + 'c' * 24}  fashion-cnn",
         "status    succeeded (attempt 2), stopped: completed",
-        "progress  epoch 2/2 (100%)",
+        "progress  2/2 epochs done (100%)",
         "queued    4.5s",
         "ran       3m05s",
         "device    cuda:0 (NVIDIA H200)",
@@ -109,7 +109,7 @@ def test_a_failed_job_shows_its_error_and_a_running_one_its_time_so_far() -> Non
     )
     lines = job_summary(running, [], [], NOW)
     assert "ran       59m55s so far" in lines
-    assert "progress  epoch 1/2 (66%), batch 30/94, 2,999 samples/s, eta 12.0s" in lines
+    assert "progress  epoch 2/2 (66%), batch 30/94, 2,999 samples/s, eta 12.0s" in lines
 
 
 def test_job_table_shows_waiting_and_running_time_and_accuracy() -> None:
@@ -125,10 +125,10 @@ def test_job_table_shows_waiting_and_running_time_and_accuracy() -> None:
 
     assert lines[0].split() == ["ID", "STATUS", "NAME", "PROGRESS", "QUEUED", "RAN", "ACCURACY"]
     assert lines[1].split()[1:] == [
-        "succeeded", "fashion-cnn", "epoch", "2/2", "(100%)", "4.5s", "3m05s", "0.9123",
+        "succeeded", "fashion-cnn", "2/2", "epochs", "done", "(100%)", "4.5s", "3m05s", "0.9123",
     ]  # fmt: skip
     assert lines[2].split()[1:] == [
-        "queued", "fashion-cnn", "epoch", "0/2", "(0%)", "1h00m", "-", "-",
+        "queued", "fashion-cnn", "0/2", "epochs", "done", "(0%)", "1h00m", "-", "-",
     ]  # fmt: skip
 
 
