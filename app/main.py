@@ -40,10 +40,11 @@ from taas.app.scheduling.reconciler import Reconciler
 from taas.app.scheduling.router import router as presence_router
 from taas.app.spec import LimitViolation
 from taas.app.spec.limits import maxima_beside
-from taas.app.spec.suggestions import spec_hint
+from taas.app.spec.suggestions import did_you_mean, spec_hint
 from taas.app.stream.hub import StreamHub
 from taas.app.stream.router import router as stream_router
 from taas.app.sweeps.router import router as sweeps_router
+from taas.app.sweeps.schemas import SweepIn
 from taas.app.webhooks.router import router as webhooks_router
 from taas.app.webhooks.sender import WebhookSender
 
@@ -95,6 +96,8 @@ def _spec_hint(request: Request, body: Any, item: dict[str, Any]) -> str:
         return spec_hint(item, body)
     if request.url.path == "/v1/sweeps" and loc[:2] == ["body", "spec"] and isinstance(body, dict):
         return spec_hint({**item, "loc": ["body", *loc[2:]]}, body.get("spec"))
+    if request.url.path == "/v1/sweeps" and len(loc) == 2 and item["type"] == "extra_forbidden":
+        return did_you_mean(str(loc[1]), list(SweepIn.model_fields))  # "paramters"
     return ""
 
 

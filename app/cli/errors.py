@@ -79,7 +79,11 @@ def _field_error(item: dict[str, Any], spec: dict[str, Any] | None) -> str:
     loc = [part for part in item.get("loc", []) if part != "body"]
     message = str(item.get("msg", ""))
     if spec is None or item.get("loc", [None])[0] != "body":
-        return f"{'.'.join(map(str, loc)) or 'request'}: {message}"
+        where = ".".join(map(str, loc)) or "request"
+        parameter = where.removeprefix("parameters.")
+        if message.startswith((where, f"parameter {parameter!r}")):  # it names its field
+            return message
+        return f"{where}: {message}"
     shown = walk_spec(loc).path or "spec"
     if item.get("type") == "extra_forbidden":  # "Extra inputs are not permitted; did you ..."
         message = "unknown field" + (message[message.index(";") :] if ";" in message else "")

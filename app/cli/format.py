@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from taas.app.core.wording import byte_size
+from taas.app.core.wording import byte_size, counted
 
 Row = Sequence[str]
 
@@ -51,7 +51,13 @@ def size(num_bytes: int) -> str:
 
 
 def number(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    """``digits`` decimals; a diverged value in the exponent form (a table stays narrow), NaN
+    as itself ("-" is "not measured")."""
+    if value is None:
+        return "-"
+    if value != value or abs(value) >= 1e6:  # NaN, or a loss that blew up
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}f}"
 
 
 def queued_and_ran(job: dict[str, Any], now: datetime | None = None) -> tuple[float | None, ...]:
@@ -205,7 +211,7 @@ def _progress_of(job: dict[str, Any]) -> str:
 
 
 def _status_text(job: dict[str, Any]) -> str:
-    text = f"{job['status']} (attempt {job['attempt']})"
+    text = f"{job['status']} (attempt {job['attempt']})" if job["attempt"] else job["status"]
     if job.get("stop_reason"):
         text += f", stopped: {job['stop_reason']}"
     return text
@@ -213,7 +219,7 @@ def _status_text(job: dict[str, Any]) -> str:
 
 def _recipe(training: dict[str, Any]) -> str:
     return (
-        f"{training['epochs']} epochs, batch {training['batch_size']}, "
+        f"{counted(training['epochs'], 'epoch')}, batch {training['batch_size']}, "
         f"{training['optimizer']} lr {training['lr']:g}, {training['lr_schedule']} schedule"
     )
 

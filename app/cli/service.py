@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from taas.app.core.config import get_settings
+from taas.app.core.wording import counted
 from taas.worker.resources.devices import MAX_JOBS_PER_GPU
 
 
@@ -112,7 +113,8 @@ def processes_for_gpus(gpus: str, concurrency: int, jobs_per_gpu: int) -> int:
     processes = len(listed) * jobs_per_gpu
     if concurrency not in (1, processes):
         raise typer.BadParameter(
-            f"{concurrency} processes for {len(listed)} GPUs with {jobs_per_gpu} jobs each: "
+            f"{concurrency} processes for {counted(len(listed), 'GPU')} with "
+            f"{counted(jobs_per_gpu, 'job')} each: "
             f"leave --concurrency out (it is {processes})",
             param_hint="--concurrency",
         )

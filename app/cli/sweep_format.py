@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taas.app.cli.format import duration, table
+from taas.app.core.wording import counted
 
 SweepEnd = frozenset({"succeeded", "failed", "cancelled"})
 UNFINISHED = ("queued", "running", "cancelling")
@@ -67,7 +68,10 @@ def best_text(sweep: dict[str, Any]) -> str:
         return f"Pareto front: trials {', '.join(str(t['number']) for t in sweep['pareto'])}"
     if sweep["best"]:
         return "best " + trial_result(sweep, sweep["best"])
-    return "no best trial yet"
+    if sweep["status"] == "running":
+        return "no best trial yet"
+    constraint = " within its constraint" if sweep.get("constraint") else ""
+    return f"no trial finished{constraint}: no best trial"
 
 
 def sweep_summary(sweep: dict[str, Any]) -> list[str]:
@@ -75,7 +79,7 @@ def sweep_summary(sweep: dict[str, Any]) -> list[str]:
     fields = [
         ("sweep", f"{sweep['id']}  {sweep['name']}"),
         ("status", sweep["status"] + (f" ({sweep['reason']})" if sweep["reason"] else "")),
-        ("search", f"{sweep['method']}, {len(sweep['parameters'])} parameters"),
+        ("search", f"{sweep['method']}, {counted(len(sweep['parameters']), 'parameter')}"),
         ("objective", objective_text(sweep)),
         ("trials", _trial_counts(sweep)),
         ("best", best_text(sweep).removeprefix("best ")),

@@ -85,6 +85,22 @@ def test_a_refused_key_says_where_the_key_came_from() -> None:
     assert "TAAS_API_KEY" in message
 
 
+def test_a_message_that_names_its_field_is_not_prefixed_with_it_again() -> None:
+    detail = [
+        {"loc": ["body", "parameters", "training.lrr"], "msg": "parameter 'training.lrr': a job "
+         "spec has no field 'training.lrr'", "type": "value_error"},
+        {"loc": ["body", "max_trials"], "msg": "Input should be greater than 0", "type": "x"},
+    ]  # fmt: skip
+    answer = httpx.Response(422, json={"detail": detail})
+
+    message = explain(ApiError.from_response(answer), TARGET)
+
+    assert message.splitlines()[1:] == [
+        "  parameter 'training.lrr': a job spec has no field 'training.lrr'",
+        "  max_trials: Input should be greater than 0",
+    ]
+
+
 def test_an_unknown_job_is_named() -> None:
     answer = httpx.Response(404, json={"detail": "job 'job_x' not found"})
 

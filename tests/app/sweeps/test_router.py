@@ -348,3 +348,11 @@ def test_a_search_space_reaching_past_a_configured_limit_is_refused_naming_the_p
         "training.epochs: training.epochs=500: at most 200"
     )
     assert api.get("/v1/sweeps", headers=auth).json()["items"] == []
+
+
+def test_a_misspelled_sweep_field_gets_a_suggestion(api: TestClient, auth: dict[str, str]) -> None:
+    body = {key: value for key, value in GRID.items() if key != "parameters"}
+    response = api.post("/v1/sweeps", json={**body, "paramters": GRID["parameters"]}, headers=auth)
+    assert response.status_code == 422
+    messages = {tuple(item["loc"]): item["msg"] for item in response.json()["detail"]}
+    assert messages["body", "paramters"].endswith("; did you mean `parameters`?")
