@@ -34,21 +34,38 @@ def datasets_upload(
     fields = {"label_column": label_column or "", "image_size": image_size or ""}
     with api_client() as client:
         dataset = run_request(lambda: client.upload_dataset(file, name, direct=direct, **fields))
+    if name and dataset["name"] != name:  # the same bytes were uploaded before: one dataset
+        typer.echo(
+            f"this file was uploaded before, as {dataset['name']!r}: that dataset is the one used",
+            err=True,
+        )
     typer.echo(dataset["id"])
 
 
 @datasets_cli.command("list")
 def datasets_list() -> None:
     """The built-in datasets (and whether this server has them) and your uploads."""
+    from taas.app.cli.format import table
+
     with api_client() as client:
         items = run_request(client.datasets)
-    for item in items:
-        state = "available" if item["available"] else "unavailable"
-        shape = "x".join(str(size) for size in item["shape"])
-        typer.echo(
-            f"{item['id']:<28}  {item['name'][:30]:<30}  {shape:<10}  "
-            f"{item['num_classes']:>4} classes  {item['train_size']:>8} train  {state}"
+    rows = [
+        (
+            item["id"],
+            item["name"][:30],
+            "x".join(str(size) for size in item["shape"]),
+            f"{item['num_classes']:,}",
+            f"{item['train_size']:,}",
+            "yes" if item["available"] else "no",
         )
+        for item in items
+    ]
+    headers = ("ID", "NAME", "SHAPE", "CLASSES", "TRAIN", "AVAILABLE")
+    for line in table(headers, rows, right=frozenset({3, 4})):
+        typer.echo(line)
+    for item in items:  # why a built-in cannot be used here, under the table
+        if not item["available"]:
+            typer.echo(f"{item['id']}: {item['reason']}")
 
 
 @datasets_cli.command("delete")

@@ -413,3 +413,17 @@ def test_ctrl_c_stops_api_and_worker_without_orphans(tmp_path: Path) -> None:
     while any(is_alive(pid) for pid in worker_tree) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(is_alive(pid) for pid in worker_tree), "worker processes outlived taas serve"
+
+
+def test_datasets_list_is_a_table_that_says_why_a_built_in_is_missing(
+    embedded: Deployment, tmp_path: Path
+) -> None:
+    listed = taas(embedded, "datasets", "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "SHAPE", "CLASSES", "TRAIN", "AVAILABLE"]
+    synthetic = next(line for line in lines if line.startswith("synthetic ")).split()
+    assert synthetic[2:] == ["1x28x28", "10", "2,000", "yes"]
+    missing = [line.split()[0] for line in lines[1:] if line.endswith(" no")]
+    for name in missing:  # each unavailable built-in is followed by the server's reason
+        assert any(line.startswith(f"{name}: ") for line in lines), name
