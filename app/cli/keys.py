@@ -124,6 +124,8 @@ def keys_create(
     """Create an API key and print it (it is stored hashed and cannot be shown again)."""
     checked_scope = _scope(scope)
     expires_at = _expiry(expires_in)
+    if tenant is not None and not tenant.strip():
+        raise typer.BadParameter("a tenant needs a name", param_hint="--tenant")
     if tenant is not None:
         key = offline(lambda: create_offline(tenant, name, checked_scope, expires_at))
     else:

@@ -79,8 +79,14 @@ def read_json(source: str) -> Any:
 
 def _json_text(source: str) -> tuple[str, str]:
     if source == "-":
-        return sys.stdin.read(), "standard input"
-    if source.lstrip().startswith("{"):
+        text = sys.stdin.read()
+        if not text.strip():
+            typer.echo(
+                "standard input is empty: pipe the JSON in (cat spec.json | taas ...)", err=True
+            )
+            raise typer.Exit(EXIT_USAGE)
+        return text, "standard input"
+    if source.lstrip().startswith(("{", "[")):
         return source, "the JSON given"
     path = Path(source)
     try:

@@ -73,6 +73,8 @@ def test_keys_made_by_the_cli_by_default_and_by_taas_serve_are_admin(
         (["--scope", "root"], "'root' is not a scope: one of read, write, admin"),
         (["--expires-in", "soon"], "'soon' is not a duration"),
         (["--expires-in", "0d"], "'0d' is not a duration"),
+        (["--expires-in", "999999999d"], "reaches past the year 9999"),
+        (["--tenant", " "], "a tenant needs a name"),
     ],
 )
 def test_bad_create_options_are_usage_errors_naming_the_option(

@@ -41,6 +41,12 @@ def test_a_spec_that_cannot_be_read_is_one_sentence_and_status_2(
     assert result.output.startswith(said), result.output
 
 
+def test_empty_standard_input_says_to_pipe_the_spec_in() -> None:
+    result = CliRunner().invoke(cli, ["submit", "-"], input="")
+    assert result.exit_code == 2
+    assert result.output.startswith("standard input is empty: pipe the JSON in")
+
+
 def test_a_folder_is_not_a_spec(tmp_path: Path) -> None:
     with pytest.raises(typer.Exit):
         read_json(str(tmp_path))
