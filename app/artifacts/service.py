@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from taas.app.artifacts.checkpoints import CHECKPOINT_NAME, checkpoint_epoch
 from taas.app.artifacts.models import Artifact
 from taas.app.artifacts.storage import StoredObject
 from taas.app.core.errors import InvalidInput, MalformedHeader
@@ -61,12 +62,6 @@ def check_sha256(value: str | None) -> str:
     return value
 
 
-# Checkpoints are named by the last epoch they complete, so a resumed attempt that redoes an
-# epoch replaces that epoch's checkpoint instead of keeping two; one saved when a worker was
-# preempted mid-epoch holds its position in the next epoch and replaces its epoch's too.
-CHECKPOINT_NAME = re.compile(r"^checkpoint-epoch(\d{1,6})\.pt$")
-
-
 def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
     """Delete all but the ``keep`` latest checkpoint rows of the job; returns their storage keys,
     which the caller deletes once the commit went through."""
@@ -75,7 +70,7 @@ def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
         .where(Artifact.job_id == job_id, Artifact.kind == "checkpoint")
         .order_by(Artifact.created_at.desc(), Artifact.id.desc())
     ).all()
-    pruned = sorted(checkpoints, key=_checkpoint_epoch, reverse=True)[keep:]
+    pruned = sorted(checkpoints, key=checkpoint_epoch, reverse=True)[keep:]
     for artifact in pruned:
         session.delete(artifact)
     session.flush()
@@ -87,12 +82,7 @@ def latest_checkpoint(session: Session, job_id: str) -> Artifact | None:
     checkpoints = session.scalars(
         select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint")
     ).all()
-    return max(checkpoints, key=_checkpoint_epoch, default=None)
-
-
-def _checkpoint_epoch(artifact: Artifact) -> int:
-    match = CHECKPOINT_NAME.match(artifact.name)
-    return int(match.group(1)) if match else -1
+    return max(checkpoints, key=checkpoint_epoch, default=None)
 
 
 def check_checkpoint_name(name: str, kind: str) -> None:

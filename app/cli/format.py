@@ -158,6 +158,26 @@ def metrics_table(points: Sequence[dict[str, Any]]) -> list[str]:
     return table(headers, rows, right=frozenset(range(len(headers))))
 
 
+def checkpoint_table(checkpoints: Sequence[dict[str, Any]]) -> list[str]:
+    """`taas checkpoints`: one row per kept checkpoint, with its epoch's validation scores."""
+    headers = ("EPOCH", "STEP", "VAL LOSS", "VAL ACC", "SIZE", "SHA256", "NAME")
+    rows = []
+    for item in checkpoints:
+        metrics = item["metrics"] or {}
+        rows.append(
+            (
+                str(item["epoch"]),
+                "-" if item["step"] is None else f"{item['step']:,}",
+                _metric_cell(metrics.get("val_loss"), 4),
+                _metric_cell(metrics.get("val_accuracy"), 4),
+                size(item["size_bytes"]),
+                item["sha256"][:12],
+                item["name"],
+            )
+        )
+    return table(headers, rows, right=frozenset({0, 1, 2, 3, 4}))
+
+
 def _metric_cell(value: float | None, digits: int) -> str:
     if value is None:
         return "-"

@@ -147,6 +147,19 @@ def cancel(job_id: str) -> None:
     typer.echo(f"{job['id']} {job['status']}")
 
 
+def checkpoints(job_id: str) -> None:
+    """List a job's kept checkpoints: epoch, step, that epoch's validation scores, the file."""
+    from taas.app.cli.format import checkpoint_table
+
+    with api_client() as client:
+        kept = run_request(lambda: client.checkpoints(job_id), job_id=job_id)
+    if not kept:
+        typer.echo(f"job {job_id} keeps no checkpoint")
+        return
+    for line in checkpoint_table(kept):
+        typer.echo(line)
+
+
 def download(
     job_id: str,
     out: Annotated[Path | None, typer.Option("--out", help="folder (default: ./JOB_ID)")] = None,

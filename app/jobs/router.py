@@ -19,6 +19,7 @@ from taas.app.jobs import idempotency, service
 from taas.app.jobs.models import Job
 from taas.app.jobs.schemas import (
     ArtifactList,
+    CheckpointList,
     EventList,
     JobList,
     JobOut,
@@ -179,6 +180,17 @@ def job_events(job: OwnedJob, session: SessionDep) -> EventList:
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=NOT_FOUND)
 def job_artifacts(job: OwnedJob, session: SessionDep) -> ArtifactList:
     return ArtifactList(items=service.artifacts(session, job))
+
+
+@router.get(
+    "/{job_id}/checkpoints",
+    response_model=CheckpointList,
+    responses=NOT_FOUND,
+    description="The job's kept checkpoints (a new attempt resumes from the last): the epoch "
+    "and step each was saved at, that epoch's metrics, and the artifact to download.",
+)
+def job_checkpoints(job: OwnedJob, session: SessionDep) -> CheckpointList:
+    return CheckpointList(items=service.checkpoints(session, job))
 
 
 @router.get(

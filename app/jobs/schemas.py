@@ -132,3 +132,22 @@ class ArtifactOut(BaseModel):
 
 class ArtifactList(BaseModel):
     items: list[ArtifactOut]
+
+
+class CheckpointOut(BaseModel):
+    """A kept checkpoint: where a new attempt resumes, and a point to look back at."""
+
+    epoch: int = Field(description="epochs completed when it was saved")
+    step: int | None = Field(
+        description="optimizer steps completed then (null until the job reported its batches "
+        "per epoch)"
+    )
+    metrics: MetricPointOut | None = Field(description="that epoch's metrics, when reported")
+    name: str = Field(description="its artifact: GET /v1/jobs/{id}/artifacts/{name} downloads it")
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class CheckpointList(BaseModel):
+    items: list[CheckpointOut] = Field(description="oldest epoch first")

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from taas.app.artifacts.checkpoints import checkpoint_epoch
 from taas.app.artifacts.models import Artifact
 from taas.app.auth.models import Tenant
 from taas.app.core.config import Settings, get_settings
@@ -23,6 +24,7 @@ from taas.app.jobs.memory import check_fits_largest_worker
 from taas.app.jobs.models import TERMINAL_STATUSES, Event, Job, MetricPoint, MetricStep
 from taas.app.jobs.schemas import (
     ArtifactOut,
+    CheckpointOut,
     EventOut,
     JobError,
     JobMetrics,
@@ -291,6 +293,26 @@ def artifacts(session: Session, job: Job) -> list[ArtifactOut]:
     query = select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name)
     return [
         ArtifactOut.model_validate(item, from_attributes=True) for item in session.scalars(query)
+    ]
+
+
+def checkpoints(session: Session, job: Job) -> list[CheckpointOut]:
+    """The job's kept checkpoints, oldest epoch first, each with the metrics of its epoch."""
+    query = select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == "checkpoint")
+    kept = sorted(session.scalars(query), key=checkpoint_epoch)
+    points = {point.epoch: point for point in metric_points(session, job)}
+    per_epoch = job.progress_batches_per_epoch
+    return [
+        CheckpointOut(
+            epoch=(epoch := checkpoint_epoch(artifact)),
+            step=epoch * per_epoch if per_epoch else None,
+            metrics=points.get(epoch),
+            name=artifact.name,
+            size_bytes=artifact.size_bytes,
+            sha256=artifact.sha256,
+            created_at=artifact.created_at,
+        )
+        for artifact in kept
     ]
 
 

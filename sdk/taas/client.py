@@ -159,6 +159,11 @@ class Client:
         """The job's files: name, kind, size and sha256 of each."""
         return self._items(f"/v1/jobs/{_id(job_id, 'job')}/artifacts")
 
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's kept checkpoints, oldest first: epoch, step, that epoch's metrics, and the
+        artifact ``name``, ``size_bytes`` and ``sha256`` of each."""
+        return self._items(f"/v1/jobs/{_id(job_id, 'job')}/checkpoints")
+
     def download(self, job_id: str, out_dir: str | Path) -> list[Path]:
         """Fetch every artifact into ``out_dir`` (created if needed), each checked against the
         sha256 the service lists for it; returns the paths. A file that does not match is

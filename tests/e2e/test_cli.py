@@ -194,11 +194,13 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         sink.shutdown(socket.SHUT_WR)
 
 
-# Enough batches (4000 / 64 = 63 per epoch) that progress is reported within each epoch.
+# Enough batches (12000 / 64 = 188 per epoch) that progress is reported within each epoch, and
+# that training outlasts the watcher's reconnection after the cut (its first pause is 0.5 s): a
+# watcher back only after the last batch finds no progress events to replay.
 WATCHED_SPEC = {
     "name": "smoke",
     "dataset": "synthetic",
-    "dataset_options": {"train_size": 4000, "test_size": 200, "noise": 1.5},
+    "dataset_options": {"train_size": 12000, "test_size": 200, "noise": 1.5},
     "training": {"epochs": 2, "batch_size": 64, "evals_per_epoch": 2},
 }
 
@@ -244,10 +246,12 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
     # Progress lines name the epoch running (1-based); they may repeat across the reconnection.
     shown_once = [line for line in said if not line.startswith(("epoch 1/2  ", "epoch 2/2  "))]
     assert len(shown_once) == len(set(shown_once)), output  # resumed: nothing said twice
-    assert any(line.startswith("running (attempt 1)") for line in said)
-    assert any(re.match(r"epoch [12]/2  \d+%  [\d,]+ samples/s  eta ", line) for line in said)
-    assert any(re.match(r"eval at epoch 0\.\d\d: val_loss ", line) for line in said)  # streamed
-    assert any(line.startswith("epoch 1/2 done: train_loss ") for line in said)
+    assert any(line.startswith("running (attempt 1)") for line in said), output
+    assert any(re.match(r"epoch [12]/2  \d+%  [\d,]+ samples/s  eta ", line) for line in said), (
+        output
+    )
+    assert any(re.match(r"eval at epoch 0\.\d\d: val_loss ", line) for line in said), output
+    assert any(line.startswith("epoch 1/2 done: train_loss ") for line in said), output
     assert said[-1].startswith(f"{job_id} succeeded  test_accuracy=")
 
     # The stream the CLI reads: progress moved within each epoch.
@@ -284,6 +288,12 @@ def test_watch_status_logs_and_jobs_read_as_text(embedded: Deployment, tmp_path:
     followed = taas(embedded, "logs", job_id, "--follow", cwd=tmp_path)
     assert followed.stdout.splitlines()[:-1] == logged  # then the outcome
     assert followed.stdout.splitlines()[-1].startswith(f"{job_id} succeeded")
+
+    kept = taas(embedded, "checkpoints", job_id, cwd=tmp_path).stdout.splitlines()
+    headers = ["EPOCH", "STEP", "VAL", "LOSS", "VAL", "ACC", "SIZE", "SHA256", "NAME"]
+    assert kept[0].split() == headers
+    assert kept[1].split()[0] == "1"  # the first of two epochs (the second ends the job)
+    assert kept[1].endswith("checkpoint-epoch1.pt")
 
     table = taas(embedded, "jobs", cwd=tmp_path).stdout.splitlines()
     assert table[0].split() == ["ID", "STATUS", "NAME", "PROGRESS", "QUEUED", "RAN", "ACCURACY"]

@@ -253,3 +253,16 @@ def test_a_client_is_checked_where_it_is_made_and_used(
             pytest.raises(taas.ServiceTimeout, match="did not answer GET /v1/jobs in time"),
         ):
             impatient.jobs()
+
+
+def test_a_jobs_checkpoints_are_listed(url: str, client: taas.Client) -> None:
+    job = client.submit(TINY_SYNTHETIC)
+    assert client.checkpoints(job) == []
+    as_worker(url, job["id"], "claim", json={"worker": "w1"})
+    data = b"a checkpoint"
+    digest = {"X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    path = "artifacts/checkpoint-epoch1.pt"
+    as_worker(url, job["id"], path, content=data, params={"kind": "checkpoint"}, headers=digest)
+    [kept] = client.checkpoints(job["id"])
+    assert (kept["epoch"], kept["name"], kept["size_bytes"]) == (1, "checkpoint-epoch1.pt", 12)
+    assert kept["sha256"] == digest["X-Content-SHA256"]

@@ -3,7 +3,7 @@ ones are pruned, and a new attempt resumes from the latest, verified against its
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,3 +114,38 @@ def test_a_job_deleted_while_queued_is_nothing_to_run_for_the_worker_that_gets_i
     # Any other refusal still raises, and reaches Celery's result whole.
     refused = pickle.loads(pickle.dumps(ApiRefused(400, "bad request")))  # noqa: S301
     assert (refused.status_code, str(refused)) == (400, "API refused (400): bad request")
+
+
+def test_the_kept_checkpoints_are_listed_with_their_epochs_metrics_and_files(
+    api: TestClient,
+    auth: dict[str, str],
+    reporter: ApiReporter,
+    tmp_path: Path,
+    make_key: Callable[[str], str],
+) -> None:
+    job_id = running_job(api, auth, reporter)
+    context = JobContext(reporter, job_id, 1, 5, tmp_path / "scratch")
+    # As the trainer does: an epoch's metrics, then its checkpoint; progress says its batches.
+    reporter.heartbeat(
+        job_id, 1, {"epoch": 0, "fraction": 0.0, "batches_done": 0, "batches_per_epoch": 8}
+    )
+    for epoch in (1, 2, 3):
+        point = {"epoch": epoch, "train_loss": 1.0 / epoch, "val_accuracy": 0.5 + epoch / 10}
+        reporter.post_metrics(job_id, 1, point)
+        context.save_checkpoint(state(epoch))
+
+    listed = api.get(f"/v1/jobs/{job_id}/checkpoints", headers=auth)
+    assert listed.status_code == 200
+    items = listed.json()["items"]
+    assert [item["epoch"] for item in items] == [2, 3]  # the kept ones, oldest first
+    assert [item["step"] for item in items] == [16, 24]
+    assert [item["metrics"]["val_accuracy"] for item in items] == [0.7, 0.8]
+    artifacts = {item["name"]: item for item in api.get(
+        f"/v1/jobs/{job_id}/artifacts", headers=auth).json()["items"]}  # fmt: skip
+    for item in items:
+        assert item["sha256"] == artifacts[item["name"]]["sha256"]
+        assert item["size_bytes"] == artifacts[item["name"]]["size_bytes"]
+        file = api.get(f"/v1/jobs/{job_id}/artifacts/{item['name']}", headers=auth)
+        assert file.headers["X-Content-SHA256"] == item["sha256"]
+    stranger = {"Authorization": f"Bearer {make_key('globex')}"}
+    assert api.get(f"/v1/jobs/{job_id}/checkpoints", headers=stranger).status_code == 404
