@@ -12,8 +12,9 @@ from taas.app.artifacts.checkpoints import CHECKPOINT_NAME, checkpoint_epoch
 from taas.app.artifacts.models import Artifact
 from taas.app.artifacts.storage import StoredObject
 from taas.app.core.errors import InvalidInput, MalformedHeader
-from taas.app.jobs.models import Job
+from taas.app.jobs.models import Job, MetricPoint
 from taas.app.jobs.service import record_event
+from taas.app.spec.job import KeepBest
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -62,19 +63,45 @@ def check_sha256(value: str | None) -> str:
     return value
 
 
-def prune_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
-    """Delete all but the ``keep`` latest checkpoint rows of the job; returns their storage keys,
+def prune_checkpoints(
+    session: Session, job_id: str, keep_last: int, keep_best: KeepBest | None = None
+) -> list[str]:
+    """Delete the job's checkpoint rows but the ``keep_last`` newest and, with ``keep_best``,
+    the one of the epoch that scored best (the newest of equals); returns their storage keys,
     which the caller deletes once the commit went through."""
     checkpoints = session.scalars(
-        select(Artifact)
-        .where(Artifact.job_id == job_id, Artifact.kind == "checkpoint")
-        .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == "checkpoint")
     ).all()
-    pruned = sorted(checkpoints, key=checkpoint_epoch, reverse=True)[keep:]
+    newest_first = sorted(checkpoints, key=checkpoint_epoch, reverse=True)
+    kept = set(newest_first[:keep_last])
+    if keep_best is not None:
+        best = _best_checkpoint(session, job_id, newest_first, keep_best)
+        if best is not None:
+            kept.add(best)
+    pruned = [artifact for artifact in newest_first if artifact not in kept]
     for artifact in pruned:
         session.delete(artifact)
     session.flush()
     return [artifact.storage_key for artifact in pruned]
+
+
+def _best_checkpoint(
+    session: Session, job_id: str, newest_first: list[Artifact], keep_best: KeepBest
+) -> Artifact | None:
+    """The checkpoint whose epoch scored best on the metric (its epoch's metrics are reported
+    before its checkpoint is saved); None while no epoch has the metric."""
+    points = session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id))
+    scores = {point.epoch: getattr(point, keep_best.metric) for point in points}
+    scored = [
+        (scores[epoch], artifact)
+        for artifact in newest_first
+        if (epoch := checkpoint_epoch(artifact)) in scores and scores[epoch] is not None
+    ]
+    if not scored:
+        return None
+    choose = max if keep_best.mode == "max" else min
+    # The newest of equals: newest_first order, and max/min return the first they meet.
+    return choose(scored, key=lambda item: item[0])[1]
 
 
 def latest_checkpoint(session: Session, job_id: str) -> Artifact | None:

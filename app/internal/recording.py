@@ -8,6 +8,8 @@ from taas.app.artifacts.service import prune_checkpoints, record_artifact
 from taas.app.artifacts.storage import StoredObject
 from taas.app.core.config import Settings
 from taas.app.internal import service
+from taas.app.spec import JobSpec
+from taas.app.spec.job import CheckpointPolicy
 
 
 def record_and_commit(
@@ -23,10 +25,12 @@ def record_and_commit(
     the same name it replaced, and checkpoints beyond the kept number)."""
     # Still current after the upload? Read fresh and lock the job row (on PostgreSQL), so a
     # finish cannot slip in between this check and the commit.
-    service.current_attempt(session, job_id, attempt, lock=True)
+    job, _ = service.current_attempt(session, job_id, attempt, lock=True)
     replaced = record_artifact(session, job_id, attempt, name, kind, stored)
     superseded = [replaced] if replaced is not None else []
     if kind == "checkpoint":
-        superseded += prune_checkpoints(session, job_id, settings.keep_checkpoints)
+        policy = JobSpec.model_validate(job.spec).checkpoints or CheckpointPolicy()
+        keep_last = policy.keep_last or settings.keep_checkpoints
+        superseded += prune_checkpoints(session, job_id, keep_last, policy.keep_best)
     session.commit()
     return superseded

@@ -30,6 +30,28 @@ def _default_exports() -> list[ExportFormat]:
     return ["safetensors"]
 
 
+class KeepBest(StrictModel):
+    """Keep the checkpoint of the epoch that scored best on this metric."""
+
+    metric: Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]
+    mode: Literal["max", "min"]
+
+
+class CheckpointPolicy(StrictModel):
+    """Which checkpoints the service keeps (saved every ``training.checkpoint_every_epochs``).
+    The newest is always among them: a new attempt resumes from it."""
+
+    keep_last: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="the newest checkpoints kept (left out: the server's TAAS_KEEP_CHECKPOINTS)",
+    )
+    keep_best: KeepBest | None = Field(
+        default=None, description="also keep the one of the epoch that scored best"
+    )
+
+
 class JobSpec(StrictModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     dataset: str = Field(min_length=1, max_length=100)
@@ -43,6 +65,9 @@ class JobSpec(StrictModel):
     acceleration: Literal["off", "auto"] | AccelerationSpec = "auto"
     device: DeviceName = "auto"
     exports: list[ExportFormat] = Field(default_factory=_default_exports, max_length=4)
+    checkpoints: CheckpointPolicy | None = Field(
+        default=None, description="which checkpoints are kept (left out: the newest ones)"
+    )
     priority: int = Field(
         default=0,
         ge=-10,

@@ -149,3 +149,27 @@ def test_the_kept_checkpoints_are_listed_with_their_epochs_metrics_and_files(
         assert file.headers["X-Content-SHA256"] == item["sha256"]
     stranger = {"Authorization": f"Bearer {make_key('globex')}"}
     assert api.get(f"/v1/jobs/{job_id}/checkpoints", headers=stranger).status_code == 404
+
+
+def test_a_job_keeps_its_best_checkpoint_beside_the_newest_when_its_spec_asks(
+    api: TestClient, auth: dict[str, str], reporter: ApiReporter, tmp_path: Path
+) -> None:
+    policy = {"keep_last": 1, "keep_best": {"metric": "val_accuracy", "mode": "max"}}
+    spec = {**TINY_SYNTHETIC, "checkpoints": policy}
+    job_id = str(api.post("/v1/jobs", json=spec, headers=auth).json()["id"])
+    assert reporter.claim(job_id, "test-worker") is not None
+    context = JobContext(reporter, job_id, 1, 5, tmp_path / "scratch")
+    for epoch, accuracy in enumerate([0.6, 0.9, 0.7, 0.9, 0.8], start=1):
+        reporter.post_metrics(job_id, 1, {"epoch": epoch, "val_accuracy": accuracy})
+        context.save_checkpoint(state(epoch))
+
+    # Epochs 2 and 4 tie at 0.9: the newer one is kept; epoch 5 is the newest, to resume from.
+    assert checkpoint_names(job_id) == ["checkpoint-epoch4.pt", "checkpoint-epoch5.pt"]
+    listed = api.get(f"/v1/jobs/{job_id}/checkpoints", headers=auth).json()["items"]
+    assert [(item["epoch"], item["metrics"]["val_accuracy"]) for item in listed] == [
+        (4, 0.9),
+        (5, 0.8),
+    ]
+    resumed = JobContext(reporter, job_id, 1, 5, tmp_path / "elsewhere").load_checkpoint()
+    assert resumed is not None
+    assert resumed["epoch"] == 5
