@@ -207,6 +207,11 @@ def test_download_an_artifact_with_the_key(page: Page, server: Deployment, tenan
     saved = Path(download.path()).read_bytes()
     assert saved == tenant.api.get(f"/v1/jobs/{job['id']}/artifacts/model.json").content
     assert json.loads(saved)["spec"]["name"] == "downloaded-job"
+    # A kept checkpoint says which epoch it holds and how that epoch scored.
+    [kept] = tenant.api.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
+    accuracy = kept["metrics"]["val_accuracy"] * 100
+    row = page.get_by_role("row", name=re.compile(kept["name"]))
+    expect(row).to_contain_text(f"after epoch {kept['epoch']} · val accuracy {accuracy:.2f}%")
 
 
 def test_compare_two_jobs_on_one_chart(

@@ -79,7 +79,7 @@ class JobPage {
     const [points, events, artifacts] = await Promise.allSettled([
       loadPointsWithEpochs(this.job),
       getJson(jobPath(id, "/events")),
-      getJson(jobPath(id, "/artifacts")),
+      loadArtifacts(id),
     ]);
     if (points.status === "fulfilled") {
       this.curves.load(points.value);
@@ -89,7 +89,7 @@ class JobPage {
       }
     }
     if (events.status === "fulfilled") events.value.items.forEach((event) => this.addEvent(event));
-    if (artifacts.status === "fulfilled") this.showArtifacts(artifacts.value.items);
+    if (artifacts.status === "fulfilled") this.showArtifacts(artifacts.value);
   }
 
   follow() {
@@ -134,8 +134,8 @@ class JobPage {
 
   async finish() {
     await this.refresh();
-    const artifacts = await getJson(jobPath(this.job.id, "/artifacts")).catch(() => null);
-    if (artifacts) this.showArtifacts(artifacts.items);
+    const artifacts = await loadArtifacts(this.job.id).catch(() => null);
+    if (artifacts) this.showArtifacts(artifacts);
     clearInterval(this.ticker);
     announce(`The job ${this.job.status}.`);
   }
@@ -237,7 +237,8 @@ class JobPage {
       return;
     }
     const rows = items.map((artifact) => h("tr", {},
-      h("td", { text: artifact.name }),
+      h("td", {}, artifact.name, artifact.checkpoint
+        ? h("span", { class: "job-created", text: checkpointText(artifact.checkpoint) }) : ""),
       h("td", { class: "number", text: bytes(artifact.size_bytes) }),
       h("td", {}, h("button", { type: "button", class: "secondary", text: "Download",
         "aria-label": `Download ${artifact.name}`, onclick: (event) => this.download(artifact, event.target) }))));
@@ -348,6 +349,23 @@ class ProgressView {
  * The job's three charts against the epoch (fractional for step points, so train and eval
  * points share one axis). Step points when the server has them, else one point per epoch.
  */
+/** The job's files, each checkpoint with what GET .../checkpoints says of it (its epoch and
+ * that epoch's scores). */
+async function loadArtifacts(jobId) {
+  const [artifacts, checkpoints] = await Promise.all([
+    getJson(jobPath(jobId, "/artifacts")),
+    getJson(jobPath(jobId, "/checkpoints")).catch(() => ({ items: [] })), // an older server
+  ]);
+  const byName = new Map(checkpoints.items.map((item) => [item.name, item]));
+  return artifacts.items.map((artifact) => ({ ...artifact, checkpoint: byName.get(artifact.name) }));
+}
+
+function checkpointText(checkpoint) {
+  const accuracy = checkpoint.metrics?.val_accuracy;
+  const score = accuracy === null || accuracy === undefined ? "" : ` · val accuracy ${percent(accuracy, 2)}`;
+  return `after epoch ${checkpoint.epoch}${score}`;
+}
+
 // Why a job ended before its last epoch, in words (the trainer's stop reasons).
 const EARLY_STOPS = {
   target_reached: "it reached its target",
