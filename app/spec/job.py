@@ -50,6 +50,18 @@ class CheckpointPolicy(StrictModel):
     keep_best: KeepBest | None = Field(
         default=None, description="also keep the one of the epoch that scored best"
     )
+    export: Literal["last", "best"] = Field(
+        default="last",
+        description="the weights the job exports: its last, or those of its best validation "
+        "(by keep_best's metric when that is val_accuracy or val_loss, else val_accuracy)",
+    )
+
+    def selection(self) -> tuple[str, str]:
+        """(metric, mode) that makes a validation the best one."""
+        keep = self.keep_best
+        if keep is not None and keep.metric in ("val_accuracy", "val_loss"):
+            return keep.metric, keep.mode
+        return "val_accuracy", "max"
 
 
 class JobSpec(StrictModel):

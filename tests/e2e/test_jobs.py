@@ -84,6 +84,31 @@ def test_reference_job_trains_and_model_reproduces_accuracy(
     _assert_model_reproduces(tmp_path / "model", final)
 
 
+def test_a_job_keeps_and_exports_its_best_epoch(deployment: Deployment, tmp_path: Path) -> None:
+    policy = {
+        "keep_last": 1,
+        "keep_best": {"metric": "val_accuracy", "mode": "max"},
+        "export": "best",
+    }
+    spec = {**REFERENCE_MLP, "training": {**REFERENCE_MLP["training"], "epochs": 4, "lr": 0.02}}
+    with Client(deployment.api_url, deployment.create_key("acme")) as client:
+        job = client.submit({**spec, "checkpoints": policy})
+        final = client.wait(job["id"], timeout=180, poll_seconds=0.3)
+        assert final["status"] == "succeeded", (final, deployment.logs())
+        metrics = client.metrics(job["id"])
+        kept = client.checkpoints(job["id"])
+        client.download(job["id"], tmp_path / "model")
+    scores = [point["val_accuracy"] for point in metrics]
+    best_epoch = max(range(len(scores)), key=lambda index: (scores[index], index)) + 1
+    metadata = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert metadata["metrics"]["exported_epoch"] == best_epoch, scores
+    # Checkpoints follow every epoch but the last: the newest of those, and the best of them.
+    saved = range(1, len(scores))
+    best_saved = max(saved, key=lambda epoch: (scores[epoch - 1], epoch))
+    assert [item["epoch"] for item in kept] == sorted({best_saved, len(scores) - 1})
+    _assert_model_reproduces(tmp_path / "model", final)
+
+
 def _assert_model_reproduces(folder: Path, job: dict[str, Any]) -> None:
     """Rebuild the network from model.json + weights alone and evaluate it on the test split."""
     metadata = json.loads((folder / "model.json").read_text())

@@ -204,6 +204,8 @@ def model_metadata(
             "test_loss": result.test_loss,
             "epochs_completed": result.epochs_completed,
             "stop_reason": result.stop_reason,
+            # Whose weights these are: the last epoch's, or the best validation's.
+            "exported_epoch": result.exported_epoch,
         },
         "parameter_count": result.parameter_count,
         "seed": spec.training.seed,

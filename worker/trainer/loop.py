@@ -66,6 +66,8 @@ class TrainResult:
     acceleration: dict[str, object]  # what was applied and what was skipped, and why
     # Every point reported, in epoch order, those from before a resume included.
     history: list[MetricPoint] = dataclasses.field(default_factory=list)
+    # The (fractional) epoch of the exported weights: the last, or the best validation's.
+    exported_epoch: float | None = None
 
 
 def pick_device(requested: str, log: Callable[[str], None] = _log.warning) -> torch.device:
@@ -104,7 +106,7 @@ def train(spec: JobSpec, dataset: Dataset, context: TrainContext) -> TrainResult
         epochs_completed, stop_reason, last_point = _train_epochs(run, first_epoch)
         result = _finish(run, dataset, epochs_completed, stop_reason)
         if last_point is not None:
-            if _validates_on_test(spec):
+            if _validates_on_test(spec) and not _exports_best(spec):
                 # The last epoch's validation is the final test evaluation: no need to run it
                 # twice.
                 last_point.val_loss = result.test_loss
@@ -179,7 +181,9 @@ def _train_epochs(run: Run, first_epoch: int) -> tuple[int, StopReason, MetricPo
     settings = run.spec.training
     epochs_completed = first_epoch - 1
     for epoch in range(first_epoch, settings.epochs + 1):
+        # Exporting the best: the last epoch's validation is a candidate like the others.
         last = epoch == settings.epochs and _validates_on_test(run.spec)
+        last = last and not _exports_best(run.spec)
         progress, run.within_epoch = run.within_epoch or EpochProgress(), None
         point, stopped = _train_one_epoch(run, epoch, progress, skip_last_evaluation=last)
         if point is None:  # stopped before the epoch finished: it does not count
@@ -202,6 +206,10 @@ def _report(run: Run, point: MetricPoint) -> None:
 
 def _validates_on_test(spec: JobSpec) -> bool:
     return spec.training.validate_on == "test"
+
+
+def _exports_best(spec: JobSpec) -> bool:
+    return spec.checkpoints is not None and spec.checkpoints.export == "best"
 
 
 def _train_one_epoch(
@@ -251,7 +259,7 @@ def _train_one_epoch(
         if step in evaluate_after:
             _synchronize(run.device)  # the queued GPU work belongs to training, not evaluation
             train_seconds += time.perf_counter() - started  # evaluation time is not training
-            val = _validate(run)
+            val = _validate(run, fractional_epoch)
             run.series.add_evaluation(global_step, fractional_epoch, *val)
             started = time.perf_counter()
             if _reached_target(run, val[1]):
@@ -327,7 +335,7 @@ def _evaluation_steps(batches: int, evals_per_epoch: int) -> set[int]:
     return {max(1, round(batches * k / evals_per_epoch)) for k in range(1, evals_per_epoch + 1)}
 
 
-def _validate(run: Run) -> tuple[float, float]:
+def _validate(run: Run, epoch: float) -> tuple[float, float]:
     """(loss, accuracy) on the validation split of the model that would be exported now."""
     module = _exported_module(run)
     evaluated = for_inference(module, run.spec.training.test_time_flip)
@@ -335,9 +343,23 @@ def _validate(run: Run) -> tuple[float, float]:
         loss, accuracy = fast_evaluate(evaluated, run.val_x, run.val_y, run.feed, run.plan.amp)
     else:
         loss, accuracy = evaluate(evaluated, run.val_x, run.val_y, run.preprocess, run.device)
-    if run.deadline is not None and (run.best is None or accuracy > run.best[0]):
-        run.best = (accuracy, {k: v.detach().clone() for k, v in module.state_dict().items()})
+    if run.deadline is not None or _exports_best(run.spec):
+        _keep_if_best(run, module, loss, accuracy, epoch)
     return loss, accuracy
+
+
+def _keep_if_best(run: Run, module: nn.Module, loss: float, accuracy: float, epoch: float) -> None:
+    """Remember these weights when this validation is the best so far, the newest of equals as
+    for the kept checkpoints (a copy: training goes on changing the module's)."""
+    policy = run.spec.checkpoints
+    metric, mode = policy.selection() if policy is not None else ("val_accuracy", "max")
+    score = accuracy if metric == "val_accuracy" else loss
+    if run.best is not None:
+        best = run.best[0]
+        if not (score >= best if mode == "max" else score <= best):
+            return
+    weights = {key: value.detach().clone() for key, value in module.state_dict().items()}
+    run.best = (score, weights, epoch)
 
 
 def _exported_module(run: Run) -> nn.Module:
@@ -389,8 +411,16 @@ def _finish(
 ) -> TrainResult:
     """Final test metrics, measured on CPU in fp32 so the saved weights reproduce them exactly."""
     model = _exported_module(run)
-    if stop_reason == "max_seconds" and run.best is not None:
-        model.load_state_dict(run.best[1])  # the best model seen, not the last
+    exported_epoch = float(epochs_completed)
+    best_wanted = stop_reason == "max_seconds" or _exports_best(run.spec)
+    if best_wanted and run.best is not None:
+        score, weights, exported_epoch = run.best
+        model.load_state_dict(weights)  # the best model seen, not the last
+        if _exports_best(run.spec):
+            run.context.log(
+                f"exporting the weights of epoch {exported_epoch:g}, the best validation "
+                f"({score:.4f})"
+            )
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     cpu = torch.device("cpu")
     predicting = for_inference(model, run.spec.training.test_time_flip)
@@ -411,4 +441,5 @@ def _finish(
         parameter_count=sum(parameter.numel() for parameter in model.parameters()),
         device=str(run.device),
         acceleration=_acceleration_report(run),
+        exported_epoch=exported_epoch,
     )

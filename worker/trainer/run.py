@@ -97,7 +97,9 @@ class Run:
     context: TrainContext
     series: StepSeries  # the training loss every few steps, and every evaluation
     deadline: float | None  # time.monotonic() past which training stops
-    best: tuple[float, dict[str, torch.Tensor]] | None = None  # kept only with max_seconds
+    # The best validation so far (score, weights, fractional epoch): kept with max_seconds and
+    # with checkpoints.export "best", in memory (a resumed attempt starts it again).
+    best: tuple[float, dict[str, torch.Tensor], float] | None = None
     history: list[MetricPoint] = dataclasses.field(default_factory=list)  # reported so far
     # Where a preempted attempt stopped inside an epoch: the resumed run goes on from there.
     within_epoch: EpochProgress | None = None

@@ -26,6 +26,7 @@ from taas.worker.trainer.export import (
     ExportFailed,
     artifact_kind,
     dataset_sha256,
+    model_metadata,
     write_model_files,
 )
 from taas.worker.trainer.loop import TrainResult, train
@@ -312,6 +313,7 @@ def test_model_json_describes_how_to_rebuild_and_use_the_model(tmp_path: Path) -
         "test_loss": result.test_loss,
         "epochs_completed": 2,
         "stop_reason": "completed",
+        "exported_epoch": 2.0,  # the last epoch: the default export
     }
     assert document["parameter_count"] == result.parameter_count
     assert set(document["versions"]) == {"taas", "torch", "python", "numpy", "safetensors"}
@@ -510,3 +512,39 @@ def test_the_sdk_loads_a_model_from_its_folder_or_its_model_json_and_says_what_i
     (tmp_path / "cancelled").mkdir()  # what downloading a job without a model leaves
     with pytest.raises(FileNotFoundError, match="a failed or cancelled job has no model"):
         taas.load_model(tmp_path / "cancelled")
+
+
+def test_a_job_that_exports_its_best_validation_exports_those_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Validation scores scripted 0.5, 0.9, 0.6 over three epochs: the exported weights are
+    the second epoch's (as its checkpoint holds them), and model.json says so."""
+    from taas.worker.trainer import loop
+
+    scripted = iter([0.5, 0.9, 0.6])
+    real_evaluate, real_fast = loop.evaluate, loop.fast_evaluate
+
+    def with_scripted_accuracy(real: Any) -> Any:
+        def evaluate(*args: Any, **kwargs: Any) -> tuple[float, float]:
+            loss, accuracy = real(*args, **kwargs)
+            return loss, next(scripted, accuracy)  # the final test evaluation is the real one
+
+        return evaluate
+
+    monkeypatch.setattr(loop, "evaluate", with_scripted_accuracy(real_evaluate))
+    monkeypatch.setattr(loop, "fast_evaluate", with_scripted_accuracy(real_fast))
+    spec = tiny_spec(acceleration="off", epochs=3)
+    spec = JobSpec.model_validate({**spec.model_dump(), "checkpoints": {"export": "best"}})
+    dataset = load_dataset(spec, None)
+    context = RecordingContext()
+    result = train(spec, dataset, context)
+
+    assert result.exported_epoch == 2.0
+    second = next(state for state in context.checkpoints if state["epoch"] == 2)
+    exported = result.model.state_dict()
+    for key, value in second["model"].items():
+        assert torch.equal(exported[key].cpu(), value.cpu()), key
+    assert "exporting the weights of epoch 2, the best validation (0.9000)" in context.messages
+    metadata = model_metadata(result, spec, dataset, [])
+    assert metadata["metrics"]["exported_epoch"] == 2.0
+    assert [point.val_accuracy for point in context.points] == [0.5, 0.9, 0.6]
