@@ -179,10 +179,12 @@ def _run_in_scratch(claim: Claim, reporter: ApiReporter, settings: Settings) -> 
 
 
 def _attempt_folders(job_scratch: Path, up_to: int) -> list[Path]:
-    if not job_scratch.is_dir():
+    try:
+        entries = list(job_scratch.iterdir())
+    except FileNotFoundError:  # removed by another attempt's end on this host
         return []
     folders = []
-    for folder in job_scratch.iterdir():
+    for folder in entries:
         number = folder.name.removeprefix("attempt-")
         if number.isdigit() and int(number) <= up_to:
             folders.append(folder)
