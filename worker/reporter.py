@@ -58,6 +58,7 @@ class DatasetRef:
     id: str
     sha256: str
     size_bytes: int
+    name: str = ""  # as its owner named it; an older API sends none
 
 
 @dataclass(frozen=True)

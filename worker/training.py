@@ -69,7 +69,8 @@ def load_data(spec: JobSpec, claim: Claim, context: JobContext, settings: Settin
         max_bytes=settings.dataset_cache_bytes,
     ) as path:
         _check_memory(spec, dataset_info_of_canonical(path, spec.dataset), context, settings)
-        return load_canonical(path, spec.dataset)
+        # Named as its owner named it (model.json, repr(model)); the spec keeps its id.
+        return load_canonical(path, claim.dataset.name or spec.dataset)
 
 
 def _check_memory(

@@ -82,7 +82,12 @@ def claim(
         time_limit=describe_time_limit(job.spec, settings),
         dataset=None
         if uploaded is None
-        else DatasetRef(id=uploaded.id, sha256=uploaded.sha256, size_bytes=uploaded.size_bytes),
+        else DatasetRef(
+            id=uploaded.id,
+            name=uploaded.name,
+            sha256=uploaded.sha256,
+            size_bytes=uploaded.size_bytes,
+        ),
     )
 
 

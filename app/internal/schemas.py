@@ -19,6 +19,7 @@ class DatasetRef(BaseModel):
     """An uploaded dataset a job trains on: fetched from the API, cached by sha256."""
 
     id: str
+    name: str = Field(default="", description="its name, as its owner gave it (for model.json)")
     sha256: str
     size_bytes: int
 

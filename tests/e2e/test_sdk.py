@@ -37,6 +37,9 @@ def test_a_notebook_submits_waits_downloads_and_predicts(
     assert statuses[-1] == "succeeded", statuses
     assert len(statuses) >= 2, statuses  # the callback saw it before it ended too
     model = taas.load_model(tmp_path / "model")
+    # The upload's own name, as its owner gave it; its id beside it.
+    assert repr(model).startswith("Model(mlp on bands, ")
+    assert model.metadata["dataset"]["id"] == dataset["id"]
     predicted = model.predict(data["x_test"])  # raw uint8 (N, H, W), as uploaded; numpy back
     accuracy = float((predicted == data["y_test"]).mean())
     # The same network on the same test split: what the service measured, to rounding.

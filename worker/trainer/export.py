@@ -211,6 +211,7 @@ def model_metadata(
         "seed": spec.training.seed,
         "dataset": {
             "name": info.name,
+            "id": spec.dataset,  # a built-in's name, or an upload's id
             "train_size": info.train_size,
             "test_size": info.test_size,
             "sha256": dataset_sha256(dataset),

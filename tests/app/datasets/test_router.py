@@ -265,6 +265,7 @@ def test_workers_fetch_the_dataset_of_the_attempt_they_run(
 
     assert claim["dataset"] == {
         "id": dataset["id"],
+        "name": dataset["name"],  # what model.json calls the dataset
         "sha256": dataset["sha256"],
         "size_bytes": dataset["size_bytes"],
     }

@@ -336,6 +336,7 @@ def test_model_json_says_how_to_reproduce_the_run(tmp_path: Path) -> None:
     assert document["seed"] == 7
     assert document["dataset"] == {
         "name": "synthetic",
+        "id": "synthetic",  # a built-in's id is its name
         "train_size": 256,
         "test_size": 128,
         "sha256": dataset_sha256(dataset),
