@@ -27,6 +27,9 @@ def checkpoint_state(run: Run, epoch: int, order_rng: torch.Tensor | None = None
     }
     if run.ema is not None:
         state["ema"] = run.ema.state_dict()
+    if run.best is not None:  # the best validation so far: a resumed run still exports it
+        score, weights, best_epoch = run.best
+        state["best"] = {"score": score, "weights": weights, "epoch": best_epoch}
     if run.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
     return state
@@ -43,6 +46,10 @@ def resume(run: Run, state: dict[str, Any] | None) -> int:
     torch.set_rng_state(state["torch_rng"])
     if run.ema is not None and "ema" in state:
         run.ema.load_state_dict(state["ema"])
+    if "best" in state:
+        best = state["best"]
+        weights = {key: value.to(run.device) for key, value in best["weights"].items()}
+        run.best = (float(best["score"]), weights, float(best["epoch"]))
     if "cuda_rng" in state and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
     # Checkpoints written before the history was kept have none.

@@ -98,7 +98,7 @@ class Run:
     series: StepSeries  # the training loss every few steps, and every evaluation
     deadline: float | None  # time.monotonic() past which training stops
     # The best validation so far (score, weights, fractional epoch): kept with max_seconds and
-    # with checkpoints.export "best", in memory (a resumed attempt starts it again).
+    # with checkpoints.export "best", and saved in the checkpoints for a resumed attempt.
     best: tuple[float, dict[str, torch.Tensor], float] | None = None
     history: list[MetricPoint] = dataclasses.field(default_factory=list)  # reported so far
     # Where a preempted attempt stopped inside an epoch: the resumed run goes on from there.

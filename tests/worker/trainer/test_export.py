@@ -549,3 +549,39 @@ def test_a_job_that_exports_its_best_validation_exports_those_weights(
     metadata = model_metadata(result, spec, dataset, [])
     assert metadata["metrics"]["exported_epoch"] == 2.0
     assert [point.val_accuracy for point in context.points] == [0.5, 0.9, 0.6]
+
+
+def test_a_resumed_job_still_exports_the_best_validation_of_before_its_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The best so far travels in the checkpoints: an attempt that resumes after epoch 2 (whose
+    validation was the best) still exports epoch 2's weights when epoch 3 scores lower."""
+    from taas.worker.trainer import loop
+
+    scripted: list[float] = []
+
+    def with_scripted_accuracy(real: Any) -> Any:
+        def evaluate(*args: Any, **kwargs: Any) -> tuple[float, float]:
+            loss, accuracy = real(*args, **kwargs)
+            return loss, scripted.pop(0) if scripted else accuracy
+
+        return evaluate
+
+    monkeypatch.setattr(loop, "evaluate", with_scripted_accuracy(loop.evaluate))
+    monkeypatch.setattr(loop, "fast_evaluate", with_scripted_accuracy(loop.fast_evaluate))
+    spec = tiny_spec(acceleration="off", epochs=3)
+    spec = JobSpec.model_validate({**spec.model_dump(), "checkpoints": {"export": "best"}})
+    dataset = load_dataset(spec, None)
+    first = RecordingContext()
+    scripted[:] = [0.5, 0.9, 0.6]
+    train(spec, dataset, first)
+    after_second = next(state for state in first.checkpoints if state["epoch"] == 2)
+    assert after_second["best"]["epoch"] == 2.0
+
+    resumed = RecordingContext()
+    resumed.resume_from = after_second
+    scripted[:] = [0.6]  # epoch 3's validation, below epoch 2's
+    result = train(spec, dataset, resumed)
+    assert result.exported_epoch == 2.0
+    for key, value in after_second["best"]["weights"].items():
+        assert torch.equal(result.model.state_dict()[key].cpu(), value.cpu()), key
