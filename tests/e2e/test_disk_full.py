@@ -142,7 +142,12 @@ def fill_and_free(api: httpx.Client, home: Path, disk: Path, timeline: Timeline)
     if ended["status"] == "failed":
         assert ended["error"]["type"] == "infra"
         assert "storage full" in ended["error"]["message"]
-    assert not list((home / "checkpoints").glob("*/*")), "the worker left scratch files behind"
+    # Each checkpoint file goes as soon as it is uploaded; the attempt's (empty) folder goes
+    # when the worker has reported the end, a moment after the API shows it.
+    scratch = home / "checkpoints"
+    files = [path for path in scratch.rglob("*") if path.is_file()]
+    assert not files, f"the worker left scratch files behind: {files}"
+    wait_for(lambda: not list(scratch.iterdir()), "the attempt's scratch folder to go", 15)
 
     (disk / "ballast").unlink()
     timeline.note(f"ballast deleted: {free_mib(disk)} MiB free")
