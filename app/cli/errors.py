@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from taas.app.spec.suggestions import spec_hint, walk_spec
-from taas.errors import ApiError, ServiceUnreachable
+from taas.errors import ApiError, ServiceUnreachable, names_its_field
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,7 @@ def _field_error(item: dict[str, Any], spec: dict[str, Any] | None) -> str:
     message = str(item.get("msg", ""))
     if spec is None or item.get("loc", [None])[0] != "body":
         where = ".".join(map(str, loc)) or "request"
-        parameter = where.removeprefix("parameters.")
-        if message.startswith((where, f"parameter {parameter!r}")):  # it names its field
-            return message
-        return f"{where}: {message}"
+        return message if names_its_field(message, where) else f"{where}: {message}"
     shown = walk_spec(loc).path or "spec"
     if item.get("type") == "extra_forbidden":  # "Extra inputs are not permitted; did you ..."
         message = "unknown field" + (message[message.index(";") :] if ";" in message else "")

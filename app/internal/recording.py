@@ -8,7 +8,6 @@ from taas.app.artifacts.service import prune_checkpoints, record_artifact
 from taas.app.artifacts.storage import StoredObject
 from taas.app.core.config import Settings
 from taas.app.internal import service
-from taas.app.spec import JobSpec
 from taas.app.spec.job import CheckpointPolicy
 
 
@@ -29,7 +28,8 @@ def record_and_commit(
     replaced = record_artifact(session, job_id, attempt, name, kind, stored)
     superseded = [replaced] if replaced is not None else []
     if kind == "checkpoint":
-        policy = JobSpec.model_validate(job.spec).checkpoints or CheckpointPolicy()
+        # The stored spec is normalized: its policy alone is read, not the whole spec.
+        policy = CheckpointPolicy.model_validate(job.spec.get("checkpoints") or {})
         keep_last = policy.keep_last or settings.keep_checkpoints
         superseded += prune_checkpoints(session, job_id, keep_last, policy.keep_best)
     session.commit()

@@ -49,11 +49,12 @@ def readable(detail: Any) -> str:
     for item in detail:
         where = ".".join(str(part) for part in item.get("loc", []) if part != "body")
         message = str(item.get("msg", ""))
-        lines.append(f"{where}: {message}" if where and not _names(message, where) else message)
+        named = not where or names_its_field(message, where)
+        lines.append(message if named else f"{where}: {message}")
     return "; ".join(lines)
 
 
-def _names(message: str, where: str) -> bool:
+def names_its_field(message: str, where: str) -> bool:
     """Whether the server's message already starts with the field it is about
     (``training.epochs=500: at most 200``, ``parameter 'training.lr': ...``)."""
     parameter = where.removeprefix("parameters.")
